@@ -1,0 +1,186 @@
+"""The `edge` command: one image, one package, one CLI.
+
+    edge run --config F              everything in one process (spool writer, forwarder, sources)
+    edge check-config --config F     validate and summarise; exit 2 naming the bad field
+    edge spool stats --config F      JSON: depth, oldest age, rates, runway, ETA, losses
+    edge spool dead-letters|quarantine --config F [--limit N]
+    edge healthcheck --config F      exit 0 when the appliance is ready (for Compose)
+    edge admin --config F            the admin page under gunicorn
+    edge table ddl [--table T]       the bronze table's CREATE TABLE statement
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from edge import __version__
+from edge.configtypes import ConfigError
+
+EXIT_CONFIG = 2
+EXIT_UNHEALTHY = 1
+
+
+def _setup_logging(level: str = "info") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stdout,
+    )
+
+
+def _load(args):
+    from edge.config import load
+
+    return load(args.config)
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config", "-c", default=os.environ.get("EDGE_CONFIG", "/etc/edge/config.yaml"),
+        help="the appliance's YAML config (default: $EDGE_CONFIG or /etc/edge/config.yaml)",
+    )
+
+
+def cmd_run(args) -> int:
+    cfg = _load(args)
+    _setup_logging(cfg.logging.level)
+    from edge.runner import run
+
+    run(cfg, forward=not args.no_forward)
+    return 0
+
+
+def cmd_check_config(args) -> int:
+    cfg = _load(args)
+    print(f"config OK: appliance {cfg.appliance_id}")
+    print(f"  spool     {cfg.spool.path}  budget {cfg.spool.max_bytes} bytes  when_full={cfg.spool.when_full}")
+    print(f"  zerobus   {cfg.zerobus.endpoint} -> {cfg.zerobus.table}  (client {cfg.zerobus.client_id})")
+    for s in cfg.sources:
+        print(f"  source    {s.name} ({s.type}){'' if s.enabled else '  [disabled]'}")
+    return 0
+
+
+def _reader(cfg):
+    from edge.spool import SpoolReader
+
+    if not Path(cfg.spool.path).exists():
+        raise ConfigError("spool.path", f"no spool at {cfg.spool.path} (has the appliance run yet?)")
+    return SpoolReader(cfg.spool.path)
+
+
+def cmd_spool_stats(args) -> int:
+    reader = _reader(_load(args))
+    print(json.dumps(reader.stats(), indent=2, sort_keys=True, default=str))
+    return 0
+
+
+def cmd_spool_list(args) -> int:
+    reader = _reader(_load(args))
+    rows = reader.dead_letters(args.limit) if args.what == "dead-letters" else reader.quarantined(args.limit)
+    print(json.dumps(rows, indent=2, default=lambda b: b.hex() if isinstance(b, bytes) else str(b)))
+    return 0
+
+
+def cmd_healthcheck(args) -> int:
+    """Ready = the spool opens and answers, and the forwarder reported its state recently."""
+    cfg = _load(args)
+    try:
+        reader = _reader(cfg)
+        stats = reader.stats()
+        states = {s["name"]: s for s in _as_list(reader.states("forwarder"))}
+    except Exception as exc:
+        print(f"unhealthy: spool: {exc}")
+        return EXIT_UNHEALTHY
+    fwd = states.get("main")
+    if fwd is None:
+        print("unhealthy: the forwarder has not reported yet")
+        return EXIT_UNHEALTHY
+    age = time.time() - float(fwd.get("updated_ts") or fwd.get("json", {}).get("updated_ts") or 0)
+    if age > args.max_age:
+        print(f"unhealthy: forwarder state is {age:.0f}s old")
+        return EXIT_UNHEALTHY
+    print(f"ok: depth {stats.get('depth_rows')} forwarder {(fwd.get('json') or fwd).get('state')}")
+    return 0
+
+
+def _as_list(states) -> list[dict]:
+    if isinstance(states, dict):
+        return [{"name": k, **(v if isinstance(v, dict) else {"json": v})} for k, v in states.items()]
+    return list(states)
+
+
+def cmd_admin(args) -> int:
+    cfg = _load(args)
+    _setup_logging(cfg.logging.level)
+    from edge.admin import serve
+
+    return serve(args.config, args.bind) or 0
+
+
+def cmd_table_ddl(args) -> int:
+    from edge.schema import ddl
+
+    print(ddl(args.table))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge", description="Zerobus Edge store-and-forward appliance")
+    p.add_argument("--version", action="version", version=f"zerobus-edge {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the appliance: spool writer, forwarder and every enabled source")
+    _config_arg(run)
+    run.add_argument("--no-forward", action="store_true", help="collect and spool only (e.g. during commissioning)")
+    run.set_defaults(func=cmd_run)
+
+    chk = sub.add_parser("check-config", help="validate the config; exit 2 naming the first bad field")
+    _config_arg(chk)
+    chk.set_defaults(func=cmd_check_config)
+
+    spool = sub.add_parser("spool", help="inspect the spool").add_subparsers(dest="spool_command", required=True, metavar="WHAT")
+    st = spool.add_parser("stats", help="JSON: depth, oldest age, rates, runway, ETA, losses")
+    _config_arg(st)
+    st.set_defaults(func=cmd_spool_stats)
+    for what in ("dead-letters", "quarantine"):
+        sp = spool.add_parser(what, help=f"JSON list of {what.replace('-', ' ')}")
+        _config_arg(sp)
+        sp.add_argument("--limit", type=int, default=50)
+        sp.set_defaults(func=cmd_spool_list, what=what)
+
+    hc = sub.add_parser("healthcheck", help="exit 0 when the spool answers and the forwarder reported recently")
+    _config_arg(hc)
+    hc.add_argument("--max-age", type=float, default=60.0, help="seconds a forwarder state may be old (default 60)")
+    hc.set_defaults(func=cmd_healthcheck)
+
+    adm = sub.add_parser("admin", help="serve the admin page (gunicorn)")
+    _config_arg(adm)
+    adm.add_argument("--bind", default=None, help="host:port (default: admin.listen from the config)")
+    adm.set_defaults(func=cmd_admin)
+
+    table = sub.add_parser("table", help="the Databricks bronze table").add_subparsers(dest="table_command", required=True, metavar="WHAT")
+    dd = table.add_parser("ddl", help="print the CREATE TABLE statement for a workspace admin")
+    dd.add_argument("--table", default="main.edge.readings", help="catalog.schema.table")
+    dd.set_defaults(func=cmd_table_ddl)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"edge: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

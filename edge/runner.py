@@ -1,0 +1,144 @@
+"""`edge run`: the spool writer, the forwarder and every enabled source in one process.
+
+Exactly one process writes a spool: this one. Sources are asyncio tasks (their
+blocking libraries run in their own threads), the writer is one thread, the
+forwarder is one thread. A source that crashes is restarted with backoff and
+its error is visible in its state; it never takes the others down. SIGTERM and
+SIGINT stop collection first, then let the forwarder finish its in-flight
+window, then close the spool cleanly (nothing depends on a clean stop: a
+SIGKILL loses nothing that was committed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import signal
+from pathlib import Path
+
+from edge.backoff import Backoff
+from edge.config import SOURCE_TYPES, Config
+from edge.sources.base import SourceContext, SourceStatus
+
+log = logging.getLogger("edge.runner")
+
+
+def open_spool(cfg: Config):
+    from edge.spool import Spool
+
+    Path(cfg.spool.path).parent.mkdir(parents=True, exist_ok=True)
+    return Spool.open(
+        cfg.spool.path,
+        appliance_id=cfg.appliance_id,
+        max_bytes=int(cfg.spool.max_bytes),
+        when_full=cfg.spool.when_full,
+        max_age_s=float(cfg.spool.max_age) if cfg.spool.max_age is not None else None,
+        min_free_bytes=int(cfg.spool.min_free_bytes),
+    )
+
+
+class Appliance:
+    def __init__(self, cfg: Config, *, forward: bool = True):
+        self.cfg = cfg
+        self.forward = forward
+        self.writer = None
+        self.forwarder = None
+        self._tasks: list[asyncio.Task] = []
+        self._stop = asyncio.Event()
+
+    def _context(self, src_cfg) -> SourceContext:
+        writer = self.writer
+        status = SourceStatus(src_cfg.name, src_cfg.type, writer.put_state)
+
+        def quarantine(source: str, reason: str, raw: bytes, meta: dict):
+            return writer.quarantine(source, reason, raw, meta)
+
+        data_dir = Path(self.cfg.data_dir) / "sources" / src_cfg.name
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return SourceContext(
+            appliance_id=self.cfg.appliance_id,
+            data_dir=data_dir,
+            emit=writer.emit,
+            submit=writer.submit,
+            quarantine=quarantine,
+            wait_for_space=writer.wait_for_space_async,
+            status=status,
+            log=logging.getLogger(f"edge.sources.{src_cfg.name}"),
+            stats=self.stats,
+        )
+
+    def stats(self) -> dict:
+        """Live numbers for sources that report them (the http source's diagnostics)."""
+        out = {"spool": self.writer.stats() if self.writer else {}}
+        out["forwarder"] = self.forwarder.state() if self.forwarder else {"state": "disabled"}
+        return out
+
+    async def _supervise(self, src_cfg) -> None:
+        module = importlib.import_module(SOURCE_TYPES[src_cfg.type])
+        ctx = self._context(src_cfg)
+        backoff = Backoff(initial=1.0, maximum=60.0)
+        while True:
+            try:
+                source = module.Source(src_cfg, ctx)
+                await source.run()
+                log.warning("source %s returned; restarting", src_cfg.name)
+            except asyncio.CancelledError:
+                ctx.status.set_state("stopped")
+                raise
+            except Exception as exc:  # keep the appliance up; the state shows what broke
+                log.exception("source %s failed", src_cfg.name)
+                ctx.status.error(f"{type(exc).__name__}: {exc}")
+                ctx.status.set_state("restarting", f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(backoff.next())
+
+    async def run(self) -> None:
+        from edge.writer import SpoolWriter
+
+        cfg = self.cfg
+        spool = open_spool(cfg)
+        self.writer = SpoolWriter(spool)
+        if self.forward:
+            from edge.forwarder import Forwarder
+
+            self.forwarder = Forwarder(
+                cfg.zerobus, appliance_id=cfg.appliance_id, spool_path=cfg.spool.path, writer=self.writer
+            )
+            self.forwarder.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self._stop.set)
+            except (NotImplementedError, RuntimeError):  # not the main thread (tests)
+                pass
+        enabled = [s for s in cfg.sources if s.enabled]
+        for s in enabled:
+            self._tasks.append(asyncio.create_task(self._supervise(s), name=f"source:{s.name}"))
+        log.info(
+            "appliance %s running: %d source(s) [%s], forwarding %s to %s",
+            cfg.appliance_id, len(enabled), ", ".join(s.name for s in enabled),
+            "on" if self.forward else "off", cfg.zerobus.endpoint,
+        )
+        try:
+            await self._stop.wait()
+        finally:
+            await self.shutdown()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def shutdown(self) -> None:
+        log.info("stopping: collection first, then the forwarder, then the spool")
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self.forwarder is not None:
+            await asyncio.to_thread(self.forwarder.stop, 10.0)
+        if self.writer is not None:
+            await asyncio.to_thread(self.writer.close)
+        log.info("stopped")
+
+
+def run(cfg: Config, *, forward: bool = True) -> None:
+    asyncio.run(Appliance(cfg, forward=forward).run())
