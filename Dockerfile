@@ -1,0 +1,47 @@
+# One image for every Python service of the appliance: `edge` (run, admin,
+# healthcheck, ...) and the simulators (`python -m simulators.<name>`).
+#
+#   docker compose build                       # upstream base, wheels from PyPI
+#   docker build --build-arg BASE_IMAGE=zerobus-edge-local/bookworm-python:3.11 .
+#                                              # offline: local base + ops/images/wheelhouse
+#
+# BASE_IMAGE must be a Debian bookworm image with python3 3.11 and its venv
+# module; the test stand-in is built by ops/images/bootstrap.sh.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+
+FROM ${BASE_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore
+RUN python3 -m venv /opt/venv
+# A wheelhouse with wheels in it makes the build strictly offline (--no-index):
+# a missing wheel then fails the build instead of quietly reaching PyPI.
+COPY ops/images/wheelhouse/ /wheels/
+COPY pyproject.toml /src/pyproject.toml
+# Dependencies first, from pyproject.toml alone, so a source change reuses this layer.
+RUN set -eu; \
+    if ls /wheels/*.whl >/dev/null 2>&1; then echo "pip: offline, /wheels"; echo "--no-index --find-links /wheels" >/opt/pip-source; \
+    else echo "pip: PyPI"; : >/opt/pip-source; fi; \
+    python3 -c 'import tomllib; print("\n".join(tomllib.load(open("/src/pyproject.toml", "rb"))["project"]["dependencies"]))' >/opt/requirements.txt; \
+    /opt/venv/bin/pip install -q $(cat /opt/pip-source) -r /opt/requirements.txt
+COPY edge/ /src/edge/
+COPY simulators/ /src/simulators/
+RUN /opt/venv/bin/pip install -q $(cat /opt/pip-source) --no-deps /src \
+    && /opt/venv/bin/python -c 'import edge, simulators'
+
+FROM ${BASE_IMAGE}
+# Fixed ids: the spool volume is shared by `edge` (writer) and `admin` (reader),
+# and a host directory mounted instead of a volume needs a known owner.
+ARG EDGE_UID=10001
+ARG EDGE_GID=10001
+RUN groupadd -g "${EDGE_GID}" edge \
+    && useradd -u "${EDGE_UID}" -g edge -d /var/lib/edge -M -s /usr/sbin/nologin edge \
+    && mkdir -p /var/lib/edge /etc/edge /data \
+    && chown edge:edge /var/lib/edge /data
+COPY --from=build /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    LANG=C.UTF-8
+USER ${EDGE_UID}:${EDGE_GID}
+WORKDIR /var/lib/edge
+# No ENTRYPOINT: Compose runs `edge <subcommand>` or `python -m simulators.<name>` per service.
+CMD ["edge", "run", "--config", "/etc/edge/config.yaml"]

@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# Builds, without any container registry, the local stand-ins for the upstream
+# images that the user-facing Dockerfile and docker-compose.yml name:
+#
+#   zerobus-edge-local/bookworm-python:3.11   for  python:3.11-slim-bookworm
+#       a Debian bookworm minbase rootfs (debootstrap) with python3 3.11 and
+#       python3-venv, `docker import`ed.
+#   zerobus-edge-local/mosquitto:2            for  eclipse-mosquitto:2
+#       the same rootfs plus Debian's mosquitto package, laid out like the
+#       upstream image (/mosquitto/{config,data,log}, user mosquitto uid 1883).
+#   ops/images/wheelhouse/*.whl               for  PyPI at image build time
+#       the pinned dependencies of pyproject.toml for CPython 3.11 manylinux
+#       x86_64, so `docker build` needs no network.
+#
+# The stand-ins get their own names on purpose: tagging them `python:...` or
+# `eclipse-mosquitto:2` would silently shadow the real images on a developer's
+# machine that has them. docker-compose.test.yml points the services at these
+# names; the user-facing files keep the upstream ones.
+#
+# Idempotent: every product records the hash of its inputs; a product whose
+# inputs did not change is kept (a second run takes about a second).
+#   bash ops/images/bootstrap.sh            # build what is missing or stale
+#   FORCE=1 bash ops/images/bootstrap.sh    # rebuild everything
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+BASE_TAG=${EDGE_TEST_BASE_IMAGE:-zerobus-edge-local/bookworm-python:3.11}
+MOSQ_TAG=${EDGE_TEST_MOSQUITTO_IMAGE:-zerobus-edge-local/mosquitto:2}
+SUITE=bookworm
+MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+BASE_PACKAGES=python3,python3-venv,ca-certificates
+MOSQ_UID=1883  # the uid the upstream eclipse-mosquitto image uses
+cache=${EDGE_IMAGE_CACHE:-ops/images/.cache}
+wheelhouse=ops/images/wheelhouse
+mkdir -p "$cache"
+
+say() { printf 'bootstrap: %s\n' "$*"; }
+die() { printf 'bootstrap: ERROR: %s\n' "$*" >&2; exit 1; }
+sha() { sha256sum | cut -c1-16; }
+
+command -v docker >/dev/null || die "docker is not installed"
+docker info >/dev/null 2>&1 || die "the Docker daemon is not reachable (docker info failed)"
+
+# A product is fresh when its stamp holds the current input hash and, for an
+# image, the image the stamp names still exists under its tag.
+fresh_image() { # name key tag
+  local stamp="$cache/$1.stamp" id
+  [ -z "${FORCE:-}" ] && [ -f "$stamp" ] || return 1
+  id=$(docker image inspect -f '{{.Id}}' "$3" 2>/dev/null) || return 1
+  [ "$(cat "$stamp")" = "$2 $id" ]
+}
+stamp_image() { # name key tag
+  echo "$2 $(docker image inspect -f '{{.Id}}' "$3")" >"$cache/$1.stamp"
+}
+
+# ---------------------------------------------------------------- rootfs
+# Bump ROOTFS_RECIPE when the recipe below changes in a way the package list does not show.
+ROOTFS_RECIPE=4
+rootfs_key=$(printf '%s\n' "$ROOTFS_RECIPE" "$SUITE" "$BASE_PACKAGES" "$MOSQ_UID" | sha)
+base_tar="$cache/rootfs-base-$rootfs_key.tar"
+mosq_tar="$cache/rootfs-mosquitto-$rootfs_key.tar"
+
+slim_rootfs() { # dir: what a container never needs
+  rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin "$1"/var/cache/apt/archives/*.deb \
+    "$1"/usr/share/doc/* "$1"/usr/share/man/* "$1"/usr/share/info/* "$1"/var/log/*.log \
+    "$1"/usr/sbin/policy-rc.d
+  find "$1"/usr/share/locale -mindepth 1 -maxdepth 1 ! -name 'locale.alias' -exec rm -rf {} + 2>/dev/null || true
+  find "$1"/usr/lib/python3* -name __pycache__ -prune -exec rm -rf {} + 2>/dev/null || true
+  : >"$1"/etc/resolv.conf
+}
+
+build_rootfs_tars() {
+  command -v debootstrap >/dev/null || die "debootstrap is not installed (apt-get install debootstrap)"
+  [ "$(id -u)" = 0 ] || die "debootstrap needs root"
+  local work="$cache/work-$rootfs_key"
+  rm -rf "$work"; mkdir -p "$work"
+  say "debootstrap $SUITE minbase + $BASE_PACKAGES (a few minutes, once)"
+  debootstrap --variant=minbase --include="$BASE_PACKAGES" "$SUITE" "$work/base" "$MIRROR" \
+    >"$cache/debootstrap.log" 2>&1 || { tail -20 "$cache/debootstrap.log" >&2; die "debootstrap failed (log: $cache/debootstrap.log)"; }
+
+  say "adding mosquitto to a copy of the rootfs"
+  cp -a "$work/base" "$work/mosq"
+  cp /etc/resolv.conf "$work/mosq/etc/resolv.conf"
+  # No service may start inside the chroot.
+  printf '#!/bin/sh\nexit 101\n' >"$work/mosq/usr/sbin/policy-rc.d"; chmod +x "$work/mosq/usr/sbin/policy-rc.d"
+  # Created before the package so its postinst keeps the upstream image's uid.
+  chroot "$work/mosq" groupadd -g "$MOSQ_UID" mosquitto
+  chroot "$work/mosq" useradd -u "$MOSQ_UID" -g mosquitto -M -d /var/empty -s /usr/sbin/nologin mosquitto
+  { chroot "$work/mosq" apt-get update -q \
+    && DEBIAN_FRONTEND=noninteractive chroot "$work/mosq" apt-get install -y -q --no-install-recommends mosquitto mosquitto-clients; } \
+    >"$cache/mosquitto-apt.log" 2>&1 || { tail -20 "$cache/mosquitto-apt.log" >&2; die "apt-get install mosquitto failed"; }
+  mkdir -p "$work/mosq/mosquitto/config" "$work/mosq/mosquitto/data" "$work/mosq/mosquitto/log"
+  # The upstream image's default config: a local-only listener until a config is mounted.
+  cp "$work/mosq/usr/share/doc/mosquitto/examples/mosquitto.conf" "$work/mosq/mosquitto/config/mosquitto.conf" 2>/dev/null \
+    || printf 'listener 1883 127.0.0.1\n' >"$work/mosq/mosquitto/config/mosquitto.conf"
+  chown -R "$MOSQ_UID:$MOSQ_UID" "$work/mosq/mosquitto"
+  cat >"$work/mosq/docker-entrypoint.sh" <<'SH'
+#!/bin/sh
+# Same contract as the upstream image's entrypoint: started as root, hand /mosquitto to the broker user.
+set -e
+if [ "$(id -u)" = 0 ] && [ -d /mosquitto ]; then chown -R mosquitto:mosquitto /mosquitto || true; fi
+exec "$@"
+SH
+  chmod 0755 "$work/mosq/docker-entrypoint.sh"
+
+  slim_rootfs "$work/base"; slim_rootfs "$work/mosq"
+  tar --numeric-owner -C "$work/base" -cf "$base_tar.tmp" . && mv "$base_tar.tmp" "$base_tar"
+  tar --numeric-owner -C "$work/mosq" -cf "$mosq_tar.tmp" . && mv "$mosq_tar.tmp" "$mosq_tar"
+  rm -rf "$work"
+  # Older rootfs tarballs are dead weight.
+  find "$cache" -maxdepth 1 -name 'rootfs-*.tar' ! -name "*-$rootfs_key.tar" -delete
+}
+
+base_fresh=1; mosq_fresh=1
+fresh_image base "$rootfs_key" "$BASE_TAG" || base_fresh=0
+fresh_image mosquitto "$rootfs_key" "$MOSQ_TAG" || mosq_fresh=0
+if [ $base_fresh = 0 ] || [ $mosq_fresh = 0 ]; then
+  if [ -n "${FORCE:-}" ] || [ ! -f "$base_tar" ] || [ ! -f "$mosq_tar" ]; then
+    build_rootfs_tars
+  else
+    say "rootfs tarballs cached ($rootfs_key)"
+  fi
+fi
+
+if [ $base_fresh = 1 ]; then
+  say "ok      $BASE_TAG (inputs $rootfs_key unchanged)"
+else
+  docker import \
+    --change 'ENV LANG=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'CMD ["python3"]' \
+    "$base_tar" "$BASE_TAG" >/dev/null
+  stamp_image base "$rootfs_key" "$BASE_TAG"
+  say "built   $BASE_TAG from $base_tar"
+fi
+
+if [ $mosq_fresh = 1 ]; then
+  say "ok      $MOSQ_TAG (inputs $rootfs_key unchanged)"
+else
+  docker import \
+    --change 'ENV LANG=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'EXPOSE 1883' \
+    --change 'VOLUME ["/mosquitto/data", "/mosquitto/log"]' \
+    --change 'ENTRYPOINT ["/docker-entrypoint.sh"]' \
+    --change 'CMD ["/usr/sbin/mosquitto", "-c", "/mosquitto/config/mosquitto.conf"]' \
+    "$mosq_tar" "$MOSQ_TAG" >/dev/null
+  stamp_image mosquitto "$rootfs_key" "$MOSQ_TAG"
+  say "built   $MOSQ_TAG from $mosq_tar"
+fi
+
+# ------------------------------------------------------------- wheelhouse
+# The pinned runtime dependencies plus what building the project itself needs
+# (setuptools, wheel: pip's isolated build env also installs from here).
+reqs=$(python3 - <<'PY'
+import tomllib
+with open("pyproject.toml", "rb") as f:
+    p = tomllib.load(f)
+for r in p["project"]["dependencies"] + p["build-system"]["requires"] + ["wheel"]:
+    print(r)
+PY
+)
+wheel_key=$(printf '%s\n' "$reqs" | sha)
+wheel_stamp="$wheelhouse/.inputs"
+if [ -z "${FORCE:-}" ] && [ -f "$wheel_stamp" ] && [ "$(cat "$wheel_stamp")" = "$wheel_key" ]; then
+  say "ok      $wheelhouse ($(ls "$wheelhouse"/*.whl | wc -l) wheels, inputs $wheel_key unchanged)"
+else
+  say "downloading wheels for CPython 3.11 manylinux x86_64 into $wheelhouse"
+  rm -f "$wheelhouse"/*.whl "$wheel_stamp"
+  # pip does not widen an explicit --platform to older glibc levels: list them
+  # all up to bookworm's glibc 2.36.
+  platforms=$(for v in $(seq 17 36); do printf -- '--platform manylinux_2_%s_x86_64 ' "$v"; done)
+  # --platform needs --only-binary: a dependency without a wheel fails here,
+  # loudly, instead of needing a compiler inside the image.
+  # shellcheck disable=SC2086
+  printf '%s\n' "$reqs" >"$cache/requirements.txt"
+  python3 -m pip download -q --dest "$wheelhouse" --only-binary=:all: \
+    --implementation cp --python-version 3.11 --abi cp311 --abi abi3 --abi none \
+    $platforms --platform manylinux2014_x86_64 --platform any \
+    -r "$cache/requirements.txt" || die "pip download failed"
+  echo "$wheel_key" >"$wheel_stamp"
+  say "built   $wheelhouse ($(ls "$wheelhouse"/*.whl | wc -l) wheels)"
+fi
