@@ -15,6 +15,7 @@ import asyncio
 import importlib
 import logging
 import signal
+import threading
 from pathlib import Path
 
 from edge.backoff import Backoff
@@ -44,6 +45,8 @@ class Appliance:
         self.forward = forward
         self.writer = None
         self.forwarder = None
+        self._reader = None
+        self._reader_lock = threading.Lock()
         self._tasks: list[asyncio.Task] = []
         self._stop = asyncio.Event()
 
@@ -70,14 +73,21 @@ class Appliance:
 
     def stats(self) -> dict:
         """Live numbers for sources that report them (the http source's diagnostics)."""
-        out = {"spool": self.writer.stats() if self.writer else {}}
-        out["forwarder"] = self.forwarder.state() if self.forwarder else {"state": "disabled"}
-        return out
+        from edge.spool import SpoolReader
+
+        with self._reader_lock:  # one connection, called from the http source's handler threads
+            if self._reader is None:
+                self._reader = SpoolReader(self.cfg.spool.path)
+            spool = self._reader.stats()
+        return {
+            "spool": spool,
+            "forwarder": self.forwarder.state() if self.forwarder else {"state": "disabled"},
+        }
 
     async def _supervise(self, src_cfg) -> None:
         module = importlib.import_module(SOURCE_TYPES[src_cfg.type])
         ctx = self._context(src_cfg)
-        backoff = Backoff(initial=1.0, maximum=60.0)
+        backoff = Backoff(1.0, 60.0)
         while True:
             try:
                 source = module.Source(src_cfg, ctx)
@@ -90,7 +100,7 @@ class Appliance:
                 log.exception("source %s failed", src_cfg.name)
                 ctx.status.error(f"{type(exc).__name__}: {exc}")
                 ctx.status.set_state("restarting", f"{type(exc).__name__}: {exc}")
-            await asyncio.sleep(backoff.next())
+            await asyncio.sleep(backoff.next_delay())
 
     async def run(self) -> None:
         from edge.writer import SpoolWriter
@@ -137,6 +147,8 @@ class Appliance:
             await asyncio.to_thread(self.forwarder.stop, 10.0)
         if self.writer is not None:
             await asyncio.to_thread(self.writer.close)
+        if self._reader is not None:
+            self._reader.close()
         log.info("stopped")
 
 

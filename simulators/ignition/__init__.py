@@ -1,0 +1,1 @@
+"""A stand-in for an Ignition gateway running the ZeroBus tag-change scripts."""
