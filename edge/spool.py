@@ -128,15 +128,21 @@ _MIGRATIONS: list[tuple[str, ...]] = [
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
-def migrate(conn: sqlite3.Connection, upto: int = SCHEMA_VERSION) -> int:
-    """Apply the ordered migrations above the file's ``user_version``, each in
-    its own transaction with its version bump. Returns the resulting version."""
+def _refuse_newer(conn: sqlite3.Connection) -> int:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
+        conn.close()
         raise SpoolError(
             f"spool schema version {version} is newer than this build supports ({SCHEMA_VERSION}); "
             "refusing to touch it (downgrade the spool file or upgrade the appliance)"
         )
+    return version
+
+
+def migrate(conn: sqlite3.Connection, upto: int = SCHEMA_VERSION) -> int:
+    """Apply the ordered migrations above the file's ``user_version``, each in
+    its own transaction with its version bump. Returns the resulting version."""
+    version = _refuse_newer(conn)
     for v in range(version + 1, upto + 1):
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -517,6 +523,7 @@ class Spool:
             corrupt = {"problem": "spool file missing while its seq reservation exists", "moved_to": None}
             log.critical("SPOOL MISSING: %s absent but %s exists; starting after the reservation", path, seq.path)
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+        _refuse_newer(conn)  # before any pragma rewrites the header of a file we do not understand
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute(f"PRAGMA journal_size_limit = {WAL_TRUNCATE_BYTES}")
@@ -630,7 +637,7 @@ class Spool:
             raise BadRequest("append of an empty batch")
         try:
             incoming = budget.batch_bytes(sum(map(len, map(_body, items))), n)
-        except TypeError as e:
+        except (TypeError, IndexError) as e:
             raise BadRequest(f"items must be (collected_ts_us: int, body: bytes) pairs: {e}") from e
         with self._tx():
             m = self._meta

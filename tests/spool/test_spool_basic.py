@@ -1,0 +1,159 @@
+"""Append / peek / ack on a real spool file: order, contiguity, watermark, seq never reused."""
+
+import shutil
+import sqlite3
+import time
+
+import pytest
+
+from edge.spool import SCHEMA_VERSION, BadRequest, Spool, SpoolReader
+
+from .conftest import BASE_TS, accounting, body, items
+
+
+def test_seqs_contiguous_and_in_order(open_spool, spool_path):
+    s = open_spool()
+    r1 = s.append(items(3))
+    r2 = s.append(items(1000, start=3))
+    r3 = s.append(items(1, start=1003))
+    assert (r1.first_seq, r1.last_seq) == (1, 3)
+    assert (r2.first_seq, r2.last_seq) == (4, 1003)
+    assert (r3.first_seq, r3.last_seq) == (1004, 1004)
+    rows = s.peek(0, 5000)
+    assert [seq for seq, _ in rows] == list(range(1, 1005))
+    assert [b for _, b in rows] == [b for _, b in items(1004)]
+    assert accounting(spool_path)["stats"]["next_seq"] == 1005
+
+
+def test_peek_limits(open_spool):
+    s = open_spool()
+    s.append(items(10))
+    assert [q for q, _ in s.peek(3, 4)] == [4, 5, 6, 7]
+    one = len(body(0))
+    assert len(s.peek(0, 10, max_bytes=one * 3)) == 3
+    assert len(s.peek(0, 10, max_bytes=1)) == 1  # a big row never wedges the drain
+    assert s.peek(10, 10) == []
+
+
+def test_ack_deletes_by_range_and_is_idempotent(open_spool, spool_path):
+    s = open_spool()
+    s.append(items(100))
+    assert s.ack(40) == 40
+    assert s.ack(40) == 40
+    assert s.ack(10) == 40  # going backwards is ignored
+    assert s.peek(0, 1)[0][0] == 41
+    st = s.stats()
+    assert (st["delivered_seq"], st["depth_rows"], st["delivered_total"]) == (40, 60, 40)
+    assert st["depth_bytes"] == sum(len(b) + 32 for _, b in items(100)[40:])
+    with pytest.raises(BadRequest):
+        s.ack(101)
+    accounting(spool_path)
+
+
+def test_seq_never_reused_after_everything_delivered_and_reopen(open_spool):
+    s = open_spool()
+    s.append(items(50))
+    s.ack(50)
+    s.close()
+    s = open_spool()
+    assert s.stats()["depth_rows"] == 0
+    assert s.append(items(2)).first_seq == 51
+
+
+def test_bad_items_fail_clearly_and_store_nothing(open_spool):
+    s = open_spool()
+    s.append(items(2))
+    for bad in ([(BASE_TS, "text not bytes")], [(BASE_TS, b"ok"), ("ts", b"x")], [(1, 2, 3)], [b"x"], []):
+        with pytest.raises(BadRequest):
+            s.append(bad)
+    assert s.next_seq == 3 and s.stats()["depth_rows"] == 2
+    assert s.append(items(1)).first_seq == 3
+
+
+def test_other_appliance_refused(open_spool):
+    open_spool().close()
+    with pytest.raises(BadRequest, match="belongs to appliance"):
+        open_spool(appliance_id="someone-else")
+
+
+def test_pragmas_and_schema(open_spool, spool_path):
+    s = open_spool()
+    s.append(items(1))
+    conn = sqlite3.connect(spool_path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()
+    assert s._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_reader_is_read_only(open_spool, spool_path):
+    s = open_spool()
+    s.append(items(5))
+    with SpoolReader(spool_path) as r:
+        assert [q for q, _ in r.peek(0, 10)] == [1, 2, 3, 4, 5]
+        assert r.watermark() == 0
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            r._conn.execute("DELETE FROM readings")
+
+
+def test_states_quarantine_bounded(open_spool, spool_path):
+    s = open_spool()
+    s.put_state("forwarder", "main", {"status": "ok", "sent_hi": 5})
+    s.put_state("forwarder", "main", {"status": "blocked"})
+    big = b"\x00" * (200 * 1024)
+    s.quarantine("mqtt-1", "not json", big, {"topic": "a/b"})
+    s.quarantine("mqtt-1", "too short", "text", None)
+    with SpoolReader(spool_path) as r:
+        assert [x["value"] for x in r.states("forwarder")] == [{"status": "blocked"}]
+        q = r.quarantined(10)
+        assert r.stats()["quarantined"] == 2
+    assert q[1]["raw_len"] == 200 * 1024 and len(q[1]["raw"]) == 64 * 1024
+    assert q[1]["meta"] == {"topic": "a/b"} and q[0]["raw"] == b"text"
+
+
+def test_quarantine_keeps_only_the_newest(open_spool, monkeypatch):
+    monkeypatch.setattr("edge.spool.QUARANTINE_KEEP", 5)
+    s = open_spool()
+    for i in range(12):
+        s.quarantine("src", f"r{i}", b"x")
+    got = s.quarantined(100)
+    assert [q["reason"] for q in got] == [f"r{i}" for i in range(11, 6, -1)]
+    assert s.stats()["quarantined"] == 12
+
+
+def test_reopen_from_files_copied_mid_run_keeps_committed_rows(open_spool, spool_path, tmp_path):
+    """A power cut leaves spool.db + spool.db-wal as they are while the writer runs: copy them then."""
+    s = open_spool()
+    s.append(items(10))
+    assert (tmp_path / "spool.db-wal").stat().st_size > 0
+    crash = tmp_path / "crash"
+    crash.mkdir()
+    for name in ("spool.db", "spool.db-wal", "spool.db.seq"):
+        shutil.copy2(tmp_path / name, crash / name)
+    s2 = open_spool(path=crash / "spool.db")
+    assert [q for q, _ in s2.peek(0, 100)] == list(range(1, 11))
+    assert s2.append(items(1)).first_seq == 11
+    assert s2.alarms() == []
+
+
+def test_stats_rates_from_samples(open_spool):
+    s = open_spool(max_bytes=10_000_000)
+    t = time.time()
+    s.sample(now=t - 100)
+    s.append(items(100))
+    s.sample(now=t - 50)
+    s.ack(50)
+    st = s.stats()
+    assert st["ingest_rate_5m"] == pytest.approx(1.0, rel=0.05)  # 100 readings over 100 s
+    assert st["drain_rate_10s"] == pytest.approx(1.0, rel=0.05)  # 50 over the 50 s since the newest sample
+    assert st["ingest_rate_10s"] == 0.0
+    assert st["drain_eta_s"] == pytest.approx(50.0, rel=0.05)  # 50 left at a net 1/s
+    assert st["runway_s"] is None  # not filling
+    assert [x["appended_total"] for x in s.samples(0)] == [0, 100]
+    assert st["oldest_age_s"] > 0 and st["budget_used_pct"] > 0
+    assert st["schema_version"] == SCHEMA_VERSION
+
+
+def test_invalid_settings():
+    with pytest.raises(BadRequest):
+        Spool.open("/tmp/never.db", appliance_id="a", max_bytes=10, when_full="explode")
