@@ -1,0 +1,1 @@
+"""Everything that plays the outside world: devices, brokers, the ZeroBus cloud."""

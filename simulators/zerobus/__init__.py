@@ -1,0 +1,1 @@
+"""Local ZeroBus emulator: the cloud side for tests, drills and demos. See README.md."""

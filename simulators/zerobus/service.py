@@ -1,0 +1,297 @@
+"""The gRPC side: ``databricks.zerobus.Zerobus/EphemeralStream`` as the SDK expects it.
+
+Requests arrive as raw bytes (no deserializer on the method) so a proto batch
+can be re-wrapped and validated in one C parse. One task per stream sends
+cumulative acks, each only after the batches it covers were committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+import uuid
+from typing import Any, Callable
+
+import grpc
+from google.protobuf import descriptor_pb2
+from google.protobuf.message import DecodeError
+
+from . import wire_pb2 as pb
+from .faults import CODES, Faults
+from .ledger import Ledger
+from .records import DEFAULT_MAX_RECORD_BYTES, JsonCodec, ProtoCodec, RecordRejected
+from .schema import Column, compare_descriptor
+from .store import Store
+from .tokens import TokenInvalid, TokenIssuer
+
+SERVICE = "databricks.zerobus.Zerobus"
+TABLE_HEADER = "x-databricks-zerobus-table-name"
+_END = object()
+_CREATE_TIMEOUT_S = 30.0
+
+
+class StreamFailed(Exception):
+    def __init__(self, code: grpc.StatusCode, details: str, ack_pending: bool = False):
+        super().__init__(details)
+        self.code, self.details, self.ack_pending = code, details, ack_pending
+
+
+def _ack(offset: int) -> pb.EphemeralStreamResponse:
+    return pb.EphemeralStreamResponse(ingest_record_response=pb.IngestRecordResponse(durability_ack_up_to_offset=offset))
+
+
+def _close_signal(duration_ms: int) -> pb.EphemeralStreamResponse:
+    msg = pb.EphemeralStreamResponse()
+    msg.close_stream_signal.duration.FromMilliseconds(duration_ms)
+    return msg
+
+
+class ZerobusService:
+    def __init__(
+        self,
+        tables: dict[str, list[Column]],
+        issuer: TokenIssuer,
+        store: Store | None,
+        ledger: Ledger,
+        faults: Faults,
+        log: Callable[..., None],
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    ):
+        self.tables = tables
+        self.issuer = issuer
+        self.store = store
+        self.ledger = ledger
+        self.faults = faults
+        self.log = log
+        self.max_record_bytes = max_record_bytes
+        self.open_streams: dict[str, Any] = {}
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        method = grpc.stream_stream_rpc_method_handler(
+            self.ephemeral_stream,
+            request_deserializer=None,  # raw bytes; see module docstring
+            response_serializer=pb.EphemeralStreamResponse.SerializeToString,
+        )
+        return grpc.method_handlers_generic_handler(SERVICE, {"EphemeralStream": method})
+
+    # -- the RPC -------------------------------------------------------------------
+    async def ephemeral_stream(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
+        # The SDK waits for response headers before it sends create_stream.
+        await context.send_initial_metadata(())
+        try:
+            stream_id, table, codec = await self._create(context)
+        except StreamFailed as exc:
+            self.log("stream_refused", code=exc.code.name, reason=exc.details, peer=context.peer())
+            await context.abort(exc.code, exc.details)
+            return
+        st = {"id": stream_id, "table": table, "records": 0, "batches": 0, "acked": -1, "opened": time.time()}
+        self.open_streams[stream_id] = st
+        try:
+            await self._ingest_loop(context, st, table, codec)
+            self.log("stream_closed", stream_id=stream_id, table=table, records=st["records"], batches=st["batches"])
+        except StreamFailed as exc:
+            self.log("stream_failed", stream_id=stream_id, table=table, code=exc.code.name, reason=exc.details,
+                     records=st["records"], batches=st["batches"])
+            await context.abort(exc.code, exc.details)
+        finally:
+            self.open_streams.pop(stream_id, None)
+
+    async def _create(self, context: grpc.aio.ServicerContext) -> tuple[str, str, Any]:
+        md = {k.lower(): v for k, v in context.invocation_metadata() if isinstance(v, str)}
+        auth = md.get("authorization", "")
+        if not auth.lower().startswith("bearer "):
+            raise StreamFailed(grpc.StatusCode.UNAUTHENTICATED, "missing 'authorization: Bearer <token>' metadata")
+        try:
+            claims = self.issuer.verify(auth[7:].strip())
+        except TokenInvalid as exc:
+            raise StreamFailed(grpc.StatusCode.UNAUTHENTICATED, str(exc)) from None
+        try:
+            raw = await asyncio.wait_for(context.read(), _CREATE_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise StreamFailed(grpc.StatusCode.DEADLINE_EXCEEDED, "no create_stream request within 30 s") from None
+        if raw is grpc.aio.EOF:
+            raise StreamFailed(grpc.StatusCode.INVALID_ARGUMENT, "stream closed before create_stream")
+        req = _parse(raw)
+        if req.WhichOneof("payload") != "create_stream":
+            raise StreamFailed(grpc.StatusCode.INVALID_ARGUMENT, "the first request must be create_stream")
+        cs = req.create_stream
+        header_table = md.get(TABLE_HEADER)
+        table = cs.table_name or header_table or ""
+        if header_table and cs.table_name and header_table != cs.table_name:
+            raise StreamFailed(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"table_name {cs.table_name!r} differs from the {TABLE_HEADER} header {header_table!r}",
+            )
+        injected = self.faults.take_create_error()
+        if injected:
+            raise StreamFailed(CODES[injected[0]], injected[1])
+        columns = self.tables.get(table)
+        if columns is None:
+            raise StreamFailed(grpc.StatusCode.NOT_FOUND, f"table {table!r} not found (this emulator serves: {', '.join(sorted(self.tables))})")
+        if not claims.grants(table):
+            raise StreamFailed(grpc.StatusCode.PERMISSION_DENIED, f"token of client {claims.client_id!r} grants no write on {table!r}")
+        codec, record_type, descriptor = self._codec(cs, table, columns)
+        stream_id = uuid.uuid4().hex
+        if self.store is not None:
+            await asyncio.wrap_future(self.store.add_stream(stream_id, table, record_type, descriptor, context.peer()))
+        self.ledger.stream_opened(table)
+        await context.write(pb.EphemeralStreamResponse(create_stream_response=pb.CreateIngestStreamResponse(stream_id=stream_id)))
+        self.log("stream_opened", stream_id=stream_id, table=table, record_type=record_type, client=claims.client_id, peer=context.peer())
+        return stream_id, table, codec
+
+    def _codec(self, cs: pb.CreateIngestStreamRequest, table: str, columns: list[Column]) -> tuple[Any, str, bytes | None]:
+        rtype = cs.record_type
+        if rtype == pb.RECORD_TYPE_UNSPECIFIED:
+            rtype = pb.PROTO if cs.descriptor_proto else pb.JSON
+        if rtype == pb.JSON:
+            return JsonCodec(columns, self.max_record_bytes), "json", None
+        if rtype != pb.PROTO:
+            raise StreamFailed(grpc.StatusCode.INVALID_ARGUMENT, f"record_type {rtype} is not supported")
+        if not cs.descriptor_proto:
+            raise StreamFailed(grpc.StatusCode.INVALID_ARGUMENT, "a PROTO stream needs descriptor_proto")
+        try:
+            desc = descriptor_pb2.DescriptorProto.FromString(cs.descriptor_proto)
+        except DecodeError:
+            raise StreamFailed(grpc.StatusCode.INVALID_ARGUMENT, "descriptor_proto is not a serialized DescriptorProto") from None
+        diffs = compare_descriptor(columns, desc)
+        if diffs:
+            raise StreamFailed(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"schema of message {desc.name!r} does not match table {table!r}: " + "; ".join(diffs),
+            )
+        return ProtoCodec(cs.descriptor_proto, columns, self.max_record_bytes), "proto", cs.descriptor_proto
+
+    async def _ingest_loop(self, context: grpc.aio.ServicerContext, st: dict, table: str, codec: Any) -> None:
+        pending: collections.deque = collections.deque()
+        wake = asyncio.Event()
+        acker = asyncio.ensure_future(self._acker(context, pending, wake, st))
+        expected = 0
+        close_deadline: float | None = None
+        read = None
+        try:
+            while True:
+                read = asyncio.ensure_future(context.read())
+                timeout = None if close_deadline is None else max(0.0, close_deadline - time.monotonic())
+                done, _ = await asyncio.wait({read, acker}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if acker in done:
+                    read.cancel()
+                    acker.result()  # raises the store error
+                    return
+                if not done:  # the close_stream_signal grace period ran out
+                    read.cancel()
+                    break
+                raw = read.result()
+                if raw is grpc.aio.EOF:
+                    break
+                offset, records, batch_bytes = self._unpack(raw, codec)
+                if offset != expected:
+                    raise StreamFailed(grpc.StatusCode.INVALID_ARGUMENT, f"offset_id {offset} out of order (expected {expected})")
+                expected = offset + 1
+                try:
+                    decoded = codec.decode(records, batch_bytes)
+                except RecordRejected as rej:
+                    raise StreamFailed(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"record rejected at offset_id {offset}, index {rej.index} in the batch: {rej.reason}",
+                        ack_pending=True,
+                    ) from None
+                injected = self.faults.reject(decoded.messages, codec.value)
+                if injected:
+                    idx, code, reason = injected
+                    raise StreamFailed(CODES[code], f"record rejected at offset_id {offset}, index {idx} in the batch: {reason}", ack_pending=True)
+                fail, close_ms = self.faults.count_records(len(records))
+                st["records"] += len(records)
+                st["batches"] += 1
+                fut = None
+                if self.store is not None:
+                    fut = asyncio.wrap_future(self.store.add_batch(table, st["id"], offset, decoded))
+                if fail:
+                    if fut is not None:
+                        await asyncio.shield(fut)  # stored, never acked: the SDK will resend it
+                    raise StreamFailed(CODES[fail[0]], fail[1])
+                pending.append((offset, fut))
+                if close_ms is not None and close_deadline is None:
+                    pending.append(("close", close_ms))
+                    close_deadline = time.monotonic() + close_ms / 1000.0
+                wake.set()
+            pending.append(_END)
+            wake.set()
+            await acker
+        except StreamFailed as exc:
+            if read is not None:
+                read.cancel()
+            if exc.ack_pending and not acker.done():
+                pending.append(_END)
+                wake.set()
+                try:
+                    await acker
+                except Exception:
+                    pass
+            raise
+        finally:
+            if not acker.done():
+                acker.cancel()
+
+    @staticmethod
+    def _unpack(raw: bytes, codec: Any) -> tuple[int, list, bytes | None]:
+        req = _parse(raw)
+        kind = req.WhichOneof("payload")
+        want = "proto" if isinstance(codec, ProtoCodec) else "json"
+        if kind == "ingest_record_batch":
+            b = req.ingest_record_batch
+            which = b.WhichOneof("batch")
+            if which == "proto_encoded_batch" and want == "proto":
+                return b.offset_id, list(b.proto_encoded_batch.records), b.proto_encoded_batch.SerializeToString()
+            if which == "json_batch" and want == "json":
+                return b.offset_id, list(b.json_batch.records), None
+            raise StreamFailed(grpc.StatusCode.INVALID_ARGUMENT, f"a {want} stream got a {which or 'empty'} batch")
+        if kind == "ingest_record":
+            r = req.ingest_record
+            which = r.WhichOneof("record")
+            if which == "proto_encoded_record" and want == "proto":
+                return r.offset_id, [r.proto_encoded_record], None
+            if which == "json_record" and want == "json":
+                return r.offset_id, [r.json_record], None
+            raise StreamFailed(grpc.StatusCode.INVALID_ARGUMENT, f"a {want} stream got a {which or 'empty'} record")
+        raise StreamFailed(grpc.StatusCode.INVALID_ARGUMENT, f"unexpected {kind or 'empty'} request after create_stream")
+
+    async def _acker(self, context: grpc.aio.ServicerContext, pending: collections.deque, wake: asyncio.Event, st: dict) -> None:
+        while True:
+            if not pending:
+                wake.clear()
+                await wake.wait()
+                continue
+            head = pending[0]
+            if head is _END:
+                return
+            if head[0] == "close":
+                pending.popleft()
+                await context.write(_close_signal(head[1]))
+                self.log("close_stream_signal", stream_id=st["id"], duration_ms=head[1])
+                continue
+            offset, fut = head
+            if fut is not None:
+                await asyncio.shield(fut)
+            pending.popleft()
+            last = offset
+            # Coalesce every batch whose commit already finished into one cumulative ack.
+            while pending and pending[0] is not _END and pending[0][0] != "close" and (pending[0][1] is None or pending[0][1].done()):
+                off, f = pending.popleft()
+                if f is not None:
+                    f.result()
+                last = off
+            if self.faults.never_ack:
+                continue
+            delay = self.faults.ack_delay_s
+            if delay:
+                await asyncio.sleep(delay)
+            await context.write(_ack(last))
+            st["acked"] = last
+
+
+def _parse(raw: bytes) -> pb.EphemeralStreamRequest:
+    try:
+        return pb.EphemeralStreamRequest.FromString(raw)
+    except DecodeError:
+        raise StreamFailed(grpc.StatusCode.INVALID_ARGUMENT, "request does not parse as EphemeralStreamRequest") from None

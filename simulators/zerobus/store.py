@@ -1,0 +1,286 @@
+"""The emulator's landing table: a SQLite file a person can open with the sqlite3 CLI.
+
+The only module with SQL. One writer thread owns the write connection and
+group-commits whatever batches queued up while the previous commit ran; a
+batch's future resolves only after its COMMIT, and the stream acks only then.
+``synchronous=NORMAL`` in WAL mode: a power cut may lose the last commits, an
+emulator process crash may not - good enough for a test double, and it keeps
+fsync off the hot path.
+
+Per row we keep the raw record bytes plus the key columns pulled out cheaply;
+``readings`` is a view for people, decoding happens in the query tools.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import sqlite3
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from .ledger import Ledger
+from .records import Decoded
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS streams (
+  stream_id TEXT PRIMARY KEY,
+  table_name TEXT NOT NULL,
+  record_type TEXT NOT NULL,
+  descriptor BLOB,
+  opened_us INTEGER NOT NULL,
+  client TEXT
+);
+CREATE TABLE IF NOT EXISTS batches (
+  id INTEGER PRIMARY KEY,
+  table_name TEXT NOT NULL,
+  stream_id TEXT NOT NULL,
+  offset_id INTEGER NOT NULL,
+  ingest_us INTEGER NOT NULL,
+  n_records INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rows (
+  id INTEGER PRIMARY KEY,
+  batch_id INTEGER NOT NULL,
+  appliance_id TEXT,
+  seq INTEGER,
+  kind TEXT,
+  loss_from_seq INTEGER,
+  loss_to_seq INTEGER,
+  record BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rows_key ON rows(appliance_id, seq);
+CREATE INDEX IF NOT EXISTS rows_not_reading ON rows(kind) WHERE kind <> 'reading';
+CREATE VIEW IF NOT EXISTS readings AS
+  SELECT r.id AS row_id, b.table_name, r.appliance_id, r.seq, r.kind, r.loss_from_seq, r.loss_to_seq,
+         b.stream_id, b.offset_id, b.ingest_us, length(r.record) AS record_bytes, r.record
+  FROM rows r JOIN batches b ON b.id = r.batch_id;
+"""
+
+_INSERT_BATCH = "INSERT INTO batches(table_name, stream_id, offset_id, ingest_us, n_records) VALUES (?, ?, ?, ?, ?)"
+_INSERT_READINGS = "INSERT INTO rows(batch_id, appliance_id, seq, kind, record) VALUES (?, ?, ?, 'reading', ?)"
+_INSERT_KINDLESS = "INSERT INTO rows(batch_id, appliance_id, seq, kind, record) VALUES (?, ?, ?, NULL, ?)"
+_INSERT_FULL = (
+    "INSERT INTO rows(batch_id, appliance_id, seq, kind, loss_from_seq, loss_to_seq, record) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_STREAM = (
+    "INSERT OR REPLACE INTO streams(stream_id, table_name, record_type, descriptor, opened_us, client) VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+_ROWS_BY_APPLIANCE = """
+SELECT r.id, r.appliance_id, r.seq, r.kind, r.record, b.stream_id, b.offset_id, b.ingest_us
+FROM rows r JOIN batches b ON b.id = r.batch_id
+WHERE r.appliance_id = ? AND r.seq >= ? AND b.table_name = ?
+ORDER BY r.seq, r.id LIMIT ?
+"""
+_ROWS_BY_ARRIVAL = """
+SELECT r.id, r.appliance_id, r.seq, r.kind, r.record, b.stream_id, b.offset_id, b.ingest_us
+FROM rows r JOIN batches b ON b.id = r.batch_id
+WHERE b.table_name = ? AND (r.seq IS NULL OR r.seq >= ?)
+ORDER BY r.id LIMIT ?
+"""
+_STREAM_INFO = "SELECT record_type, descriptor FROM streams WHERE stream_id = ?"
+
+_ISLANDS = """
+SELECT table_name, appliance_id, min(seq), max(seq) FROM (
+  SELECT table_name, appliance_id, seq,
+         seq - row_number() OVER (PARTITION BY table_name, appliance_id ORDER BY seq) AS grp
+  FROM (SELECT DISTINCT b.table_name, r.appliance_id, r.seq
+        FROM rows r JOIN batches b ON b.id = r.batch_id
+        WHERE r.appliance_id IS NOT NULL AND r.seq IS NOT NULL)
+) GROUP BY table_name, appliance_id, grp ORDER BY table_name, appliance_id, 3
+"""
+_TABLE_COUNTS = """
+SELECT table_name, sum(n_records), count(*), max(ingest_us) FROM batches GROUP BY table_name
+"""
+_KEYLESS = """
+SELECT b.table_name, count(*) FROM rows r JOIN batches b ON b.id = r.batch_id
+WHERE r.appliance_id IS NULL OR r.seq IS NULL GROUP BY b.table_name
+"""
+_MARKERS = """
+SELECT b.table_name, r.appliance_id, r.loss_from_seq, r.loss_to_seq
+FROM rows r JOIN batches b ON b.id = r.batch_id
+WHERE r.kind <> 'reading' AND r.kind = 'loss' AND r.appliance_id IS NOT NULL
+"""
+_STREAM_COUNTS = "SELECT table_name, count(*) FROM streams GROUP BY table_name"
+
+
+@dataclass
+class _Op:
+    kind: str  # "batch" | "stream"
+    args: tuple
+    future: Future
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def connect(path: str, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10, check_same_thread=False)
+    else:
+        conn = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=10000")
+    return conn
+
+
+class Store:
+    """Writer thread + read helpers over one SQLite file."""
+
+    MAX_GROUP_ROWS = 50_000
+
+    def __init__(self, path: str, ledger: Ledger):
+        self.path = path
+        self.ledger = ledger
+        conn = connect(path)
+        conn.executescript(SCHEMA)
+        conn.close()
+        self._queue: queue.Queue[_Op | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="emulator-store-writer", daemon=True)
+        self.commits = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self, timeout: float = 30.0) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout)
+
+    # -- writes (any thread) -------------------------------------------------
+    def add_batch(self, table: str, stream_id: str, offset_id: int, decoded: Decoded) -> Future:
+        fut: Future = Future()
+        self._queue.put(_Op("batch", (table, stream_id, offset_id, decoded), fut))
+        return fut
+
+    def add_stream(self, stream_id: str, table: str, record_type: str, descriptor: bytes | None, client: str) -> Future:
+        fut: Future = Future()
+        self._queue.put(_Op("stream", (stream_id, table, record_type, descriptor, now_us(), client), fut))
+        return fut
+
+    # -- writer thread ---------------------------------------------------------
+    def _run(self) -> None:
+        conn = connect(self.path)
+        try:
+            while True:
+                op = self._queue.get()
+                if op is None:
+                    return
+                group, rows, stop = [op], len(op.args[3]) if op.kind == "batch" else 0, False
+                while rows < self.MAX_GROUP_ROWS:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        stop = True
+                        break
+                    group.append(nxt)
+                    rows += len(nxt.args[3]) if nxt.kind == "batch" else 0
+                self._commit(conn, group)
+                if stop:
+                    return
+        finally:
+            conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, group: list[_Op]) -> None:
+        ingest_us = now_us()
+        try:
+            conn.execute("BEGIN")
+            for op in group:
+                if op.kind == "stream":
+                    conn.execute(_INSERT_STREAM, op.args)
+                else:
+                    self._insert_batch(conn, ingest_us, *op.args)
+            conn.execute("COMMIT")
+        except Exception as exc:  # the stream turns this into a retriable INTERNAL
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for op in group:
+                op.future.set_exception(exc)
+            return
+        self.commits += 1
+        for op in group:
+            if op.kind == "batch":
+                table, _, _, d = op.args
+                self.ledger.observe(table, d.apps, d.seqs, d.kinds, d.extra, ingest_us)
+            op.future.set_result(ingest_us)
+
+    @staticmethod
+    def _insert_batch(conn: sqlite3.Connection, ingest_us: int, table: str, stream_id: str, offset_id: int, d: Decoded) -> None:
+        batch_id = conn.execute(_INSERT_BATCH, (table, stream_id, offset_id, ingest_us, len(d))).lastrowid
+        if not d.extra:
+            sql = _INSERT_READINGS if d.kinds and d.kinds[0] == "reading" else _INSERT_KINDLESS
+            conn.executemany(sql, zip(itertools.repeat(batch_id), d.apps, d.seqs, d.records))
+            return
+        lf = [None] * len(d)
+        lt = [None] * len(d)
+        for i, (a, b) in d.extra.items():
+            lf[i], lt[i] = a, b
+        conn.executemany(_INSERT_FULL, zip(itertools.repeat(batch_id), d.apps, d.seqs, d.kinds, lf, lt, d.records))
+
+    # -- reads (own short-lived connection; any thread) --------------------------
+    def rows(self, table: str, appliance_id: str | None = None, from_seq: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Raw rows (record bytes undecoded) plus each stream's record type and descriptor."""
+        conn = connect(self.path, readonly=True)
+        try:
+            lo = -(1 << 63) if from_seq is None else from_seq
+            if appliance_id is not None:
+                cur = conn.execute(_ROWS_BY_APPLIANCE, (appliance_id, lo, table, limit))
+            else:
+                cur = conn.execute(_ROWS_BY_ARRIVAL, (table, lo, limit))
+            out = []
+            streams: dict[str, tuple] = {}
+            for row_id, app, seq, kind, record, stream_id, offset_id, ingest_us in cur.fetchall():
+                if stream_id not in streams:
+                    streams[stream_id] = conn.execute(_STREAM_INFO, (stream_id,)).fetchone() or ("proto", None)
+                rtype, desc = streams[stream_id]
+                out.append(
+                    {
+                        "row_id": row_id,
+                        "appliance_id": app,
+                        "seq": seq,
+                        "kind": kind,
+                        "record": record,
+                        "stream_id": stream_id,
+                        "offset_id": offset_id,
+                        "ingest_us": ingest_us,
+                        "record_type": rtype,
+                        "descriptor": desc,
+                    }
+                )
+            return out
+        finally:
+            conn.close()
+
+    def rebuild(self) -> None:
+        """Refill the ledger from what is on disk (islands of seqs computed inside SQLite)."""
+        conn = connect(self.path, readonly=True)
+        try:
+            counts = {t: (n, nb, last) for t, n, nb, last in conn.execute(_TABLE_COUNTS)}
+            keyless = dict(conn.execute(_KEYLESS).fetchall())
+            islands: dict[str, list] = {}
+            for t, app, a, b in conn.execute(_ISLANDS):
+                islands.setdefault(t, []).append((app, a, b))
+            markers: dict[str, list] = {}
+            marker_rows: dict[str, dict[str, int]] = {}
+            for t, app, a, b in conn.execute(_MARKERS):
+                marker_rows.setdefault(t, {}).setdefault(app, 0)
+                marker_rows[t][app] += 1
+                if a is not None and b is not None:
+                    markers.setdefault(t, []).append((app, a, b))
+            streams = dict(conn.execute(_STREAM_COUNTS).fetchall())
+        finally:
+            conn.close()
+        for t, (n, nb, last) in counts.items():
+            self.ledger.load(t, n, keyless.get(t, 0), islands.get(t, []), markers.get(t, []), marker_rows.get(t, {}))
+            tl = self.ledger.table(t)
+            tl.batches, tl.last_ingest_us = nb, last
+        for t, n in streams.items():
+            self.ledger.table(t).streams_opened = n
