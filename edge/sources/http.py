@@ -89,6 +89,8 @@ class _Counters:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "zerobus-edge"
+    # Headers and body go out in two writes: without TCP_NODELAY, Nagle + delayed ACK stall each answer ~40 ms.
+    disable_nagle_algorithm = True
     sys_version = ""
     source: "Source"  # set on the subclass built per server
 
