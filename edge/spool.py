@@ -483,7 +483,7 @@ class Spool:
         self._meta: _Meta = _read_meta(conn)  # type: ignore[assignment]
         self._background: threading.Thread | None = None
         self._background_result: tuple[str, Any] | None = None
-        self._last_wal_check = 0.0
+        self._after_full = False
 
     # ------------------------------------------------------------ open
 
@@ -593,6 +593,8 @@ class Spool:
                 self._depth -= 1
             return
         self._depth = 1
+        if self._after_full:
+            self._after_full = not self._checkpoint("TRUNCATE")
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             yield
@@ -608,6 +610,9 @@ class Spool:
                     pass
             self._meta = _read_meta(self._conn)
             if _is_full(exc):
+                # The WAL holds pages the main file has no room for yet; until a
+                # checkpoint moves them, every delete makes the WAL (and the disk) fuller.
+                self._after_full = True
                 raise SpoolFull("disk_full", f"disk full while writing the spool: {exc}") from exc
             if isinstance(exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError)):
                 raise BadRequest(f"bad request for the spool: {exc}") from exc
@@ -936,14 +941,20 @@ class Spool:
             mode = "PASSIVE"
         if mode is None:
             return None
+        self._checkpoint(mode)
+        return mode
+
+    def _checkpoint(self, mode: str) -> bool:
+        """True when the checkpoint completed (every WAL frame is in the main file)."""
         self._conn.execute("PRAGMA busy_timeout = 100")  # a reader must not stall the writer for long
         try:
-            self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
-        except sqlite3.OperationalError as e:
+            busy, frames, done = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+            return not busy and frames == done
+        except sqlite3.Error as e:
             log.info("wal checkpoint %s deferred: %s", mode, e)
+            return False
         finally:
             self._conn.execute("PRAGMA busy_timeout = 5000")
-        return mode
 
     def _start_background_check(self) -> None:
         def run() -> None:
