@@ -382,7 +382,7 @@ class Forwarder:
             self._c.failures += 1
             self._inflight = 0
             self._errors.append({"ts": time.time(), "phase": f.phase, "kind": type(out).__name__, "reason": out.reason})
-            if self._healthy and self._cut is None:
+            if self._healthy and self._cut is None and f.phase != "idle":
                 self._c.cuts += 1
                 self._cut = _Cut(started_ts=time.time(), backlog_start=self._backlog_now())
             if self._cut is not None:
@@ -529,6 +529,11 @@ class Forwarder:
                         self._c.sent += len(rows)
                     self._sent_hi = max(self._sent_hi, last)
             if not window:
+                for link in streams:
+                    if link.acks.error is not None:
+                        # The server closed an idle stream (close signal, restart, idle timeout):
+                        # reconnect now rather than on the next reading.
+                        raise self._stream_failure(link, None, "idle")
                 if idle_since is None:
                     idle_since = time.monotonic()
                     self._set_state("idle", "caught up")

@@ -1,0 +1,184 @@
+"""Each injected fault, against the real SDK and the emulator: nothing lost, duplicates bounded, state visible."""
+
+from __future__ import annotations
+
+import time
+
+from edge.spool import SpoolReader
+
+WINDOW_ROWS = 4 * 200  # max_inflight_batches x batch_max_records of make_cfg
+
+
+def _assert_complete(rig, first: int, last: int) -> dict:
+    led = rig.ledger()
+    assert (led["min_seq"], led["max_seq"]) == (first, last), led
+    assert led["unexplained_missing_count"] == 0, led
+    return led
+
+
+def _seen_states(fwd, until, timeout=20.0) -> set[str]:
+    seen = set()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        seen.add(fwd.state()["state"])
+        if until(seen):
+            break
+        time.sleep(0.01)
+    return seen
+
+
+def test_unavailable_at_creation_backs_off_then_drains(rig):
+    res = rig.append(500)
+    rig.emu.set_faults({"create_error": {"code": "UNAVAILABLE", "times": 3}})
+    fwd = rig.start()
+    rig.wait_delivered(res.last_seq)
+    _assert_complete(rig, res.first_seq, res.last_seq)
+    st = fwd.state()
+    assert st["failures_total"] >= 3
+    assert any(e["phase"] == "create" and e["kind"] == "Retry" for e in st["recent_errors"])
+    assert rig.emu.table_stats()["duplicates"] == 0
+
+
+def test_mid_stream_error_resends_from_the_watermark(rig):
+    res = rig.append(3000)
+    rig.emu.set_faults({"fail_after_records": {"records": 700, "code": "UNAVAILABLE", "times": 2}})
+    fwd = rig.start()
+    rig.wait_delivered(res.last_seq)
+    _assert_complete(rig, res.first_seq, res.last_seq)
+    st = fwd.state()
+    assert st["failures_total"] >= 2 and st["resent_total"] > 0
+    assert rig.emu.table_stats()["duplicates"] <= 2 * WINDOW_ROWS
+
+
+def test_delayed_acks_are_waited_for_not_resent(rig):
+    res = rig.append(1000)
+    rig.emu.set_faults({"ack_delay_ms": 300})
+    fwd = rig.start(ack_timeout=5)
+    rig.wait_delivered(res.last_seq)
+    _assert_complete(rig, res.first_seq, res.last_seq)
+    assert rig.emu.table_stats()["duplicates"] == 0
+    assert fwd.state()["failures_total"] == 0
+    buckets = dict((str(b), n) for b, n in fwd.state()["ack_latency_buckets"])
+    assert buckets["0.25"] < buckets["+Inf"]  # latency histogram saw the delay
+
+
+def test_never_ack_bounds_duplicates_and_holds_the_watermark(rig):
+    res = rig.append(2000)
+    before = rig.watermark()
+    rig.emu.set_faults({"never_ack": True})
+    fwd = rig.start(ack_timeout=1)
+    time.sleep(4.0)
+    st = fwd.state()
+    received = rig.emu.table_stats()["rows"]
+    assert rig.watermark() == before  # nothing acked, nothing deleted
+    attempts = st["stream_creations_total"]
+    assert attempts >= 2  # it kept trying
+    assert received <= attempts * WINDOW_ROWS  # one window per attempt, no SDK resend storm
+    assert st["acked_total"] == 0 and st["state"] in ("backing_off", "streaming", "connecting")
+    rig.emu.clear_faults()
+    rig.wait_delivered(res.last_seq)
+    _assert_complete(rig, res.first_seq, res.last_seq)
+    st = fwd.state()
+    assert rig.emu.table_stats()["duplicates"] <= st["stream_creations_total"] * WINDOW_ROWS
+    cuts = st["egress_cuts"]
+    assert cuts == [] or all("backlog_peak" in c for c in cuts)
+
+
+def test_close_stream_signal_reconnects_without_loss(rig):
+    res = rig.append(3000)
+    rig.emu.set_faults({"ack_delay_ms": 30, "close_after_records": {"records": 600, "duration_ms": 50, "times": 2}})
+    fwd = rig.start()
+    rig.wait_delivered(res.last_seq)
+    _assert_complete(rig, res.first_seq, res.last_seq)
+    assert rig.emu.faults()["fired"].get("close_after_records") == 2
+    # A stream the server closed while we were idle is replaced before the next reading needs it.
+    more = rig.append(100)
+    rig.wait_delivered(more.last_seq)
+    _assert_complete(rig, res.first_seq, more.last_seq)
+    table = rig.emu.table_stats()
+    assert table["streams_opened"] >= 2
+    assert table["duplicates"] <= 2 * WINDOW_ROWS
+    assert fwd.state()["stream_creations_total"] == table["streams_opened"]
+
+
+def test_token_endpoint_5xx_is_retried(rig):
+    res = rig.append(300)
+    rig.emu.set_faults({"token_error": {"status": 503, "times": 3}})
+    fwd = rig.start()
+    rig.wait_delivered(res.last_seq)
+    _assert_complete(rig, res.first_seq, res.last_seq)
+    errors = fwd.state()["recent_errors"]
+    assert any(e["kind"] == "Retry" and "503" in e["reason"] for e in errors), errors
+
+
+def _blocked_then_recovers(rig, faults: dict, words: tuple[str, ...]):
+    res = rig.append(300)
+    rig.emu.set_faults(faults)
+    fwd = rig.start()
+    st = rig.wait_state("blocked")
+    assert any(w in st["reason"].lower() for w in words), st["reason"]
+    # Blocked keeps the data: nothing acked, nothing deleted, and the state is persisted for the admin page.
+    assert rig.watermark() == res.first_seq - 1
+    time.sleep(0.3)
+    with SpoolReader(rig.path) as r:
+        persisted = {s["name"]: s for s in r.states("forwarder")}["main"]
+    assert "blocked" in str(persisted)
+    rig.emu.clear_faults()
+    rig.wait_delivered(res.last_seq)
+    _assert_complete(rig, res.first_seq, res.last_seq)
+    assert fwd.state()["state"] in ("idle", "streaming")
+
+
+def test_token_endpoint_4xx_blocks_visibly_and_recovers(rig):
+    _blocked_then_recovers(rig, {"token_error": {"status": 401}}, ("401", "credential"))
+
+
+def test_table_not_found_blocks_and_recovers(rig):
+    _blocked_then_recovers(rig, {"create_error": {"code": "NOT_FOUND", "message": "table does not exist"}}, ("not found",))
+
+
+def test_permission_denied_blocks_and_recovers(rig):
+    _blocked_then_recovers(rig, {"create_error": {"code": "PERMISSION_DENIED", "message": "no MODIFY"}}, ("permission",))
+
+
+def test_rejected_record_is_dead_lettered_and_everything_else_delivered(rig):
+    bad_index = 437
+    res = rig.append(1000, start=0, bad={bad_index})
+    bad_seq = res.first_seq + bad_index
+    rig.emu.set_faults({"reject_records": {"point": "bad/.*"}})
+    fwd = rig.start()
+    rig.wait_delivered(res.last_seq)
+    led = _assert_complete(rig, res.first_seq, res.last_seq)
+    # Its slot carried a loss marker, so the gap is explained downstream.
+    assert led["missing_count"] == 0, led  # the marker occupies the slot
+    assert led["loss_markers"] == 1 and led["unexplained_missing_count"] == 0
+    with SpoolReader(rig.path) as r:
+        dead = r.dead_letters(10)
+    assert [d["seq"] for d in dead] == [bad_seq]
+    assert "reject" in dead[0]["reason"].lower()
+    st = fwd.state()
+    assert st["dead_lettered_total"] == 1
+    assert any(e["kind"] == "RejectRecord" for e in st["recent_errors"])
+    assert rig.emu.table_stats()["duplicates"] <= 2 * WINDOW_ROWS
+
+
+def test_emulator_sigkill_and_restart_resumes_without_loss(rig):
+    res = rig.append(6000)
+    fwd = rig.start(batch_max_records=100)
+    rig.emu.set_faults({"ack_delay_ms": 20})
+    deadline = time.monotonic() + 20
+    while rig.watermark() < res.first_seq + 1000 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    rig.emu.kill()
+    wm = rig.watermark()
+    # Everything at or below the watermark must be durable in the (killed) emulator's store.
+    time.sleep(1.0)
+    assert fwd.state()["state"] in ("backing_off", "connecting")
+    rig.emu.start()
+    led = rig.ledger()
+    assert led["min_seq"] == res.first_seq and led["max_seq"] >= wm
+    assert not [m for m in led["missing"] if m[0] <= wm], led["missing"]  # watermark never passed an unacked seq
+    rig.wait_delivered(res.last_seq, timeout=60)
+    _assert_complete(rig, res.first_seq, res.last_seq)
+    st = fwd.state()
+    assert st["egress_cuts_total"] >= 1
