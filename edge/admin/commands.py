@@ -1,0 +1,122 @@
+"""Operator requests from the admin page, as files the appliance process picks up.
+
+The admin page never writes the spool (exactly one process does), so an action
+such as "pause forwarding" is a *request*: a JSON file in the commands
+directory, written atomically (temp file, fsync, rename). The runner (or the
+forwarder) polls ``pending()``, honours what it can, and calls ``complete()``,
+which moves the file to ``done/`` with the outcome. The page shows both, so an
+operator sees whether a request was honoured, refused or is still waiting.
+
+Record: ``{"id", "action", "args", "by", "ts", "status": "pending"|"done"|"refused",
+"detail", "done_ts"}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+ACTIONS = {
+    # action: (role needed, what it asks of the appliance)
+    "pause_forwarding": ("operator", "stop sending to ZeroBus; collection and spooling continue"),
+    "resume_forwarding": ("operator", "resume sending to ZeroBus"),
+    "checkpoint_wal": ("operator", "run PRAGMA wal_checkpoint(TRUNCATE) in the writer"),
+    "retry_dead_letter": ("admin", "re-append a dead-lettered record as a new reading (new seq)"),
+}
+MAX_PENDING = 100
+
+
+class CommandError(ValueError):
+    pass
+
+
+def _write_atomic(path: Path, obj: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    try:
+        os.write(fd, json.dumps(obj, sort_keys=True).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def submit(directory: str | Path, action: str, args: dict[str, Any] | None, by: str) -> dict:
+    if action not in ACTIONS:
+        raise CommandError(f"unknown action {action!r}")
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    if len(list(d.glob("*.json"))) >= MAX_PENDING:
+        raise CommandError(f"{MAX_PENDING} requests are already waiting; the appliance is not picking them up")
+    now = time.time()
+    cmd_id = f"{int(now * 1000):013d}-{secrets.token_hex(4)}"
+    rec = {"id": cmd_id, "action": action, "args": dict(args or {}), "by": by, "ts": now,
+           "status": "pending", "detail": "", "done_ts": None}
+    _write_atomic(d / f"{cmd_id}.json", rec)
+    return rec
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) and rec.get("action") in ACTIONS else None
+
+
+def pending(directory: str | Path) -> list[dict]:
+    """Waiting requests, oldest first (the appliance side calls this)."""
+    d = Path(directory)
+    if not d.is_dir():
+        return []
+    return [r for p in sorted(d.glob("*.json")) if (r := _read(p))]
+
+
+def complete(directory: str | Path, cmd_id: str, ok: bool, detail: str = "") -> None:
+    """Mark a request honoured (``ok``) or refused, moving it out of the queue."""
+    d = Path(directory)
+    src = d / f"{cmd_id}.json"
+    rec = _read(src)
+    if rec is None:
+        raise CommandError(f"no pending request {cmd_id!r}")
+    rec.update(status="done" if ok else "refused", detail=str(detail)[:500], done_ts=time.time())
+    (d / "done").mkdir(exist_ok=True)
+    _write_atomic(d / "done" / f"{cmd_id}.json", rec)
+    src.unlink(missing_ok=True)
+    _prune(d / "done", keep=200)
+
+
+def _prune(d: Path, keep: int) -> None:
+    files = sorted(d.glob("*.json"))
+    for p in files[:-keep]:
+        p.unlink(missing_ok=True)
+
+
+def recent(directory: str | Path, limit: int = 20) -> list[dict]:
+    """Pending and finished requests, newest first, for the page."""
+    d = Path(directory)
+    if not d.is_dir():
+        return []
+    paths = sorted(d.glob("*.json")) + sorted((d / "done").glob("*.json"))
+    recs = [r for p in paths if (r := _read(p))]
+    recs.sort(key=lambda r: r.get("ts") or 0, reverse=True)
+    return recs[:limit]
+
+
+def pause_requested(directory: str | Path) -> bool | None:
+    """What the latest pause/resume request asked for (None when never asked)."""
+    for rec in recent(directory, limit=200):
+        if rec["action"] == "pause_forwarding":
+            return True
+        if rec["action"] == "resume_forwarding":
+            return False
+    return None

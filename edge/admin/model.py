@@ -1,0 +1,417 @@
+"""Pure view model: spool stats, state records and samples -> what the page shows.
+
+No I/O. ``status(...)`` builds the document served as ``/api/status`` and
+rendered as ``/``; every number the operator sees comes from here, so the page,
+the JSON twin and ``/metrics`` agree. The spool's stats dict is read
+tolerantly (``_num``): a key the spool does not provide shows as unknown
+instead of breaking the page during an outage.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Iterable, Mapping
+
+# Forwarder states as the operator reads them; anything else is shown verbatim.
+UPLINK_STATES = {
+    "streaming": "streaming", "connected": "streaming", "running": "streaming", "draining": "streaming",
+    "idle": "streaming", "caught_up": "streaming",
+    "backoff": "backing_off", "backing_off": "backing_off", "retrying": "backing_off", "reconnecting": "backing_off",
+    "connecting": "connecting",
+    "blocked": "blocked",
+    "down": "egress_down", "egress_down": "egress_down", "unreachable": "egress_down", "disconnected": "egress_down",
+    "paused": "paused", "stopped": "stopped", "disabled": "disabled", "starting": "starting",
+}
+# Severity drives the colour of a state badge: ok / warn / bad / idle.
+SEVERITY = {
+    "streaming": "ok", "connected": "ok", "running": "ok", "polling": "ok", "subscribed": "ok", "listening": "ok",
+    "idle": "ok", "backing_off": "warn", "starting": "warn", "reconnecting": "warn", "connecting": "warn", "paused": "warn",
+    "restarting": "warn", "degraded": "warn", "stale": "warn",
+    "blocked": "bad", "egress_down": "bad", "error": "bad", "failed": "bad", "disconnected": "bad", "down": "bad",
+    "stopped": "idle", "disabled": "idle", "unknown": "idle",
+}
+
+
+def severity(state: str | None) -> str:
+    return SEVERITY.get(state or "unknown", "warn")
+
+
+def _num(d: Mapping[str, Any] | None, *keys: str) -> float | None:
+    """First numeric value among ``keys`` (dotted keys walk nested dicts)."""
+    if not d:
+        return None
+    for key in keys:
+        cur: Any = d
+        for part in key.split("."):
+            cur = cur.get(part) if isinstance(cur, Mapping) else None
+        if isinstance(cur, bool):
+            continue
+        if isinstance(cur, (int, float)):
+            return cur
+    return None
+
+
+def _str(d: Mapping[str, Any] | None, *keys: str) -> str | None:
+    if not d:
+        return None
+    for key in keys:
+        v = d.get(key)
+        if isinstance(v, str) and v:
+            return v
+    return None
+
+
+def _ts(v: Any) -> float | None:
+    """A timestamp in seconds; state records may carry microseconds."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return v / 1e6 if v > 1e11 else float(v)
+
+
+def normalize_states(raw: Any) -> dict[str, dict]:
+    """``states(kind)`` may be a mapping name -> record or a list of records with a name."""
+    out: dict[str, dict] = {}
+    if isinstance(raw, Mapping):
+        items = raw.items()
+    else:
+        items = []
+        for rec in raw or []:
+            if isinstance(rec, Mapping):
+                name = rec.get("name")
+                obj = rec.get("obj", rec.get("value", rec.get("state_obj", rec)))
+                upd = rec.get("updated_ts")
+                if isinstance(obj, Mapping) and upd is not None and "updated_ts" not in obj:
+                    obj = {**obj, "updated_ts": upd}
+                items.append((name, obj))
+            elif isinstance(rec, (tuple, list)) and len(rec) >= 2:
+                name, obj = (rec[1], rec[2]) if len(rec) >= 3 else (rec[0], rec[1])
+                if len(rec) >= 4 and isinstance(obj, Mapping):
+                    obj = {**obj, "updated_ts": rec[3]}
+                items.append((name, obj))
+    for name, obj in items:
+        if name is None:
+            continue
+        out[str(name)] = dict(obj) if isinstance(obj, Mapping) else {"value": obj}
+    return out
+
+
+SAMPLE_KEYS = {
+    "ts": ("ts", "t", "time"),
+    "depth": ("depth_rows", "depth", "rows"),
+    "bytes": ("depth_bytes", "used_bytes", "bytes"),
+    "in": ("appended_total", "spooled_total", "ingested_total", "appended", "next_seq"),
+    "out": ("delivered_total", "forwarded_total", "acked_total", "delivered_seq", "delivered"),
+}
+
+
+def normalize_samples(raw: Iterable[Any] | None) -> list[dict[str, float]]:
+    """Samples as ``{ts, depth, bytes, in, out}`` sorted by time; ``in``/``out`` are counters."""
+    out = []
+    for s in raw or []:
+        if isinstance(s, (tuple, list)):
+            s = dict(zip(("ts", "depth_rows", "depth_bytes", "appended_total", "delivered_total"), s))
+        if not isinstance(s, Mapping):
+            continue
+        row = {k: _num(s, *names) for k, names in SAMPLE_KEYS.items()}
+        row["ts"] = _ts(row["ts"])
+        if row["ts"] is None:
+            continue
+        out.append(row)
+    out.sort(key=lambda r: r["ts"])
+    return out
+
+
+def rates(samples: list[dict], key: str) -> list[tuple[float, float]]:
+    """Per-second rate of counter ``key`` between consecutive samples (counter resets give no point)."""
+    pts = []
+    prev = None
+    for s in samples:
+        if s.get(key) is None:
+            continue
+        if prev is not None and s["ts"] > prev["ts"] and s[key] >= prev[key]:
+            pts.append((s["ts"], (s[key] - prev[key]) / (s["ts"] - prev["ts"])))
+        prev = s
+    return pts
+
+
+def drill_timeline(cuts: Iterable[Any], samples: list[dict], now: float) -> list[dict]:
+    """Each egress cut (from the forwarder's history) with its backlog peak and drain time.
+
+    The forwarder records when a cut started, when delivery recovered and when the
+    backlog was drained; the spool's samples add the peak depth it reached (the
+    forwarder's own peak is only as fresh as its last look at the spool).
+    """
+    out = []
+    for cut in cuts or []:
+        if not isinstance(cut, Mapping):
+            continue
+        down = _ts(cut.get("started_ts", cut.get("down_ts")))
+        up = _ts(cut.get("recovered_ts", cut.get("up_ts")))
+        drained = _ts(cut.get("drained_ts"))
+        if down is None:
+            continue
+        end = drained if drained is not None else now
+        window = [s for s in samples if down <= s["ts"] <= end and s["depth"] is not None]
+        peak = _num(cut, "backlog_peak", "peak_depth")
+        peak_ts = None
+        if window:
+            top = max(window, key=lambda s: s["depth"])
+            if peak is None or top["depth"] >= peak:
+                peak, peak_ts = top["depth"], top["ts"]
+        out.append({
+            "down_ts": down,
+            "up_ts": up,
+            "drained_ts": drained,
+            "outage_s": (up if up is not None else now) - down,
+            "ongoing": up is None,
+            "draining": up is not None and drained is None,
+            "backlog_start": _num(cut, "backlog_start"),
+            "peak_depth": peak,
+            "peak_ts": peak_ts,
+            "drain_s": (drained - up) if drained is not None and up is not None else None,
+            "errors": int(_num(cut, "errors") or 0),
+        })
+    out.sort(key=lambda c: c["down_ts"], reverse=True)
+    return out
+
+
+def _errors(fwd: Mapping[str, Any]) -> list[dict]:
+    raw = fwd.get("recent_errors", fwd.get("errors"))
+    out = []
+    for e in raw if isinstance(raw, list) else []:
+        if isinstance(e, Mapping):
+            out.append({"ts": _ts(e.get("ts")),
+                        "message": str(e.get("reason", e.get("message", e.get("error", ""))))[:500],
+                        "kind": str(e.get("kind", e.get("outcome", "")))[:40],
+                        "phase": str(e.get("phase", ""))[:40]})
+        elif isinstance(e, str):
+            out.append({"ts": None, "message": e[:500], "kind": "", "phase": ""})
+    if not out and fwd.get("last_error"):
+        out.append({"ts": _ts(fwd.get("last_error_ts")), "message": str(fwd["last_error"])[:500], "kind": "",
+                    "phase": ""})
+    out.sort(key=lambda e: e["ts"] or 0, reverse=True)
+    return out[:20]
+
+
+def uplink(fwd: Mapping[str, Any] | None, stats: Mapping[str, Any], now: float, stale_after: float,
+           pause_requested: bool | None = None, quiet_allowance: Mapping[str, float] | None = None) -> dict:
+    """The forwarder's state as the operator reads it.
+
+    ``quiet_allowance``: extra seconds a state may go without a heartbeat (a blocked
+    forwarder sleeps ``blocked_retry`` between attempts) before it counts as stale.
+    """
+    fwd = fwd or {}
+    raw_state = _str(fwd, "state", "status")
+    state = UPLINK_STATES.get(raw_state or "", raw_state or "unknown")
+    cuts = fwd.get("egress_cuts") or []
+    open_cut = next((c for c in cuts if isinstance(c, Mapping) and c.get("open") and not c.get("recovered_ts")), None)
+    if open_cut is not None and state in ("backing_off", "connecting"):
+        # Failing since a cut began and not delivered since: the link itself is down, not one request.
+        state = "egress_down"
+    updated = _ts(fwd.get("updated_ts", fwd.get("ts")))
+    age = (now - updated) if updated is not None else None
+    allowance = (quiet_allowance or {}).get(raw_state or "", 0.0)
+    stale = not fwd or age is None or age > stale_after + allowance
+    last_ack = _ts(fwd.get("last_ack_ts"))
+    drain = _num(stats, "drain_rate_10s", "drain_rate")
+    return {
+        "state": state,
+        "state_raw": raw_state,
+        "severity": "warn" if stale and state not in ("disabled", "stopped") else severity(state),
+        "reason": str(fwd.get("reason") or "")[:500],
+        "since_ts": _ts(fwd.get("since")),
+        "stale": stale,
+        "updated_ts": updated,
+        "state_age_s": age,
+        "last_ack_ts": last_ack,
+        "last_ack_age_s": (now - last_ack) if last_ack is not None else None,
+        "last_ack_seq": _num(fwd, "last_ack_seq"),
+        "acked_seq": _num(fwd, "acked_seq"),
+        "sent_seq": _num(fwd, "sent_seq"),
+        "acked_total": _num(fwd, "acked_total"),
+        "drain_rate": drain,
+        "batches_in_flight": _num(fwd, "batches_in_flight"),
+        "backoff_attempt": _num(fwd, "backoff_attempt"),
+        "streams": _num(fwd, "streams"),
+        "endpoint": _str(fwd, "endpoint"),
+        "table": _str(fwd, "table"),
+        "errors": _errors(fwd),
+        "failures_total": _num(fwd, "failures_total"),
+        "cut_open_since_ts": _ts(open_cut.get("started_ts")) if open_cut else None,
+        "paused": state == "paused",
+        "pause_requested": pause_requested,
+    }
+
+
+def sources(records: Mapping[str, dict], now: float, previous: Mapping[str, tuple[float, float]] | None = None) -> list[dict]:
+    """One row per collector. ``previous`` maps name -> (ts, readings_total) seen earlier, for a rate."""
+    out = []
+    for name in sorted(records):
+        r = records[name]
+        total = _num(r, "readings_total") or 0
+        updated = _ts(r.get("updated_ts")) or now
+        rate = _num(r, "rate", "readings_per_s")
+        if rate is None and previous and name in previous:
+            t0, c0 = previous[name]
+            if updated > t0 and total >= c0:
+                rate = (total - c0) / (updated - t0)
+        last = _ts(r.get("last_reading_ts"))
+        offline = r.get("devices_offline") or []
+        state = _str(r, "state") or "unknown"
+        out.append({
+            "name": name,
+            "type": _str(r, "type") or "",
+            "state": state,
+            "severity": severity(state),
+            "detail": str(r.get("detail") or "")[:300],
+            "since_ts": _ts(r.get("since_ts")),
+            "last_reading_ts": last,
+            "last_reading_age_s": (now - last) if last is not None else None,
+            "readings_total": int(total),
+            "rate": rate,
+            "errors_total": int(_num(r, "errors_total") or 0),
+            "last_error": str(r.get("last_error") or "")[:500],
+            "last_error_ts": _ts(r.get("last_error_ts")),
+            "quarantined_total": int(_num(r, "quarantined_total") or 0),
+            "devices_offline": [str(d)[:120] for d in offline][:50] if isinstance(offline, list) else [],
+            "updated_ts": _ts(r.get("updated_ts")),
+        })
+    return out
+
+
+def _dropped(stats: Mapping[str, Any]) -> dict[str, int]:
+    raw = stats.get("dropped") or stats.get("dropped_by_cause") or {}
+    out = {str(k): int(v) for k, v in raw.items() if isinstance(v, (int, float))} if isinstance(raw, Mapping) else {}
+    for key, cause in (("dropped_oldest", "drop_oldest"), ("dropped_newest", "drop_newest"), ("expired", "expired")):
+        v = _num(stats, key)
+        if v is not None and cause not in out:
+            out[cause] = int(v)
+    return out
+
+
+def backlog(stats: Mapping[str, Any], now: float) -> dict:
+    depth = _num(stats, "depth_rows", "depth", "rows")
+    used = _num(stats, "depth_bytes", "used_bytes", "bytes")
+    budget = _num(stats, "budget_bytes", "max_bytes", "effective_budget_bytes")
+    pct = _num(stats, "budget_used_pct", "budget_pct")
+    if pct is None and used is not None and budget:
+        pct = round(100.0 * used / budget, 2)
+    oldest_age = _num(stats, "oldest_age_s", "oldest_age")
+    if oldest_age is None and _num(stats, "oldest_ts") is not None:
+        oldest_age = max(0.0, now - _ts(_num(stats, "oldest_ts")))
+    return {
+        "depth_rows": depth,
+        "depth_bytes": used,
+        "budget_bytes": budget,
+        "budget_pct": pct,
+        "oldest_age_s": oldest_age,
+        "depth_seqs": _num(stats, "depth_seqs"),
+        "ingest_rate": _num(stats, "ingest_rate_10s", "ingest_rate"),
+        "ingest_rate_5m": _num(stats, "ingest_rate_5m"),
+        "drain_rate": _num(stats, "drain_rate_10s", "drain_rate"),
+        "drain_rate_5m": _num(stats, "drain_rate_5m"),
+        "runway_s": _num(stats, "runway_s"),
+        "drain_eta_s": _num(stats, "drain_eta_s"),
+        "next_seq": _num(stats, "next_seq"),
+        "delivered_seq": _num(stats, "delivered_seq"),
+        "when_full": _str(stats, "when_full"),
+    }
+
+
+def losses(stats: Mapping[str, Any]) -> dict:
+    dropped = _dropped(stats)
+    return {
+        "dropped": dropped,
+        "dropped_total": sum(dropped.values()),
+        "loss_markers": int(_num(stats, "loss_markers_written", "loss_markers") or 0),
+        "dead_letters": int(_num(stats, "dead_lettered", "dead_letters") or 0),
+        "quarantined": int(_num(stats, "quarantined", "quarantined_total") or 0),
+    }
+
+
+def _alarms(stats: Mapping[str, Any]) -> list[dict]:
+    """Alarm state records ``{"name", "value": {"message", "detail", "raised_ts"}}`` from the spool."""
+    out = []
+    for a in stats.get("alarms") or []:
+        if not isinstance(a, Mapping):
+            out.append({"code": "alarm", "message": str(a)[:500], "ts": None})
+            continue
+        v = a.get("value") if isinstance(a.get("value"), Mapping) else a
+        out.append({"code": str(a.get("name") or v.get("code") or "alarm")[:80],
+                    "message": str(v.get("message") or "")[:500],
+                    "ts": _ts(v.get("raised_ts", a.get("updated_ts")))})
+    return out
+
+
+def health(stats: Mapping[str, Any], integrity: Mapping[str, Any] | None, *, version: str, started: float,
+           now: float, spool_error: str | None, appliance_started: float | None) -> dict:
+    integrity = integrity or {}
+    return {
+        "spool_readable": spool_error is None,
+        "spool_error": spool_error,
+        "spool_path": _str(stats, "path"),
+        "schema_version": _num(stats, "schema_version"),
+        "disk_free_bytes": _num(stats, "disk_free_bytes"),
+        "wal_bytes": _num(stats, "wal_bytes"),
+        "db_bytes": _num(stats, "db_bytes"),
+        "integrity": _str(integrity, "result"),
+        "integrity_checked_ts": _ts(integrity.get("checked_ts")),
+        "alarms": _alarms(stats),
+        "version": version,
+        "appliance_uptime_s": (now - appliance_started) if appliance_started else None,
+        "admin_uptime_s": now - started,
+    }
+
+
+def status(*, appliance_id: str, stats: Mapping[str, Any] | None, states_by_kind: Mapping[str, Mapping[str, dict]],
+           samples: list[dict], version: str, started: float, now: float | None = None,
+           stale_after: float = 60.0, quiet_allowance: Mapping[str, float] | None = None,
+           spool_error: str | None = None, source_rates: Mapping[str, tuple[float, float]] | None = None,
+           pause_requested: bool | None = None) -> dict:
+    now = time.time() if now is None else now
+    stats = stats or {}
+    fwd = (states_by_kind.get("forwarder") or {}).get("main")
+    up = uplink(fwd, stats, now, stale_after, pause_requested, quiet_allowance)
+    srcs = sources(states_by_kind.get("source") or {}, now, source_rates)
+    bl = backlog(stats, now)
+    integrity = (states_by_kind.get("integrity") or {}).get("readings")
+    # The appliance's start: the earliest "since" among its parts still running.
+    starts = [s["since_ts"] for s in srcs if s["since_ts"]] + ([up["since_ts"]] if up["since_ts"] else [])
+    return {
+        "appliance_id": appliance_id,
+        "generated_ts": now,
+        "backlog": bl,
+        "uplink": up,
+        "sources": srcs,
+        "losses": losses(stats),
+        "drills": drill_timeline((fwd or {}).get("egress_cuts") or [], samples, now),
+        "health": health(stats, integrity, version=version, started=started, now=now, spool_error=spool_error,
+                         appliance_started=_ts((fwd or {}).get("started_ts")) or (min(starts) if starts else None)),
+        "overall": overall(bl, up, srcs, spool_error, stats),
+    }
+
+
+def overall(bl: Mapping[str, Any], up: Mapping[str, Any], srcs: list[dict], spool_error: str | None,
+            stats: Mapping[str, Any]) -> dict:
+    """One line for the top of the page: the worst thing an operator must know now."""
+    if spool_error:
+        return {"severity": "bad", "headline": "Spool unreadable", "detail": spool_error}
+    alarms = _alarms(stats)
+    if alarms:
+        return {"severity": "bad", "headline": f"Spool alarm: {alarms[0]['code']}", "detail": alarms[0]["message"]}
+    pct = bl.get("budget_pct") or 0
+    if pct >= 90:
+        return {"severity": "bad", "headline": f"Spool {pct:.0f}% full", "detail": "readings will be refused or dropped at 100%"}
+    if up["state"] == "paused":
+        return {"severity": "warn", "headline": "Forwarding paused", "detail": up["reason"] or "by an operator request"}
+    if up["state"] in ("blocked", "egress_down"):
+        return {"severity": "bad", "headline": f"Uplink {up['state'].replace('_', ' ')}",
+                "detail": up["reason"] or "readings are spooling locally"}
+    if up["stale"] and up["state"] not in ("disabled",):
+        return {"severity": "warn", "headline": "Forwarder state stale", "detail": "no state update from the forwarder"}
+    bad = [s["name"] for s in srcs if s["severity"] == "bad"]
+    if up["state"] == "backing_off":
+        return {"severity": "warn", "headline": "Uplink backing off", "detail": up["reason"]}
+    if bad:
+        return {"severity": "warn", "headline": f"{len(bad)} source(s) in trouble", "detail": ", ".join(bad[:5])}
+    return {"severity": "ok", "headline": "Delivering", "detail": ""}

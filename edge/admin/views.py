@@ -1,0 +1,299 @@
+"""Routes. Every page has a JSON twin under /api/ (documented in edge/admin/README.md)."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Response, abort, flash, g, jsonify, redirect, render_template, request, session, url_for
+
+from edge.admin import auth, commands, model, payloads, reading
+from edge.admin.app import check_csrf, current_role, probe_allowed, require, st
+from edge.admin.charts import line_chart
+from edge.admin.metrics import render as render_metrics
+
+bp = Blueprint("admin", __name__)
+RATE_MEMORY_S = 120.0
+
+
+def _source_rates(states: dict) -> dict[str, tuple[float, float]]:
+    """An earlier (ts, readings_total) per source seen by this worker, for a readings/s figure."""
+    s = st()
+    out = {}
+    for name, rec in (states.get("source") or {}).items():
+        ts, total = rec.get("updated_ts"), rec.get("readings_total")
+        if not isinstance(ts, (int, float)) or not isinstance(total, (int, float)):
+            continue
+        pts = s.source_points.setdefault(name, [])
+        if not pts or pts[-1][0] != ts:
+            pts.append((float(ts), float(total)))
+        while len(pts) > 2 and pts[1][0] < ts - RATE_MEMORY_S:
+            pts.pop(0)
+        if len(pts) >= 2 and pts[0][0] < ts:
+            out[name] = pts[0]
+    return out
+
+
+def _status(with_samples: bool) -> tuple[dict, reading.Snapshot]:
+    s = st()
+    now = time.time()
+    snap = reading.read(s.cfg.spool.path, since_ts=now - float(s.admin.chart_window) if with_samples else None)
+    z = s.cfg.zerobus
+    doc = model.status(
+        appliance_id=s.cfg.appliance_id, stats=snap.stats, states_by_kind=snap.states, samples=snap.samples,
+        version=s.version, started=s.started, now=now, stale_after=float(s.admin.forwarder_stale_after),
+        quiet_allowance={"blocked": float(z.blocked_retry), "backing_off": float(z.backoff_max),
+                         "stopped": float("inf")},
+        spool_error=snap.error, source_rates=_source_rates(snap.states),
+        pause_requested=commands.pause_requested(s.commands_dir),
+    )
+    doc["config"] = {
+        "when_full": s.cfg.spool.when_full, "max_bytes": int(s.cfg.spool.max_bytes),
+        "endpoint": z.endpoint, "table": z.table, "refresh_s": float(s.admin.refresh),
+    }
+    return doc, snap
+
+
+def _charts(doc: dict, snap: reading.Snapshot) -> dict:
+    now = doc["generated_ts"]
+    t0 = now - float(st().admin.chart_window)
+    if snap.samples:
+        t0 = max(t0, min(x["ts"] for x in snap.samples))
+    t0 = min(t0, now - 300)
+    cuts = [(c["down_ts"], c["up_ts"]) for c in doc["drills"]]
+    depth = [(x["ts"], x["depth"]) for x in snap.samples if x["depth"] is not None]
+    return {
+        "depth": line_chart([("undelivered", depth, "s-depth")], t0=t0, t1=now, title="Spool depth",
+                            unit="readings", marks=cuts),
+        "rates": line_chart([("ingest", model.rates(snap.samples, "in"), "s-in"),
+                             ("drain", model.rates(snap.samples, "out"), "s-out")],
+                            t0=t0, t1=now, title="Ingest and drain", unit="readings/s", marks=cuts),
+    }
+
+
+# ---------------------------------------------------------------- pages
+
+
+@bp.get("/")
+def index():
+    require("viewer")
+    doc, snap = _status(with_samples=True)
+    return render_template("dashboard.html", s=doc, charts=_charts(doc, snap), role=current_role(),
+                           recent=commands.recent(st().commands_dir, 8), actions=commands.ACTIONS,
+                           refresh=int(st().admin.refresh), now=doc["generated_ts"], read_ms=snap.read_ms)
+
+
+def _items(what: str):
+    limit = max(1, min(request.args.get("limit", 50, type=int) or 50, 500))
+    rows, err = reading.read_items(st().cfg.spool.path, what, limit)
+    conv = payloads.dead_letter if what == "dead_letters" else payloads.quarantined
+    return [conv(r) for r in rows], err, limit
+
+
+@bp.get("/dead-letters")
+def dead_letters_page():
+    require("viewer")
+    items, err, limit = _items("dead_letters")
+    return render_template("items.html", kind="dead_letters", title="Dead letters", items=items, error=err,
+                           limit=limit, role=current_role(), now=time.time())
+
+
+@bp.get("/quarantine")
+def quarantine_page():
+    require("viewer")
+    items, err, limit = _items("quarantine")
+    return render_template("items.html", kind="quarantine", title="Quarantined payloads", items=items, error=err,
+                           limit=limit, role=current_role(), now=time.time())
+
+
+# ---------------------------------------------------------------- login
+
+
+def _safe_next(target: str | None) -> str:
+    # Only local paths: an open redirect would hand a fresh session's user to another site.
+    if not target or not target.startswith("/") or target.startswith("//") or urlsplit(target).netloc:
+        return url_for("admin.index")
+    return target
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    s = st()
+    client = request.remote_addr or "?"
+    error, status = None, 200
+    if request.method == "POST":
+        if not auth.csrf_ok(session.get("csrf"), request.form.get("csrf")):
+            error, status = "The form expired; please try again.", 400
+        elif (wait := s.limiter.retry_after(client)) > 0:
+            error, status = f"Too many failed attempts. Try again in {int(wait)} s.", 429
+        else:
+            role = auth.role_for(s.creds, request.form.get("password", ""))
+            if role:
+                s.limiter.succeeded(client)
+                session.clear()
+                session.permanent = True
+                session.update(role=role, fp=auth.fingerprint(s.creds[role]), csrf=auth.new_csrf_token(),
+                               login_ts=time.time())
+                from flask import current_app
+
+                current_app.logger.info("admin login: role %s from %s", role, client)
+                return redirect(_safe_next(request.form.get("next")))
+            s.limiter.failed(client)
+            error, status = "Wrong password.", 401
+    resp = render_template("login.html", error=error, next=request.values.get("next", ""),
+                           appliance_id=s.cfg.appliance_id, role=None)
+    return resp, status
+
+
+@bp.post("/logout")
+def logout():
+    if current_role() is not None:
+        check_csrf()
+    session.clear()
+    return redirect(url_for("admin.login"))
+
+
+# ---------------------------------------------------------------- actions
+
+
+def _act(action: str) -> dict:
+    if action not in commands.ACTIONS:
+        abort(404)
+    require(commands.ACTIONS[action][0])
+    check_csrf()
+    args = {}
+    if action == "retry_dead_letter":
+        raw = request.form.get("id") if not request.is_json else (request.get_json(silent=True) or {}).get("id")
+        try:
+            args["id"] = int(raw)
+        except (TypeError, ValueError):
+            abort(400, description="retry_dead_letter needs the dead letter's id")
+    try:
+        return commands.submit(st().commands_dir, action, args, by=current_role() or "?")
+    except commands.CommandError as exc:
+        abort(409, description=str(exc))
+
+
+@bp.post("/actions/<action>")
+def action_form(action: str):
+    rec = _act(action)
+    flash(f"Request '{action.replace('_', ' ')}' queued ({rec['id']}); the appliance picks it up on its next pass.")
+    back = request.form.get("back")
+    return redirect(_safe_next(back) if back else url_for("admin.index"))
+
+
+@bp.post("/api/actions/<action>")
+def action_api(action: str):
+    return jsonify(_act(action)), 202
+
+
+# ---------------------------------------------------------------- JSON twins
+
+
+@bp.get("/api/status")
+def api_status():
+    require("viewer")
+    doc, _ = _status(with_samples=True)
+    return jsonify(doc)
+
+
+@bp.get("/api/sources")
+def api_sources():
+    require("viewer")
+    doc, _ = _status(with_samples=False)
+    return jsonify(sources=doc["sources"])
+
+
+@bp.get("/api/samples")
+def api_samples():
+    require("viewer")
+    _, snap = _status(with_samples=True)
+    return jsonify(samples=snap.samples, error=snap.error)
+
+
+@bp.get("/api/dead-letters")
+def api_dead_letters():
+    require("viewer")
+    items, err, _ = _items("dead_letters")
+    return jsonify(items=items, error=err)
+
+
+@bp.get("/api/quarantine")
+def api_quarantine():
+    require("viewer")
+    items, err, _ = _items("quarantine")
+    return jsonify(items=items, error=err)
+
+
+@bp.get("/api/commands")
+def api_commands():
+    require("viewer")
+    return jsonify(commands=commands.recent(st().commands_dir, 100), actions={
+        k: {"role": r, "effect": e} for k, (r, e) in commands.ACTIONS.items()})
+
+
+@bp.get("/api/whoami")
+def api_whoami():
+    require("viewer")
+    return jsonify(role=current_role())
+
+
+# ---------------------------------------------------------------- probes
+
+
+@bp.get("/metrics")
+def metrics():
+    if not probe_allowed():
+        abort(401)
+    doc, snap = _status(with_samples=False)
+    fwd = (snap.states.get("forwarder") or {}).get("main")
+    return Response(render_metrics(doc, snap.stats, fwd), mimetype="text/plain; version=0.0.4; charset=utf-8")
+
+
+@bp.get("/healthz")
+def healthz():
+    if not probe_allowed():
+        abort(401)
+    return jsonify(status="ok", version=st().version)
+
+
+@bp.get("/readyz")
+def readyz():
+    if not probe_allowed():
+        abort(401)
+    doc, _ = _status(with_samples=False)
+    problems = []
+    if not doc["health"]["spool_readable"]:
+        problems.append(f"spool not readable: {doc['health']['spool_error']}")
+    if doc["uplink"]["stale"]:
+        age = doc["uplink"]["state_age_s"]
+        problems.append("no forwarder state recorded" if age is None else f"forwarder state is {age:.0f}s old")
+    body = {"ready": not problems, "problems": problems, "forwarder_state": doc["uplink"]["state"]}
+    return jsonify(body), (200 if not problems else 503)
+
+
+@bp.app_errorhandler(401)
+def _unauth(e):
+    if request.path.startswith("/api/") or request.path in ("/metrics", "/healthz", "/readyz"):
+        return jsonify(error="authentication required"), 401
+    return redirect(url_for("admin.login"))
+
+
+@bp.app_errorhandler(403)
+def _forbidden(e):
+    if request.path.startswith("/api/"):
+        return jsonify(error="your role may not do this"), 403
+    return render_template("error.html", code=403, message="Your role may not do this.", role=current_role()), 403
+
+
+@bp.app_errorhandler(400)
+@bp.app_errorhandler(404)
+@bp.app_errorhandler(409)
+@bp.app_errorhandler(413)
+@bp.app_errorhandler(415)
+@bp.app_errorhandler(429)
+def _client_error(e):
+    msg = getattr(e, "description", "") or e.name
+    if request.path.startswith("/api/") or request.is_json:
+        return jsonify(error=msg), e.code
+    return render_template("error.html", code=e.code, message=msg, role=g.get("role")), e.code
