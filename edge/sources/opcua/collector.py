@@ -1,0 +1,475 @@
+"""The OPC-UA collector: subscriptions -> readings -> ctx.emit, with reconnect and back-fill.
+
+One session at a time. A session: connect (security, login) -> resolve every group's nodes ->
+create subscriptions and monitored items in batches, checking every result -> back-fill the
+gap from HistoryRead while live notifications are held -> run until the watchdog, the
+transport or a subscription status says the connection is gone -> tear down and start over
+with backoff. Our own reconnect (asyncua's auto_reconnect off) so browse paths and folders
+are re-resolved and every monitored item is re-checked after a reconnect.
+
+Readings flow: publish callback (maps and de-duplicates) -> in-memory buffer (bounded by
+``max_buffered``) -> emitter task (one emit per ``emit_interval`` / ``emit_max``) -> spool.
+When the buffer is full the publish callback waits, so asyncua sends no further Publish
+request and the server keeps the notifications in its own queues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from asyncua import Client, ua
+from asyncua.common.subscription import Subscription
+from asyncua.crypto import security_policies
+
+from edge.backoff import Backoff
+from edge.sources.base import SourceContext, emit_with_backpressure, now_us
+from edge.sources.opcua_map import datavalue_body, fingerprint
+
+from .config import Config, GroupConfig
+from .history import Checkpoint, read_gap, utcnow_us
+from .resolve import Target, read_units, resolve_group
+from .security import Pki
+
+log = logging.getLogger("edge.sources.opcua")
+
+_FILTER_CODES = {
+    ua.StatusCodes.BadFilterNotAllowed, ua.StatusCodes.BadMonitoredItemFilterUnsupported,
+    ua.StatusCodes.BadMonitoredItemFilterInvalid, ua.StatusCodes.BadDeadbandFilterInvalid,
+}
+
+
+class _Item:
+    __slots__ = ("point", "nodeid", "unit")
+
+    def __init__(self, point: str, nodeid: ua.NodeId, unit: str | None):
+        self.point, self.nodeid, self.unit = point, nodeid, unit
+
+
+class _Subscription(Subscription):
+    """asyncua's Subscription, minus one task/object per notification: raw items go straight to us."""
+
+    def __init__(self, session: Any, params: ua.CreateSubscriptionParameters, collector: "Source"):
+        super().__init__(session, params, handler=collector)
+        self._collector = collector
+
+    async def publish_callback(self, publish_result: ua.PublishResult) -> None:
+        self.last_publish_at = time.monotonic()
+        msg = publish_result.NotificationMessage
+        if not msg.NotificationData:
+            return
+        self.last_sequence_number = int(msg.SequenceNumber)
+        for notif in msg.NotificationData:
+            if isinstance(notif, ua.DataChangeNotification):
+                await self._collector._on_items(self, notif.MonitoredItems)
+            elif isinstance(notif, ua.StatusChangeNotification):
+                self._collector._on_subscription_status(self, notif.Status)
+
+
+class Source:
+    def __init__(self, cfg: Config, ctx: SourceContext):
+        self.cfg = cfg
+        self.ctx = ctx
+        self.app_uri = cfg.security.application_uri or f"urn:zerobus-edge:{ctx.appliance_id}"
+        base = Path(ctx.data_dir)
+        pki_dir = Path(cfg.security.pki_dir)
+        self.pki = Pki(pki_dir if pki_dir.is_absolute() else base / pki_dir)
+        self.checkpoint = Checkpoint(base / f"{cfg.name}.opcua-checkpoint.json", cfg.endpoint)
+        self._items: dict[int, _Item] = {}
+        self._next_handle = 1
+        self._last: dict[str, tuple] = {}  # point -> fingerprint of the newest value taken
+        self._buf: list[tuple[int, bytes]] = []
+        self._marks: list[tuple[str, int | None]] = []  # (point, source_ts) parallel to _buf
+        self._have_data = asyncio.Event()
+        self._space = asyncio.Event()
+        self._space.set()
+        self._hold: list | None = None  # live notifications held while back-filling
+        self._held = 0
+        self._lost: asyncio.Event | None = None
+        self._lost_reason = ""
+        self.stats: dict[str, Any] = {
+            "sessions": 0, "subscribed": 0, "failed": 0, "duplicates_dropped": 0, "backfilled": 0,
+            "notifications": 0,
+        }
+
+    # ---------------------------------------------------------------- notifications (hot path)
+
+    async def _on_items(self, sub: _Subscription, items: list) -> None:
+        if self._hold is not None:
+            self._hold.append(items)
+            self._held += len(items)
+            while self._held >= self.cfg.max_buffered and self._hold is not None:
+                sub.last_publish_at = time.monotonic()
+                await asyncio.sleep(0.1)
+            return
+        self._take(items, now_us(), None)
+        while len(self._buf) >= self.cfg.max_buffered:
+            # Waiting here stops asyncua's publish loop: the server holds the rest. Keep its
+            # stale-subscription watchdog quiet, the slow one is us (the spool), not the server.
+            sub.last_publish_at = time.monotonic()
+            self._space.clear()
+            try:
+                await asyncio.wait_for(self._space.wait(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+
+    def _take(self, items: list, collected: int, seen: dict[str, set] | None) -> None:
+        name = self.cfg.name
+        get_item = self._items.get
+        last = self._last
+        buf, marks = self._buf, self._marks
+        dropped = 0
+        for mi in items:
+            item = get_item(mi.ClientHandle)
+            if item is None:
+                continue
+            dv = mi.Value
+            fp = fingerprint(dv)
+            point = item.point
+            # The same (source time, status, value) again: an initial value re-sent on a new
+            # subscription, or a live value the back-fill already delivered.
+            if last.get(point) == fp or (seen is not None and fp in seen.get(point, ())):
+                dropped += 1
+                continue
+            last[point] = fp
+            buf.append((collected, datavalue_body(dv, source=name, point=point, collected_ts=collected, unit=item.unit)))
+            marks.append((point, fp[0]))
+        self.stats["notifications"] += len(items)
+        self.stats["duplicates_dropped"] += dropped
+        if buf:
+            self._have_data.set()
+
+    def _on_subscription_status(self, sub: _Subscription, status: ua.StatusCode) -> None:
+        if status.is_good():
+            return
+        msg = f"subscription {sub.subscription_id} status {status.name}"
+        log.warning("%s: %s", self.cfg.name, msg)
+        if self._lost is not None and not self._lost.is_set():
+            self._lost_reason = msg
+            self._lost.set()
+
+    # ---------------------------------------------------------------- emitter
+
+    async def _emitter(self) -> None:
+        cfg, ctx = self.cfg, self.ctx
+        next_ckpt = time.monotonic() + cfg.backfill.checkpoint_interval
+        while True:
+            try:
+                await asyncio.wait_for(self._have_data.wait(), cfg.backfill.checkpoint_interval)
+            except asyncio.TimeoutError:
+                pass
+            if self._buf:
+                if cfg.emit_interval:
+                    await asyncio.sleep(cfg.emit_interval)
+                n = min(len(self._buf), cfg.emit_max)
+                items, marks = self._buf[:n], self._marks[:n]
+                del self._buf[:n]
+                del self._marks[:n]
+                if not self._buf:
+                    self._have_data.clear()
+                if len(self._buf) < cfg.max_buffered:
+                    self._space.set()
+                await emit_with_backpressure(ctx, items)
+                if ctx.status.data.get("state") == "blocked":
+                    ctx.status.set_state("running", "spool accepts data again")
+                for point, ts in marks:
+                    if ts is not None:
+                        self.checkpoint.advance(point, ts)
+                ctx.status.readings(n)
+            else:
+                self._have_data.clear()
+            if time.monotonic() >= next_ckpt:
+                next_ckpt = time.monotonic() + cfg.backfill.checkpoint_interval
+                await self._write_checkpoint()
+
+    async def _write_checkpoint(self) -> None:
+        if not self.checkpoint.dirty:
+            return
+        blob = self.checkpoint.snapshot()
+        try:
+            await asyncio.to_thread(self.checkpoint.write, blob)
+        except OSError as exc:
+            self.checkpoint.dirty = True
+            self.ctx.status.error(f"cannot write the back-fill checkpoint {self.checkpoint.path}: {exc.strerror}")
+
+    # ---------------------------------------------------------------- session
+
+    async def run(self) -> None:
+        cfg, ctx = self.cfg, self.ctx
+        self.checkpoint.load()
+        emitter = asyncio.create_task(self._emitter(), name=f"opcua-emit-{cfg.name}")
+        backoff = Backoff(cfg.reconnect_initial, cfg.reconnect_max)
+        try:
+            while True:
+                started = time.monotonic()
+                try:
+                    await self._session()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - every failure is reported, then retried
+                    msg = _describe(exc)
+                    log.warning("%s: %s", cfg.name, msg)
+                    ctx.status.set_state("disconnected", msg)
+                    ctx.status.error(msg)
+                if emitter.done():
+                    emitter.result()  # an emitter crash must not be hidden behind reconnects
+                if time.monotonic() - started > 60:
+                    backoff.reset()
+                await asyncio.sleep(max(cfg.reconnect_initial * 0.5, backoff.next_delay()))
+        finally:
+            emitter.cancel()
+            try:
+                await emitter
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+            # Whatever was taken but not emitted is lost to the spool; the checkpoint lags it,
+            # so the next start back-fills it from history where the server has it.
+            await self._write_checkpoint()
+
+    async def _connect(self) -> Client:
+        cfg, sec = self.cfg, self.cfg.security
+        client = Client(cfg.endpoint, timeout=cfg.timeout, watchdog_intervall=cfg.watchdog_interval)
+        client.application_uri = self.app_uri
+        client.name = client.description = f"Zerobus Edge {self.ctx.appliance_id}"
+        client.product_uri = "urn:zerobus-edge"
+        # A session we could not close stays on the server only this long.
+        client.session_timeout = 120_000
+        if cfg.username:
+            client.set_user(cfg.username)
+            client.set_password(str(cfg.password))
+        if sec.mode != "None":
+            generated = await asyncio.to_thread(
+                self.pki.ensure_own_certificate, self.app_uri, sec.certificate_host, sec.certificate_days)
+            if generated:
+                self.ctx.status.update(certificate_generated=str(self.pki.own_cert))
+            mode = getattr(ua.MessageSecurityMode, sec.mode)
+            await asyncio.wait_for(client.set_security(
+                security_policies.SecurityPolicyBasic256Sha256, str(self.pki.own_cert), str(self.pki.own_key),
+                mode=mode), cfg.timeout * 2)
+            client.certificate_validator = await self.pki.validator()
+        lost = asyncio.Event()
+        self._lost, self._lost_reason = lost, ""
+
+        async def on_lost(exc: Exception) -> None:
+            self._lost_reason = f"connection lost ({_describe(exc)})"
+            lost.set()
+
+        client.connection_lost_callback = on_lost
+        await asyncio.wait_for(client.connect(), cfg.timeout * 3)
+        return client
+
+    async def _session(self) -> None:
+        cfg, ctx = self.cfg, self.ctx
+        ctx.status.set_state("connecting", cfg.endpoint)
+        client = await self._connect()
+        self.stats["sessions"] += 1
+        try:
+            if cfg.load_data_types:
+                await client.load_data_type_definitions()
+            ctx.status.set_state("subscribing", cfg.endpoint)
+            self._items.clear()
+            plans, errors = [], []
+            for group in cfg.groups:
+                res = await resolve_group(client, group)
+                errors += [(f"{group.name}: {what}", why) for what, why in res.errors]
+                if cfg.read_units and res.targets:
+                    await read_units(client, res.targets)
+                plans.append((group, res.targets))
+            backfill = cfg.backfill.enabled and any(
+                t.point in self.checkpoint.points for _, targets in plans for t in targets)
+            if backfill:
+                self._hold, self._held = [], 0
+            total = ok = 0
+            notes: list[str] = []
+            for group, targets in plans:
+                total += len(targets)
+                good, failed, note = await self._subscribe_group(client, group, targets)
+                ok += good
+                errors += failed
+                if note:
+                    notes.append(note)
+            self.stats["subscribed"], self.stats["failed"] = ok, len(errors)
+            self._report_failures(errors)
+            if backfill:
+                await self._backfill(client)
+            detail = f"{ok} of {total} nodes subscribed on {cfg.endpoint}"
+            if errors:
+                detail += f"; {len(errors)} failed (see failed_nodes)"
+            if notes:
+                detail += "; " + "; ".join(notes)
+            ctx.status.set_state("running", detail)
+            log.info("%s: %s", cfg.name, detail)
+            if ok == 0:
+                raise RuntimeError(f"no node could be subscribed ({len(errors)} failed)")
+            await self._lost.wait()
+            raise ConnectionError(self._lost_reason or "connection lost")
+        finally:
+            self._release_hold()
+            try:
+                await asyncio.wait_for(client.disconnect(), cfg.timeout)
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - the connection is gone anyway
+                client.disconnect_socket()
+
+    def _report_failures(self, errors: list[tuple[str, str]]) -> None:
+        self.ctx.status.update(failed_nodes=[f"{what}: {why}" for what, why in errors[:200]], failed_count=len(errors))
+        for what, why in errors[:20]:
+            log.warning("%s: node %s not subscribed: %s", self.cfg.name, what, why)
+        if len(errors) > 20:
+            log.warning("%s: ... and %d more nodes not subscribed", self.cfg.name, len(errors) - 20)
+        if errors:
+            self.ctx.status.error(f"{len(errors)} nodes not subscribed, first: {errors[0][0]}: {errors[0][1]}")
+
+    async def _subscribe_group(self, client: Client, group: GroupConfig, targets: list[Target]):
+        cfg = self.cfg
+        failed: list[tuple[str, str]] = []
+        ok = 0
+        dropped_filter = 0
+        ms = float(group.publishing_interval) * 1000
+        mfilter = None
+        if group.deadband_type != "none":
+            mfilter = ua.DataChangeFilter()
+            mfilter.Trigger = ua.DataChangeTrigger.StatusValue
+            mfilter.DeadbandType = 1 if group.deadband_type == "absolute" else 2
+            mfilter.DeadbandValue = float(group.deadband_value)
+        for s0 in range(0, len(targets), cfg.max_items_per_subscription):
+            part = targets[s0:s0 + cfg.max_items_per_subscription]
+            params = ua.CreateSubscriptionParameters()
+            params.RequestedPublishingInterval = ms
+            params.RequestedLifetimeCount = 10_000
+            params.RequestedMaxKeepAliveCount = client.get_keepalive_count(ms)
+            params.MaxNotificationsPerPublish = 0  # no limit: the server sends what it has
+            params.PublishingEnabled = True
+            params.Priority = 0
+            sub = _Subscription(client.uaclient.session, params, self)
+            sub.set_overflow_disconnect_handler(client.uaclient.notify_transport_lost)
+            await sub.init()
+            # Registered with the client so its stale-subscription watchdog covers ours too.
+            client._subscriptions.append(sub)
+            for b0 in range(0, len(part), cfg.subscribe_batch):
+                batch = part[b0:b0 + cfg.subscribe_batch]
+                results = await self._create_items(sub, group, batch, mfilter)
+                retry = []
+                for t, r in zip(batch, results):
+                    if isinstance(r, ua.StatusCode):
+                        if mfilter is not None and r.value in _FILTER_CODES:
+                            retry.append(t)
+                        else:
+                            failed.append((t.point, r.name))
+                    else:
+                        ok += 1
+                if retry:
+                    # The server cannot apply the deadband to these: take every change rather than none.
+                    for t, r in zip(retry, await self._create_items(sub, group, retry, None)):
+                        if isinstance(r, ua.StatusCode):
+                            failed.append((t.point, r.name))
+                        else:
+                            ok += 1
+                            dropped_filter += 1
+        note = f"group {group.name}: deadband not supported for {dropped_filter} nodes, subscribed without" if dropped_filter else ""
+        return ok, failed, note
+
+    async def _create_items(self, sub: _Subscription, group: GroupConfig, targets: list[Target], mfilter):
+        mirs = []
+        for t in targets:
+            handle = self._next_handle
+            self._next_handle += 1
+            self._items[handle] = _Item(t.point, t.nodeid, t.unit)
+            rv = ua.ReadValueId()
+            rv.NodeId = t.nodeid
+            rv.AttributeId = ua.AttributeIds.Value
+            mp = ua.MonitoringParameters()
+            mp.ClientHandle = handle
+            mp.SamplingInterval = float(group.sampling_interval) * 1000
+            mp.QueueSize = group.effective_queue_size()
+            mp.DiscardOldest = True
+            if mfilter is not None:
+                mp.Filter = mfilter
+            mir = ua.MonitoredItemCreateRequest()
+            mir.ItemToMonitor = rv
+            mir.MonitoringMode = ua.MonitoringMode.Reporting
+            mir.RequestedParameters = mp
+            mirs.append(mir)
+        results = await sub.create_monitored_items(mirs)
+        for mir, r in zip(mirs, results):
+            if isinstance(r, ua.StatusCode):
+                self._items.pop(mir.RequestedParameters.ClientHandle, None)
+        return results
+
+    # ---------------------------------------------------------------- back-fill
+
+    async def _backfill(self, client: Client) -> None:
+        cfg, ctx = self.cfg, self.ctx
+        bf = cfg.backfill
+        wanted = []
+        known = set()
+        for it in self._items.values():
+            if it.point in known:
+                continue
+            known.add(it.point)
+            ts = self.checkpoint.points.get(it.point)
+            if ts is not None:
+                wanted.append((it.point, it.nodeid, ts))
+        ctx.status.set_state("backfilling", f"reading history of {len(wanted)} nodes")
+        seen: dict[str, set] = {}
+        by_point = {it.point: it for it in self._items.values()}
+        name = cfg.name
+
+        async def on_values(point: str, dvs: list) -> None:
+            start = self.checkpoint.points.get(point, -1)
+            item = by_point[point]
+            collected = now_us()
+            s = seen.setdefault(point, set())
+            for dv in dvs:
+                fp = fingerprint(dv)
+                # History starts at the checkpoint time inclusive: the value at that time is in the spool.
+                if fp[0] is None or fp[0] <= start or fp in s or self._last.get(point) == fp:
+                    continue
+                s.add(fp)
+                self._last[point] = fp
+                self._buf.append((collected, datavalue_body(dv, source=name, point=point, collected_ts=collected, unit=item.unit)))
+                self._marks.append((point, fp[0]))
+                self.stats["backfilled"] += 1
+            if self._buf:
+                self._have_data.set()
+            while len(self._buf) >= cfg.max_buffered:
+                self._space.clear()
+                await self._space.wait()
+
+        try:
+            rep = await read_gap(
+                client, wanted, now_us=utcnow_us(), max_gap_s=bf.max_gap, max_values=bf.max_values_per_node,
+                nodes_per_request=bf.nodes_per_request, on_values=on_values,
+            )
+        except Exception as exc:  # noqa: BLE001 - a server without HistoryRead: live data goes on
+            msg = f"history read failed, the gap since the last run is not back-filled: {_describe(exc)}"
+            log.warning("%s: %s", name, msg)
+            ctx.status.error(msg)
+            self._release_hold(seen)
+            return
+        summary = rep.summary()
+        ctx.status.update(last_backfill=summary, backfill_unsupported=len(rep.unsupported))
+        (log.warning if rep.unsupported or rep.clamped else log.info)("%s: %s", name, summary)
+        if rep.unsupported:
+            ctx.status.error(f"no history on the server for {len(rep.unsupported)} nodes: gap not back-filled")
+        self._release_hold(seen)
+
+    def _release_hold(self, seen: dict[str, set] | None = None) -> None:
+        held, self._hold, self._held = self._hold, None, 0
+        if held:
+            collected = now_us()
+            for items in held:
+                self._take(items, collected, seen)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    if isinstance(exc, ua.UaStatusCodeError):
+        return f"{type(exc).__name__} ({ua.StatusCode(exc.code).name}): {exc}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{type(exc).__name__}: {exc.strerror}"
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if type(exc).__name__ not in text else text

@@ -1,0 +1,117 @@
+"""The appliance's OPC-UA application certificate and the trust list for server certificates.
+
+Layout under ``<data_dir>/<security.pki_dir>``::
+
+    own/cert.der  own/key.pem   our application instance certificate (generated on first start)
+    trusted/*.der|*.pem          server (or CA) certificates we accept
+    rejected/<sha1>.der          server certificates we refused: review, then move to trusted/
+
+asyncua's client checks nothing about the server certificate unless a
+``certificate_validator`` is set; we always set one for Sign / SignAndEncrypt, so
+an unknown server is refused (BadCertificateUntrusted) until an operator trusts it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+from pathlib import Path
+
+from asyncua import ua
+from asyncua.common.utils import ServiceError
+from asyncua.crypto import cert_gen
+from asyncua.crypto.truststore import TrustStore
+from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+log = logging.getLogger("edge.sources.opcua")
+
+# Time range, application URI in the SAN, trust (direct or via a trusted CA) and CRLs. The
+# key-usage checks are left out: many vendor certificates lack content_commitment and would be
+# refused for a reason an operator cannot fix.
+_OPTIONS = (
+    CertificateValidatorOptions.TIME_RANGE
+    | CertificateValidatorOptions.URI
+    | CertificateValidatorOptions.TRUSTED
+    | CertificateValidatorOptions.REVOKED
+)
+
+
+class Pki:
+    def __init__(self, root: Path):
+        self.root = root
+        self.own_cert = root / "own" / "cert.der"
+        self.own_key = root / "own" / "key.pem"
+        self.trusted = root / "trusted"
+        self.rejected = root / "rejected"
+
+    def ensure_dirs(self) -> None:
+        for d in (self.own_cert.parent, self.trusted, self.rejected):
+            d.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.own_key.parent, 0o700)
+
+    def ensure_own_certificate(self, application_uri: str, host: str | None, days: int) -> bool:
+        """Generate key + self-signed certificate if either is absent; True when generated.
+
+        Never regenerates an existing pair (servers have trusted it); an expired one is reported
+        by the caller, not silently replaced.
+        """
+        self.ensure_dirs()
+        if self.own_cert.is_file() and self.own_key.is_file():
+            return False
+        host = host or socket.gethostname()
+        key = cert_gen.generate_private_key()
+        cert = cert_gen.generate_self_signed_app_certificate(
+            key, application_uri, {"organizationName": "Zerobus Edge"},
+            [x509.UniformResourceIdentifier(application_uri), x509.DNSName(host)],
+            extended=[ExtendedKeyUsageOID.CLIENT_AUTH], days=days,
+        )
+        tmp_key = self.own_key.with_suffix(".tmp")
+        fd = os.open(tmp_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(cert_gen.dump_private_key_as_pem(key))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_key, self.own_key)
+        tmp_cert = self.own_cert.with_suffix(".tmp")
+        with open(tmp_cert, "wb") as f:
+            f.write(cert.public_bytes(Encoding.DER))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_cert, self.own_cert)
+        log.info("generated the OPC-UA application certificate %s for %s", self.own_cert, application_uri)
+        return True
+
+    def own_certificate(self) -> x509.Certificate:
+        return x509.load_der_x509_certificate(self.own_cert.read_bytes())
+
+    async def validator(self):
+        """A certificate_validator for asyncua's Client that also files refused certificates."""
+        store = TrustStore([self.trusted], [])
+        await store.load()
+        inner = CertificateValidator(_OPTIONS, store)
+        rejected = self.rejected
+
+        async def validate(cert: x509.Certificate, app: ua.ApplicationDescription) -> None:
+            try:
+                await inner.validate(cert, app)
+            except ServiceError as exc:
+                der = cert.public_bytes(Encoding.DER)
+                name = hashlib.sha1(der).hexdigest()  # noqa: S324 - a file name (OPC-UA thumbprint), not security
+                try:
+                    rejected.mkdir(parents=True, exist_ok=True)
+                    (rejected / f"{name}.der").write_bytes(der)
+                except OSError:
+                    log.exception("could not file the rejected certificate")
+                log.error(
+                    "refused server certificate %s (%s, %s): move %s to %s to trust it",
+                    cert.subject.rfc4514_string(), app.ApplicationUri, ua.StatusCode(exc.code).name,
+                    rejected / f"{name}.der", self.trusted,
+                )
+                raise
+
+        return validate
