@@ -1,0 +1,414 @@
+"""Pure MQTT payload mapping: topic filters, JSON field paths, timestamps, quality.
+
+No I/O and no paho here: ``edge/sources/mqtt.py`` feeds ``(topic, payload)``
+pairs in and gets ``Parsed`` readings out, or a ``ParseError`` whose message is
+the quarantine reason. Everything is compiled once from the config so the hot
+path is a dict lookup plus ``json.loads``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Literal, NamedTuple
+
+from edge.configtypes import ConfigError
+from edge.encode import BAD, GOOD, UNCERTAIN
+
+Format = Literal["json", "number", "text", "sparkplug"]
+TimestampFormat = Literal["auto", "epoch_s", "epoch_ms", "epoch_us", "epoch_ns", "iso8601"]
+
+# Anything outside these years is a unit mistake (seconds read as microseconds...), not a time.
+_TS_MIN_US = 631_152_000_000_000  # 1990-01-01
+_TS_MAX_US = 7_258_118_400_000_000  # 2200-01-01
+
+
+class ParseError(ValueError):
+    """The payload cannot become a reading; the message is the quarantine reason."""
+
+
+class Parsed(NamedTuple):
+    point: str
+    value: Any
+    quality: str = GOOD
+    status_code: int | None = None
+    source_ts: int | None = None  # microseconds since the epoch
+    unit: str | None = None
+    data_type: str | None = None
+
+
+@dataclass
+class JsonMapping:
+    """Where the fields of a reading live inside a JSON payload (dotted paths, list indexes as numbers)."""
+
+    value: str = "value"  # "$" keeps the whole document as the value (value_json)
+    timestamp: str | None = None
+    timestamp_format: TimestampFormat = "auto"
+    quality: str | None = None
+    point: str | None = None  # a field naming the point; use it in the template as {field}
+    unit: str | None = None
+    structured: bool = False  # accept objects/arrays at `value` (stored as JSON) instead of quarantining them
+
+    def validate(self, path: str) -> None:
+        for key in ("value", "timestamp", "quality", "point", "unit"):
+            p = getattr(self, key)
+            if p is not None and not _valid_path(p, allow_root=(key == "value")):
+                raise ConfigError(f"{path}.{key}", f"not a field path like 'a.b.0.c': {p!r}")
+
+
+@dataclass
+class Subscription:
+    topic: str  # an MQTT topic filter, wildcards + and # allowed
+    format: Format = "json"
+    qos: int = 1
+    point: str = "{topic}"  # template: {topic}, {0}..{n} topic levels, {field} (json.point)
+    unit: str | None = None  # a fixed unit for every reading of this subscription
+    json: JsonMapping = field(default_factory=JsonMapping)
+
+    def validate(self, path: str) -> None:
+        try:
+            check_filter(self.topic)
+        except ValueError as exc:
+            raise ConfigError(f"{path}.topic", str(exc)) from None
+        if self.qos not in (0, 1):
+            # QoS 2 adds a round trip and no durability beyond QoS 1 + our idempotent keys.
+            raise ConfigError(f"{path}.qos", "must be 1 (at least once) or 0 (may lose messages)")
+        try:
+            compile_point_template(self.point, has_field=self.json.point is not None)
+        except ValueError as exc:
+            raise ConfigError(f"{path}.point", str(exc)) from None
+        if self.format == "sparkplug" and not self.topic.startswith("spBv1.0/"):
+            raise ConfigError(f"{path}.topic", "a sparkplug subscription must be under spBv1.0/ (e.g. spBv1.0/#)")
+
+
+# ---------------------------------------------------------------- topic filters
+
+
+def check_filter(flt: str) -> None:
+    if not flt:
+        raise ValueError("empty topic filter")
+    if len(flt.encode("utf-8")) > 65535:
+        raise ValueError("topic filter longer than 65535 bytes")
+    if "\0" in flt:
+        raise ValueError("topic filter contains a NUL character")
+    levels = flt.split("/")
+    for i, level in enumerate(levels):
+        if "#" in level and (level != "#" or i != len(levels) - 1):
+            raise ValueError(f"'#' must be a whole level and the last one: {flt!r}")
+        if "+" in level and level != "+":
+            raise ValueError(f"'+' must be a whole level: {flt!r}")
+
+
+def topic_matches(flt: str, topic: str) -> bool:
+    """MQTT filter matching (MQTT 3.1.1 section 4.7), incl. the rule that wildcards skip $-topics."""
+    if topic.startswith("$") and flt[:1] in ("+", "#"):
+        return False
+    f_levels = flt.split("/")
+    t_levels = topic.split("/")
+    for i, f in enumerate(f_levels):
+        if f == "#":
+            return True
+        if i >= len(t_levels):
+            return False
+        if f != "+" and f != t_levels[i]:
+            return False
+    return len(f_levels) == len(t_levels)
+
+
+# ---------------------------------------------------------------- JSON paths
+
+
+_PATH_PART = re.compile(r"^[^.\s][^.]*$")
+
+
+def _valid_path(p: str, allow_root: bool = False) -> bool:
+    if p == "$":
+        return allow_root
+    return bool(p) and all(_PATH_PART.match(part) for part in p.split("."))
+
+
+def compile_path(p: str) -> tuple[str, ...]:
+    return () if p == "$" else tuple(p.split("."))
+
+
+_MISSING = object()
+
+
+def lookup(doc: Any, path: tuple[str, ...]) -> Any:
+    """Follow a compiled path; returns _MISSING when any step is absent."""
+    for part in path:
+        if isinstance(doc, dict):
+            doc = doc.get(part, _MISSING)
+            if doc is _MISSING:
+                return _MISSING
+        elif isinstance(doc, list) and part.lstrip("-").isdigit():
+            i = int(part)
+            if not -len(doc) <= i < len(doc):
+                return _MISSING
+            doc = doc[i]
+        else:
+            return _MISSING
+    return doc
+
+
+def _show(path: tuple[str, ...]) -> str:
+    return ".".join(path) or "$"
+
+
+# ---------------------------------------------------------------- timestamps
+
+
+def _epoch_to_us(x: float | int, unit: str) -> int:
+    scale = {"epoch_s": 1_000_000, "epoch_ms": 1_000, "epoch_us": 1, "epoch_ns": 0.001}[unit]
+    if isinstance(x, int):
+        return x * int(scale) if scale >= 1 else x // 1000
+    return int(round(x * scale))
+
+
+def _guess_unit(x: float) -> str:
+    a = abs(x)
+    if a < 1e11:
+        return "epoch_s"  # seconds until year 5138
+    if a < 1e14:
+        return "epoch_ms"
+    if a < 1e17:
+        return "epoch_us"
+    return "epoch_ns"
+
+
+def parse_timestamp(raw: Any, fmt: str = "auto") -> int:
+    """Microseconds since the epoch (UTC) from a JSON value; ParseError when it is not a plausible time."""
+    if isinstance(raw, bool) or raw is None:
+        raise ParseError(f"timestamp {raw!r} is not a time")
+    if isinstance(raw, str):
+        s = raw.strip()
+        number: float | int | None = None
+        if re.fullmatch(r"-?\d+", s):
+            number = int(s)
+        elif re.fullmatch(r"-?\d+\.\d*", s):
+            number = float(s)
+        if number is not None and fmt != "iso8601":
+            raw = number
+        elif fmt in ("auto", "iso8601"):
+            us = _iso_to_us(s)
+            return _check_range(us, raw)
+        else:
+            raise ParseError(f"timestamp {raw[:64]!r} is not a number ({fmt})")
+    if isinstance(raw, (int, float)):
+        if fmt == "iso8601":
+            raise ParseError(f"timestamp {raw!r} is a number, expected an ISO 8601 string")
+        if isinstance(raw, float) and not math.isfinite(raw):
+            raise ParseError(f"timestamp {raw!r} is not a time")
+        unit = _guess_unit(raw) if fmt == "auto" else fmt
+        return _check_range(_epoch_to_us(raw, unit), raw)
+    raise ParseError(f"timestamp has type {type(raw).__name__}, expected a number or a string")
+
+
+def _iso_to_us(s: str) -> int:
+    try:
+        dt = datetime.fromisoformat(s)
+    except ValueError:
+        raise ParseError(f"timestamp {s[:64]!r} is not ISO 8601") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)  # documented: a time without offset is UTC
+    delta = dt - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _check_range(us: int, raw: Any) -> int:
+    if not _TS_MIN_US <= us < _TS_MAX_US:
+        raise ParseError(f"timestamp {str(raw)[:64]!r} is outside 1990..2200 (wrong unit?)")
+    return us
+
+
+# ---------------------------------------------------------------- quality
+
+_GOOD_WORDS = {"good", "ok", "valid", "true", "192"}
+_BAD_WORDS = {"bad", "invalid", "error", "fault", "false"}
+_UNCERTAIN_WORDS = {"uncertain", "stale", "questionable", "suspect"}
+
+
+def parse_quality(raw: Any) -> tuple[str, int | None]:
+    """(quality, status_code). Integers are OPC UA StatusCodes: the top two bits give the severity."""
+    if raw is None:
+        return GOOD, None
+    if isinstance(raw, bool):
+        return (GOOD if raw else BAD), None
+    if isinstance(raw, int):
+        if not 0 <= raw <= 0xFFFFFFFF:
+            raise ParseError(f"quality {raw} is not a 32-bit status code")
+        severity = raw >> 30
+        return (GOOD, UNCERTAIN, BAD, BAD)[severity], raw
+    if isinstance(raw, str):
+        w = raw.strip().lower()
+        if w in _GOOD_WORDS or w.startswith("good"):
+            return GOOD, None
+        if w in _BAD_WORDS or w.startswith("bad"):
+            return BAD, None
+        if w in _UNCERTAIN_WORDS or w.startswith("uncertain"):
+            return UNCERTAIN, None
+        raise ParseError(f"quality {raw[:64]!r} is not good/bad/uncertain")
+    raise ParseError(f"quality has type {type(raw).__name__}")
+
+
+# ---------------------------------------------------------------- point names
+
+_TEMPLATE_PART = re.compile(r"\{([^{}]*)\}")
+
+
+def compile_point_template(tpl: str, has_field: bool = False) -> Callable[[list[str], str, str | None], str]:
+    """``{topic}``, ``{N}`` (topic level N, 0-based; negative counts from the end) and ``{field}``."""
+    if not tpl:
+        raise ValueError("the point template is empty")
+    pieces: list[Any] = []
+    pos = 0
+    for m in _TEMPLATE_PART.finditer(tpl):
+        pieces.append(tpl[pos:m.start()])
+        key = m.group(1)
+        if key == "topic":
+            pieces.append(("topic",))
+        elif key == "field":
+            if not has_field:
+                raise ValueError("{field} needs json.point (the payload field naming the point)")
+            pieces.append(("field",))
+        elif re.fullmatch(r"-?\d+", key):
+            pieces.append(("level", int(key)))
+        else:
+            raise ValueError(f"unknown placeholder {{{key}}}: use {{topic}}, {{0}}, {{1}}, ... or {{field}}")
+        pos = m.end()
+    pieces.append(tpl[pos:])
+    if any(isinstance(p, str) and ("{" in p or "}" in p) for p in pieces):
+        raise ValueError(f"unbalanced braces in {tpl!r}")
+
+    def render(levels: list[str], topic: str, fld: str | None) -> str:
+        out = []
+        for p in pieces:
+            if isinstance(p, str):
+                out.append(p)
+            elif p[0] == "topic":
+                out.append(topic)
+            elif p[0] == "field":
+                out.append(fld or "")
+            else:
+                i = p[1]
+                if not -len(levels) <= i < len(levels):
+                    raise ParseError(f"topic {topic!r} has no level {i} for the point name")
+                out.append(levels[i])
+        return "".join(out)
+
+    return render
+
+
+# ---------------------------------------------------------------- payload parsers
+
+
+def _decode_text(payload: bytes) -> str:
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ParseError(f"payload is not valid UTF-8 (byte {exc.start})") from None
+
+
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+
+
+def parse_number(payload: bytes) -> int | float:
+    s = _decode_text(payload).strip()
+    if not _NUMBER.match(s):
+        raise ParseError(f"payload {s[:64]!r} is not a number")
+    if re.fullmatch(r"[+-]?\d+", s):
+        return int(s)
+    v = float(s)
+    if not math.isfinite(v):
+        raise ParseError(f"payload {s[:64]!r} is out of range")
+    return v
+
+
+class Mapper:
+    """One compiled subscription: ``parse(topic, payload) -> list[Parsed]`` or ParseError."""
+
+    def __init__(self, sub: Subscription):
+        self.sub = sub
+        self.format = sub.format
+        self._point = compile_point_template(sub.point, has_field=sub.json.point is not None)
+        j = sub.json
+        self._value = compile_path(j.value)
+        self._ts = compile_path(j.timestamp) if j.timestamp else None
+        self._ts_fmt = j.timestamp_format
+        self._quality = compile_path(j.quality) if j.quality else None
+        self._field = compile_path(j.point) if j.point else None
+        self._unit = compile_path(j.unit) if j.unit else None
+        self._structured = j.structured or j.value == "$"
+
+    def point(self, topic: str, fld: str | None = None) -> str:
+        return self._point(topic.split("/"), topic, fld)
+
+    def parse(self, topic: str, payload: bytes) -> list[Parsed]:
+        if self.format == "json":
+            return [self._parse_json(topic, payload)]
+        if self.format == "number":
+            v = parse_number(payload)
+            return [Parsed(self.point(topic), v, unit=self.sub.unit)]
+        if self.format == "text":
+            return [Parsed(self.point(topic), _decode_text(payload), unit=self.sub.unit)]
+        raise ParseError(f"format {self.format} is not handled by Mapper")  # sparkplug lives in sparkplug.py
+
+    def _parse_json(self, topic: str, payload: bytes) -> Parsed:
+        text = _decode_text(payload)
+        try:
+            doc = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise ParseError(f"invalid JSON: {getattr(exc, 'msg', exc)} at char {getattr(exc, 'pos', '?')}") from None
+        value = lookup(doc, self._value)
+        if value is _MISSING:
+            raise ParseError(f"no field {_show(self._value)!r} for the value")
+        if isinstance(value, (dict, list)) and not self._structured:
+            raise ParseError(
+                f"value at {_show(self._value)!r} is a {'list' if isinstance(value, list) else 'object'};"
+                " set json.structured: true to keep structured values"
+            )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ParseError("value is not a finite number")
+        source_ts = None
+        if self._ts is not None:
+            raw_ts = lookup(doc, self._ts)
+            if raw_ts is not _MISSING and raw_ts is not None:
+                source_ts = parse_timestamp(raw_ts, self._ts_fmt)
+        quality, status = GOOD, None
+        if self._quality is not None:
+            raw_q = lookup(doc, self._quality)
+            if raw_q is not _MISSING:
+                quality, status = parse_quality(raw_q)
+        fld = None
+        if self._field is not None:
+            raw_f = lookup(doc, self._field)
+            if raw_f is _MISSING or raw_f is None or isinstance(raw_f, (dict, list, bool)):
+                raise ParseError(f"no usable point name at {_show(self._field)!r}")
+            fld = str(raw_f)
+        unit = self.sub.unit
+        if self._unit is not None:
+            raw_u = lookup(doc, self._unit)
+            if isinstance(raw_u, str):
+                unit = raw_u
+        return Parsed(self.point(topic, fld), value, quality, status, source_ts, unit)
+
+
+class Router:
+    """Picks the subscription for a topic (first match in config order), cached per topic."""
+
+    def __init__(self, subs: list[Subscription], cache_size: int = 100_000):
+        self.mappers = [Mapper(s) for s in subs]
+        self._cache: dict[str, Mapper | None] = {}
+        self._cache_size = cache_size
+
+    def route(self, topic: str) -> Mapper | None:
+        m = self._cache.get(topic, _MISSING)
+        if m is _MISSING:
+            m = next((mp for mp in self.mappers if topic_matches(mp.sub.topic, topic)), None)
+            if len(self._cache) >= self._cache_size:
+                self._cache.clear()  # many distinct topics: recompute rather than grow forever
+            self._cache[topic] = m
+        return m  # type: ignore[return-value]

@@ -1,0 +1,1 @@
+"""MQTT device simulator: plant signals published as JSON or Sparkplug B (see __main__)."""
