@@ -37,6 +37,7 @@ def make_cfg(emu, **kw) -> ZerobusConfig:
         blocked_retry=Duration(0.5),
     )
     base.update(kw)
+    base["client_secret"] = Secret(base["client_secret"])  # as edge.config builds it
     return ZerobusConfig(**base)
 
 
