@@ -37,6 +37,8 @@ RUN groupadd -g "${EDGE_GID}" edge \
     && mkdir -p /var/lib/edge /etc/edge /data \
     && chown edge:edge /var/lib/edge /data
 COPY --from=build /opt/venv /opt/venv
+# The schema files (the emulator serves the table readings.sql describes: --ddl).
+COPY proto/ /opt/zerobus-edge/proto/
 ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -122,30 +122,21 @@ if [ $base_fresh = 0 ] || [ $mosq_fresh = 0 ]; then
   fi
 fi
 
-if [ $base_fresh = 1 ]; then
-  say "ok      $BASE_TAG (inputs $rootfs_key unchanged)"
-else
+import_image() { # name tag tarball fresh(0/1) extra --change args...
+  local name=$1 tag=$2 tar=$3 fresh=$4; shift 4
+  if [ "$fresh" = 1 ]; then say "ok      $tag (inputs $rootfs_key unchanged)"; return; fi
   docker import \
     --change 'ENV LANG=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    --change 'CMD ["python3"]' \
-    "$base_tar" "$BASE_TAG" >/dev/null
-  stamp_image base "$rootfs_key" "$BASE_TAG"
-  say "built   $BASE_TAG from $base_tar"
-fi
-
-if [ $mosq_fresh = 1 ]; then
-  say "ok      $MOSQ_TAG (inputs $rootfs_key unchanged)"
-else
-  docker import \
-    --change 'ENV LANG=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    --change 'EXPOSE 1883' \
-    --change 'VOLUME ["/mosquitto/data", "/mosquitto/log"]' \
-    --change 'ENTRYPOINT ["/docker-entrypoint.sh"]' \
-    --change 'CMD ["/usr/sbin/mosquitto", "-c", "/mosquitto/config/mosquitto.conf"]' \
-    "$mosq_tar" "$MOSQ_TAG" >/dev/null
-  stamp_image mosquitto "$rootfs_key" "$MOSQ_TAG"
-  say "built   $MOSQ_TAG from $mosq_tar"
-fi
+    "$@" "$tar" "$tag" >/dev/null
+  stamp_image "$name" "$rootfs_key" "$tag"
+  say "built   $tag from $tar"
+}
+import_image base "$BASE_TAG" "$base_tar" $base_fresh --change 'CMD ["python3"]'
+import_image mosquitto "$MOSQ_TAG" "$mosq_tar" $mosq_fresh \
+  --change 'EXPOSE 1883' \
+  --change 'VOLUME ["/mosquitto/data", "/mosquitto/log"]' \
+  --change 'ENTRYPOINT ["/docker-entrypoint.sh"]' \
+  --change 'CMD ["/usr/sbin/mosquitto", "-c", "/mosquitto/config/mosquitto.conf"]'
 
 # ------------------------------------------------------------- wheelhouse
 # The pinned runtime dependencies plus what building the project itself needs
