@@ -229,7 +229,7 @@ class _Connection:
             return
         now = time.monotonic()
         if now < self.next_try:
-            raise _ReadFailed(STATUS_NO_CONNECTION, f"not connected to {self.cfg.host}:{self.cfg.port} ({self.last_error})", True)
+            raise _ReadFailed(STATUS_NO_CONNECTION, f"cannot connect to {self.cfg.host}:{self.cfg.port}: {self.last_error}", True)
         try:
             ok = await asyncio.wait_for(self.client.connect(), timeout=float(self.cfg.timeout) + 1.0)
         except (asyncio.TimeoutError, OSError) as exc:
@@ -286,15 +286,20 @@ class Source:
         self._block_state: dict[int, int | None] = {}  # id(block) -> last failure code (None: ok)
         self._pool: asyncio.Queue[_Connection] | None = None
         self._conns: list[_Connection] = []
+        self._probe_conn: _Connection | None = None
+        self._probing: set[int] = set()
+        self._probe_tasks: set[asyncio.Task] = set()
         self.counters = {"reads_total": 0, "read_errors_total": 0, "exception_responses_total": 0,
                          "timeouts_total": 0, "cycles_total": 0, "overruns_total": 0}
 
     # ---- reading ------------------------------------------------------------------------
 
-    async def _read(self, block: Block) -> list | _ReadFailed:
+    async def _read(self, block: Block, conn: _Connection | None = None) -> list | _ReadFailed:
         assert self._pool is not None
         self._last_try[block.device_id] = time.monotonic()
-        conn = await self._pool.get()
+        pooled = conn is None
+        if pooled:
+            conn = await self._pool.get()
         try:
             self.counters["reads_total"] += 1
             return await conn.read(block)
@@ -306,35 +311,44 @@ class Source:
                 self.counters["exception_responses_total"] += 1
             return exc
         finally:
-            self._pool.put_nowait(conn)
+            if pooled:
+                self._pool.put_nowait(conn)
+
+    async def _probe(self, block: Block) -> None:
+        """Try one block of an offline device on the probe connection; the poll cycles do not wait for it."""
+        try:
+            result = await self._read(block, self._probe_conn)
+            self._note(block, result)
+        finally:
+            self._probing.discard(block.device_id)
 
     async def _read_all(self, blocks: list[Block]) -> list[list | _ReadFailed]:
-        """Read every block; an offline device gets one probe per ``offline_retry``, its other blocks wait.
+        """Read every block of online devices; offline devices are probed in the background.
 
-        Probes go first so that a device which answers again is read in full in the same cycle.
+        A probe of an offline device runs every ``offline_retry`` on its own
+        connection, so its timeouts never hold up the healthy devices' polls;
+        once it answers, the next cycle reads the device in full.
         """
-        results: dict[int, list | _ReadFailed] = {}
         now = time.monotonic()
-        probes: dict[int, Block] = {}
         for b in blocks:
             dev = b.device_id
-            if dev in self._offline and dev not in probes and now - self._last_try.get(dev, 0.0) >= self.cfg.offline_retry:
-                probes[dev] = b
-        if probes:
-            got = await asyncio.gather(*(self._read(b) for b in probes.values()))
-            for b, r in zip(probes.values(), got):
-                results[id(b)] = r
-                self._note(b, r)
-        rest = [b for b in blocks if id(b) not in results and b.device_id not in self._offline]
-        got = await asyncio.gather(*(self._read(b) for b in rest))
-        for b, r in zip(rest, got):
+            if dev in self._offline and dev not in self._probing and now - self._last_try.get(dev, 0.0) >= self.cfg.offline_retry:
+                self._probing.add(dev)
+                self._last_try[dev] = now
+                task = asyncio.create_task(self._probe(b))
+                self._probe_tasks.add(task)
+                task.add_done_callback(self._probe_tasks.discard)
+        live = [b for b in blocks if b.device_id not in self._offline]
+        got = await asyncio.gather(*(self._read(b) for b in live))
+        results: dict[int, list | _ReadFailed] = {}
+        for b, r in zip(live, got):
             results[id(b)] = r
             self._note(b, r)
         out = []
         for b in blocks:
             r = results.get(id(b))
-            if r is None:  # device offline, not probed this cycle: repeat its last failure, without I/O
-                code, msg = self._offline[b.device_id]
+            if r is None:  # device offline: repeat its failure without I/O until a probe succeeds
+                code, msg = self._offline.get(b.device_id, (STATUS_TIMEOUT, "offline"))
                 r = _ReadFailed(code, msg, True)
             out.append(r)
         return out
@@ -346,6 +360,9 @@ class Source:
             if result.device_down and dev not in self._offline:
                 self._offline[dev] = (result.code, str(result))
                 self.ctx.status.error(f"{self._names[dev]} offline: {result}")
+                self.ctx.log.warning("modbus source %s: %s offline: %s", self.cfg.name, self._names[dev], result)
+            elif result.device_down:
+                self._offline[dev] = (result.code, str(result))  # keep the latest cause (refused vs timeout)
             if self._block_state.get(key) != result.code and not result.device_down:
                 self.ctx.status.error(str(result))
             self._block_state[key] = result.code
@@ -416,7 +433,11 @@ class Source:
 
     async def run(self) -> None:
         cfg = self.cfg
+        if logging.getLogger("pymodbus").level == logging.NOTSET:
+            # pymodbus logs every timeout at ERROR with a hex dump; we report them through ctx.status instead.
+            logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
         self._conns = [_Connection(cfg, i) for i in range(cfg.connections)]
+        self._probe_conn = _Connection(cfg, cfg.connections)
         self._pool = asyncio.Queue()
         for c in self._conns:
             self._pool.put_nowait(c)
@@ -429,7 +450,9 @@ class Source:
                 for interval, blocks in sorted(groups.items()):
                     tg.create_task(self._group_loop(interval, blocks))
         finally:
-            for c in self._conns:
+            for t in list(self._probe_tasks):
+                t.cancel()
+            for c in [*self._conns, self._probe_conn]:
                 c.close()
 
 

@@ -1,0 +1,339 @@
+"""The Modbus collector against a real pymodbus server, spooling into a real SQLite file."""
+
+import asyncio
+import json
+import math
+import socket
+
+import pytest
+import yaml
+
+from edge.encode import BAD, GOOD
+from edge.sources import modbus_decode as dec
+from edge.sources.modbus import STATUS_NO_CONNECTION, STATUS_TIMEOUT, Source
+from simulators.modbus.server import PlantModbusServer, load_map
+from simulators.plant import Plant
+from tests.modbus.conftest import Rig, running, source_config, start_sim, wait_until
+
+SAMPLES = {
+    "int16": -12345, "uint16": 54321, "int32": -123456789, "uint32": 3_000_000_000,
+    "int64": -(1 << 62) - 5, "uint64": (1 << 64) - 2, "float32": -1234.5, "float64": 2.718281828459045,
+}
+
+
+def _field(r):
+    for f in ("value_int", "value_bool", "value_string", "value_double", "value_json"):
+        if r.HasField(f):
+            return f
+    return None
+
+
+def typed_value(r):
+    f = _field(r)
+    if f == "value_json":  # integers beyond int64 (uint64) travel as JSON, unrounded
+        return json.loads(r.value_json)
+    return None if f is None else getattr(r, f)
+
+
+def first_by_point(readings):
+    first = {}
+    for r in readings:
+        first.setdefault(r.point, r)
+    return first
+
+
+def every_type_and_order():
+    """One device with every type x order on holding registers, plus coils and discrete inputs."""
+    points, addr = [], 0
+    for dtype, sample in SAMPLES.items():
+        for order in dec.ORDERS:
+            points.append({"name": f"{dtype}/{order}", "table": "holding_registers", "address": addr,
+                           "type": dtype, "order": order, "unit": "u"})
+            addr += dec.register_count(dtype)
+    for order in dec.STRING_ORDERS:
+        points.append({"name": f"string/{order}", "table": "input_registers", "address": addr, "type": "string",
+                       "length": 5, "order": order})
+        addr += 5
+    for order in dec.ORDERS:
+        for bit in (0, 9):
+            points.append({"name": f"bit{bit}/{order}", "table": "input_registers", "address": addr, "type": "bool",
+                           "bit": bit, "order": order})
+            addr += 1
+    points.append({"name": "scaled", "address": "40400", "type": "int16", "scale": 0.1, "offset": 5.0})
+    points += [{"name": f"coil{i}", "address": f"0000{i + 1}"} for i in range(3)]
+    points += [{"name": f"di{i}", "address": f"1000{i + 1}"} for i in range(3)]
+    return [{"device_id": 7, "points": points}]
+
+
+def expected_values():
+    out = {}
+    for dtype, sample in SAMPLES.items():
+        for order in dec.ORDERS:
+            out[f"{dtype}/{order}"] = sample
+    for order in dec.STRING_ORDERS:
+        out[f"string/{order}"] = "LINE-1/A"
+    for order in dec.ORDERS:
+        out[f"bit0/{order}"] = True
+        out[f"bit9/{order}"] = False
+    out["scaled"] = -7.3
+    out.update({"coil0": True, "coil1": False, "coil2": True, "di0": False, "di1": True, "di2": False})
+    return out
+
+
+def test_every_type_and_order_end_to_end(tmp_path):
+    async def main():
+        devices = every_type_and_order()
+        rig = Rig(tmp_path)
+        sim = await start_sim(devices)
+        expected = expected_values()
+        for name, v in expected.items():
+            sim.set_value(name, v)
+        src = Source(source_config(devices, sim.port, poll_interval=0.05, connections=3, max_gap=0), rig.context("plc"))
+        async with running(src):
+            await wait_until(lambda: src.counters["cycles_total"] >= 2)
+        await sim.stop()
+        rig.close()
+        return rig.readings(), src
+
+    readings, src = asyncio.run(main())
+    first = first_by_point(readings)
+    assert set(first) == set(expected_values())
+    for name, want in expected_values().items():
+        r = first[name]
+        assert (r.quality, r.protocol, r.source, r.kind) == (GOOD, "modbus", "plc", "reading"), name
+        got = typed_value(r)
+        if isinstance(want, float):
+            assert got == pytest.approx(want, rel=1e-6), name
+        else:
+            assert got == want and type(got) is type(want), name
+        assert r.source_ts > 0 and r.collected_ts >= r.source_ts
+    assert first["float32/CDAB"].data_type == "float32" and first["float32/CDAB"].unit == "u"
+    # one emit per cycle, all readings of a cycle share the poll time
+    cycle = [r for r in readings if r.source_ts == first["coil0"].source_ts]
+    assert len(cycle) == len(expected_values())
+    assert src.ctx.status.snapshot()["state"] == "running"
+
+
+TWO_DEVICES = [
+    {"device_id": 1, "name": "plc-a", "points": [{"name": "a/t", "address": "40001", "type": "float32"},
+                                                 {"name": "a/c", "address": "00001"}]},
+    {"device_id": 2, "name": "plc-b", "points": [{"name": "b/t", "address": "40001", "type": "float32"},
+                                                 {"name": "b/n", "address": "30001", "type": "uint32"}]},
+]
+
+
+def test_device_offline_and_back(tmp_path):
+    async def main():
+        rig = Rig(tmp_path)
+        sim = await start_sim(TWO_DEVICES)
+        for name in ("a/t", "b/t"):
+            sim.set_value(name, 1.5)
+        src = Source(source_config(TWO_DEVICES, sim.port, poll_interval=0.05, offline_retry=0.2, bad_repeat=0.5),
+                     rig.context("plc"))
+        status = src.ctx.status
+        async with running(src):
+            await wait_until(lambda: src.counters["cycles_total"] >= 2)
+            sim.set_offline(2)
+            await wait_until(lambda: status.snapshot()["devices_offline"] == ["plc-b"])
+            assert status.snapshot()["state"] == "degraded"
+            assert "plc-b offline: no response from device 2" in status.snapshot()["last_error"]
+            n_a = sum(1 for r in rig.readings() if r.point == "a/t")
+            await asyncio.sleep(0.6)  # device 1 keeps being polled at full rate meanwhile
+            assert sum(1 for r in rig.readings() if r.point == "a/t") >= n_a + 4
+            sim.set_offline(2, False)
+            sim.set_value("b/t", 2.5)
+            await wait_until(lambda: status.snapshot()["devices_offline"] == [])
+            await wait_until(lambda: any(r.point == "b/t" and r.value_double == 2.5 for r in rig.readings()))
+            assert status.snapshot()["state"] == "running"
+        await sim.stop()
+        rig.close()
+        return rig.readings()
+
+    readings = asyncio.run(main())
+    b = [r for r in readings if r.point == "b/t"]
+    qualities = [r.quality for r in b]
+    # GOOD, then BAD while offline (timeout code), then GOOD again
+    i_bad = qualities.index(BAD)
+    assert GOOD in qualities[:i_bad] and qualities[-1] == GOOD
+    bad = [r for r in b if r.quality == BAD]
+    assert {r.status_code for r in bad} == {STATUS_TIMEOUT}
+    assert all(not r.HasField("value_double") for r in bad)
+    # the repeat limit holds: ~1 BAD per bad_repeat, not one per 50 ms poll
+    assert len(bad) <= 6
+    # device 1 never went BAD
+    assert all(r.quality == GOOD for r in readings if r.point.startswith("a/"))
+
+
+def test_endpoint_down_and_back(tmp_path):
+    async def main():
+        rig = Rig(tmp_path)
+        sim = await start_sim(TWO_DEVICES)
+        src = Source(source_config(TWO_DEVICES, sim.port, poll_interval=0.05, offline_retry=0.1), rig.context("plc"))
+        status = src.ctx.status
+        async with running(src):
+            await wait_until(lambda: src.counters["cycles_total"] >= 2)
+            await sim.stop()
+            await wait_until(lambda: status.snapshot()["state"] == "disconnected")
+            assert status.snapshot()["devices_offline"] == ["plc-a", "plc-b"]
+            await wait_until(lambda: "cannot connect to 127.0.0.1" in (status.snapshot()["detail"] or ""))
+            await sim.start()
+            await wait_until(lambda: status.snapshot()["state"] == "running", timeout=15)
+            mark = len(rig.readings())
+            await wait_until(lambda: len(rig.readings()) > mark + 4)
+        await sim.stop()
+        rig.close()
+        return rig.readings(), status
+
+    readings, status = asyncio.run(main())
+    codes = {r.status_code for r in readings if r.quality == BAD}
+    assert STATUS_NO_CONNECTION in codes and codes <= {STATUS_NO_CONNECTION, STATUS_TIMEOUT}
+    assert readings[-1].quality == GOOD
+    # the state table in the spool shows it too (what the admin page reads)
+    assert status.snapshot()["errors_total"] >= 1
+
+
+def test_exception_responses_are_reported(tmp_path):
+    devices_sim = [{"device_id": 1, "points": [{"name": "ok", "address": "40001"}]}]
+    # The collector asks for a register the device does not have, in its own block.
+    devices_cfg = [{"device_id": 1, "points": [{"name": "ok", "address": "40001"},
+                                               {"name": "missing", "address": "40101"}]}]
+
+    async def main():
+        rig = Rig(tmp_path)
+        sim = await start_sim(devices_sim)
+        sim.set_value("ok", 42)
+        src = Source(source_config(devices_cfg, sim.port, poll_interval=0.05, bad_repeat=0.0), rig.context("plc"))
+        status = src.ctx.status
+        async with running(src):
+            await wait_until(lambda: src.counters["cycles_total"] >= 3)
+            assert status.snapshot()["devices_offline"] == []  # an exception is an answer
+            sim.set_exception(1, 6)  # device busy
+            await wait_until(lambda: any(r.status_code == 6 for r in rig.readings()))
+            assert status.snapshot()["devices_offline"] == []
+            sim.set_exception(1, 0x0B)  # gateway: target device failed to respond
+            await wait_until(lambda: status.snapshot()["devices_offline"] == ["device1"])
+        await sim.stop()
+        rig.close()
+        return rig.readings(), status
+
+    readings, status = asyncio.run(main())
+    missing = [r for r in readings if r.point == "missing"]
+    assert missing and missing[0].quality == BAD and missing[0].status_code == 2  # illegal data address
+    ok = [r for r in readings if r.point == "ok"]
+    assert ok[0].quality == GOOD and ok[0].value_int == 42
+    assert {r.status_code for r in ok if r.quality == BAD} >= {6, 0x0B}
+    assert status.snapshot()["exception_responses_total"] >= 3
+
+
+def test_unreachable_host_is_visible(tmp_path):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    async def main():
+        rig = Rig(tmp_path)
+        src = Source(source_config(TWO_DEVICES, port, poll_interval=0.05), rig.context("plc"))
+        async with running(src):
+            await wait_until(lambda: src.ctx.status.snapshot()["state"] == "disconnected")
+            await wait_until(lambda: len(rig.readings()) >= 4)
+        rig.close()
+        return rig.readings(), src.ctx.status.snapshot(), rig
+
+    readings, snap, rig = asyncio.run(main())
+    assert f"cannot connect to 127.0.0.1:{port}" in snap["detail"]
+    assert {(r.quality, r.status_code) for r in readings} == {(BAD, STATUS_NO_CONNECTION)}
+    from edge.spool import SpoolReader
+
+    # the spool's state table (what the admin page and `edge spool stats` read) says so too
+    states = {s["name"]: s["value"] for s in SpoolReader(rig.path).states("source")}
+    assert states["plc"]["state"] == "disconnected"
+    assert states["plc"]["devices_offline"] == ["plc-a", "plc-b"]
+
+
+def test_report_by_exception_end_to_end(tmp_path):
+    devices = [{"device_id": 1, "points": [{"name": "x", "address": "40001", "type": "float32", "deadband": 0.5},
+                                           {"name": "y", "address": "40003"}]}]
+
+    async def main():
+        rig = Rig(tmp_path)
+        sim = await start_sim(devices)
+        sim.set_value("x", 10.0)
+        src = Source(source_config(devices, sim.port, poll_interval=0.02, report="on_change", heartbeat=60),
+                     rig.context("plc"))
+        async with running(src):
+            await wait_until(lambda: src.counters["cycles_total"] >= 10)
+            assert len(rig.readings()) == 2  # one each, nothing changed since
+            sim.set_value("x", 10.3)  # inside the deadband
+            c = src.counters["cycles_total"]
+            await wait_until(lambda: src.counters["cycles_total"] >= c + 5)
+            assert len(rig.readings()) == 2
+            sim.set_value("x", 11.0)
+            sim.set_value("y", 7)
+            await wait_until(lambda: len(rig.readings()) == 4)
+        await sim.stop()
+        rig.close()
+        return rig.readings()
+
+    readings = asyncio.run(main())
+    assert [(r.point, typed_value(r)) for r in readings[2:]] == [("x", 11.0), ("y", 7)]
+
+
+def test_full_spool_pauses_polling_without_loss(tmp_path):
+    devices = [{"device_id": 1, "points": [{"name": f"r{i}", "address": i, "table": "holding_registers"}
+                                           for i in range(250)]}]
+
+    async def main():
+        rig = Rig(tmp_path, max_bytes=1024**2, when_full="block")
+        sim = await start_sim(devices)
+        src = Source(source_config(devices, sim.port, poll_interval=0.01), rig.context("plc"))
+        status = src.ctx.status
+        async with running(src):
+            await wait_until(lambda: status.snapshot()["state"] == "blocked", timeout=30)
+            n1 = len(rig.readings())
+            await asyncio.sleep(0.5)
+            assert len(rig.readings()) == n1  # nothing accepted while full, polling waits
+            assert n1 % 250 == 0  # whole cycles only: a cycle is one commit
+            last = max(seq for seq, _ in [(s, b) for s, b in rig.writer.spool.peek(0, 1_000_000)])
+            rig.writer.ack(last).result(5)
+            await wait_until(lambda: status.snapshot()["state"] == "running")
+            await wait_until(lambda: len(rig.readings()) > 0)
+        await sim.stop()
+        rig.close()
+        return n1
+
+    assert asyncio.run(main()) > 0
+
+
+def test_plant_map_and_simulator_agree(tmp_path):
+    cfg_map, plant_opts = load_map("simulators/modbus/plant_map.yaml")
+    plant = Plant(**plant_opts)
+    plant.inject("line2/pump1/flow", "out_of_range", start=0)
+
+    async def main():
+        rig = Rig(tmp_path)
+        sim = PlantModbusServer(cfg_map, plant)
+        t = 1234.5
+        sim.tick(t)
+        await sim.start()
+        raw = yaml.safe_load(open("simulators/modbus/plant_map.yaml"))
+        src = Source(source_config(raw["devices"], sim.port, poll_interval=0.05, connections=2), rig.context("plc"))
+        async with running(src):
+            await wait_until(lambda: src.counters["cycles_total"] >= 1 and len(rig.readings()) >= len(cfg_map.points))
+        await sim.stop()
+        rig.close()
+        return rig.readings(), t
+
+    readings, t = asyncio.run(main())
+    by = first_by_point(readings)
+    assert len(by) == 48 and all(r.quality == GOOD for r in by.values())
+    for p in cfg_map.points:
+        want, got = plant.value(p.name, t), typed_value(by[p.name])
+        if p.dtype == "string":
+            assert got == want[: 2 * p.count]
+        elif isinstance(want, bool):
+            assert got is want, p.name
+        elif p.dtype in ("float32", "float64"):
+            assert math.isclose(got, want, rel_tol=1e-6), p.name
+        else:
+            assert abs(got - want) <= p.scale / 2 + 1e-9, (p.name, got, want)
+    assert typed_value(by["line2/pump1/flow"]) == 500.0  # the injected fault shows through
