@@ -66,6 +66,7 @@ class ZerobusService:
         self.log = log
         self.max_record_bytes = max_record_bytes
         self.open_streams: dict[str, Any] = {}
+        self.decode_s = 0.0  # event-loop time spent validating records, for /stats "perf"
 
     def handler(self) -> grpc.GenericRpcHandler:
         method = grpc.stream_stream_rpc_method_handler(
@@ -188,6 +189,7 @@ class ZerobusService:
                 if offset != expected:
                     raise StreamFailed(grpc.StatusCode.INVALID_ARGUMENT, f"offset_id {offset} out of order (expected {expected})")
                 expected = offset + 1
+                t0 = time.perf_counter()
                 try:
                     decoded = codec.decode(records, batch_bytes)
                 except RecordRejected as rej:
@@ -196,6 +198,7 @@ class ZerobusService:
                         f"record rejected at offset_id {offset}, index {rej.index} in the batch: {rej.reason}",
                         ack_pending=True,
                     ) from None
+                self.decode_s += time.perf_counter() - t0
                 injected = self.faults.reject(decoded.messages, codec.value)
                 if injected:
                     idx, code, reason = injected
