@@ -68,7 +68,9 @@ def ago(ts, now=None) -> str:
 
 
 def pct(v) -> str:
-    return "–" if v is None else f"{v:.1f}%"
+    if v is None:
+        return "–"
+    return f"{v:.2f}%" if 0 < v < 1 else f"{v:.1f}%"
 
 
 def label(v) -> str:
