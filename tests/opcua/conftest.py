@@ -89,3 +89,8 @@ def by_point(readings: list[Any]) -> dict[str, list[Any]]:
     for r in readings:
         out.setdefault(r.point, []).append(r)
     return out
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
