@@ -501,7 +501,10 @@ class Forwarder:
             if self._stop.is_set():
                 raise _Stop()
             # Fill every stream's window.
-            while len(window) < cap:
+            # Batches acked by the service but not yet recorded in the spool count against the
+            # window too: after a crash everything above the spool's watermark is resent, so
+            # this keeps the duplicates of a crash within one window.
+            while len(window) + self._unsettled() < cap:
                 rows = self._reader.peek(sent_hi, limit_rows, self._batch_bytes)
                 if not rows:
                     break
@@ -528,6 +531,13 @@ class Forwarder:
                     else:
                         self._c.sent += len(rows)
                     self._sent_hi = max(self._sent_hi, last)
+            if not window and self._pending_acks:
+                # Nothing in flight but acks not yet in the spool: let the writer catch up.
+                try:
+                    self._pending_acks[0].result(timeout=WAIT_SLICE)
+                except Exception:
+                    pass
+                continue
             if not window:
                 for link in streams:
                     if link.acks.error is not None:
@@ -712,6 +722,10 @@ class Forwarder:
             if exc is not None:
                 # The watermark did not move: those rows are resent later (duplicates, no loss).
                 self._record_error("spool", f"ack not recorded in the spool: {type(exc).__name__}: {exc}")
+
+    def _unsettled(self) -> int:
+        self._reap_ack_futures()
+        return len(self._pending_acks)
 
     def _drain_ack_futures(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
