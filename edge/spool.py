@@ -42,6 +42,8 @@ QUARANTINE_RAW_MAX = 64 * 1024
 QUARANTINE_KEEP = 10_000
 DEAD_LETTER_KEEP = 100_000
 SAMPLE_RETENTION_S = 24 * 3600
+EXPIRE_CHUNK = 50_000
+EXPIRE_CHUNKS_PER_CALL = 10
 WAL_CHECKPOINT_BYTES = 16 * 1024 * 1024
 WAL_TRUNCATE_BYTES = 64 * 1024 * 1024
 # Above this size the full quick_check of the readings table runs in the
@@ -780,24 +782,26 @@ class Spool:
         if not self.max_age_s:
             return 0
         cutoff = (now_us or _now_us()) - int(self.max_age_s * 1e6)
-        with self._tx():
-            cur = self._conn.execute(
-                "SELECT seq, ts, length(body) + ? FROM readings WHERE seq > ? ORDER BY seq",
-                (budget.ROW_OVERHEAD, self._bound()),
-            )
-            chosen = []
-            for seq, ts, nbytes in cur:
-                if ts >= cutoff:
+        dropped = 0
+        # Chunks, each its own transaction, a bounded number per call: a huge
+        # expired backlog neither balloons memory nor stalls appends for long.
+        for _ in range(EXPIRE_CHUNKS_PER_CALL):
+            with self._tx():
+                rows = self._conn.execute(
+                    "SELECT seq, ts, length(body) + ? FROM readings WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (budget.ROW_OVERHEAD, self._bound(), EXPIRE_CHUNK),
+                ).fetchall()
+                n = budget.expired_prefix([(seq, ts) for seq, ts, _b in rows], cutoff)
+                chosen = [(seq, nbytes) for seq, _ts, nbytes in rows[:n]]
+                # A lone expired marker already says what it should; rewriting it gains nothing.
+                if not chosen or (len(chosen) == 1 and self._conn.execute(
+                        "SELECT 1 FROM loss_markers WHERE seq = ? AND reason = 'expired'", (chosen[0][0],)
+                ).fetchone()):
                     break
-                chosen.append((seq, nbytes))
-            cur.close()
-            if not chosen:
-                return 0
-            # A lone expired marker already says what it should; rewriting it gains nothing.
-            if len(chosen) == 1 and self._conn.execute(
-                    "SELECT 1 FROM loss_markers WHERE seq = ? AND reason = 'expired'", (chosen[0][0],)).fetchone():
-                return 0
-            return self._drop_rows(chosen, "expired")
+                dropped += self._drop_rows(chosen, "expired")
+            if n < len(rows) or len(rows) < EXPIRE_CHUNK:
+                break
+        return dropped
 
     # ------------------------------------------------------------ drain
 
@@ -871,7 +875,7 @@ class Spool:
         """Keep input that could not become a reading, bounded (first 64 KiB, last QUARANTINE_KEEP entries)."""
         if isinstance(raw, str):
             raw = raw.encode("utf-8", "backslashreplace")
-        raw = raw or b""
+        raw = bytes(raw or b"")
         with self._tx():
             self._conn.execute(
                 "INSERT INTO quarantine(source, reason, raw, raw_len, meta_json, ts) VALUES (?, ?, ?, ?, ?, ?)",

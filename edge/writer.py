@@ -131,17 +131,17 @@ class SpoolWriter:
                 first = self._q.get(timeout=wait)
                 stop = first is _CLOSE
                 if not stop:
-                    group.append(first)
+                    self._take(group, first)
                 while len(group) < self.max_group:
                     nxt = self._q.get_nowait()
                     if nxt is _CLOSE:
                         stop = True
                         continue
-                    group.append(nxt)
+                    self._take(group, nxt)
             except queue.Empty:
                 pass
             if group:
-                self._process(group)
+                self._safely(lambda: self._process(group))
             now = time.monotonic()
             if now >= next_expire:
                 next_expire = now + self.expire_interval_s
@@ -162,9 +162,16 @@ class SpoolWriter:
             except queue.Empty:
                 break
             if req is not _CLOSE:
-                group.append(req)
+                self._take(group, req)
         if group:
             self._process(group)
+
+    @staticmethod
+    def _take(group: list[_Request], req: _Request) -> None:
+        # From here on the caller can no longer cancel (an emit whose task was
+        # cancelled before this point is skipped, never half-done).
+        if req.future.set_running_or_notify_cancel():
+            group.append(req)
 
     def _process(self, group: list[_Request]) -> None:
         freed_before = self.spool.freed

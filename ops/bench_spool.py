@@ -102,48 +102,63 @@ def drain(path: Path, per_peek: int) -> float:
 
 
 _BACKLOG_CHILD = r"""
-import resource, sys, time
+import sqlite3, sys, time
 sys.path.insert(0, sys.argv[1])
 from edge.spool import Spool
-path, n = sys.argv[2], int(sys.argv[3])
-t0 = time.perf_counter()
-spool = Spool.open(path, appliance_id="bench", max_bytes=1 << 40, min_free_bytes=0)
-opened = time.perf_counter() - t0
+path, n, mode = sys.argv[2], int(sys.argv[3]), sys.argv[4]
+body = bytes(range(100))
 def rss():
     return int(open("/proc/self/statm").read().split()[1]) * 4096 // (1 << 20)
-body = bytes(range(100))
-if spool.next_seq <= n:
+if mode == "build":
+    spool = Spool.open(path, appliance_id="bench", max_bytes=1 << 40, min_free_bytes=0)
     batch = [(1_700_000_000_000_000, body)] * 10_000
     while spool.next_seq <= n:
         spool.append(batch)
     spool.close()
-    print(f"built {n}", flush=True)
-    sys.exit(0)
-samples = [rss()]
-after = spool.watermark()
-batch = [(1_700_000_000_000_000, body)] * 1000
-for i in range(300):
-    spool.append(batch)
-    rows = spool.peek(after, 1000)
-    after = rows[-1][0]
-    if i % 30 == 0:
-        samples.append(rss())
-spool.stats()
-samples.append(rss())
-spool.wait_background_check(timeout=600)
-state = [s for s in spool.states("integrity")]
-print(f"open_s={opened:.3f} rss_mb={samples} bg_check={state[0]['value'] if state else None}", flush=True)
-spool.close()
+elif mode == "quick_check":
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    t0 = time.perf_counter()
+    res = conn.execute("PRAGMA quick_check").fetchone()[0]
+    print(f"full PRAGMA quick_check {time.perf_counter() - t0:.2f} s ({res})")
+else:
+    # Open as the appliance does: full check when small, light check + background check when big.
+    limit = {"default": None, "light": 0}[mode]
+    kw = {} if limit is None else {"full_check_max_bytes": limit}
+    t0 = time.perf_counter()
+    spool = Spool.open(path, appliance_id="bench", max_bytes=1 << 40, min_free_bytes=0, **kw)
+    opened = time.perf_counter() - t0
+    samples = [rss()]
+    after = spool.watermark()
+    batch = [(1_700_000_000_000_000, body)] * 1000
+    for i in range(300):
+        spool.append(batch)
+        rows = spool.peek(after, 1000)
+        after = rows[-1][0]
+        if i % 30 == 0:
+            samples.append(rss())
+    spool.stats()
+    samples.append(rss())
+    bg = "none (checked at open)" if spool._background is None else "running"
+    spool.wait_background_check(timeout=900)
+    state = spool.states("integrity")
+    if state:
+        bg = state[0]["value"]
+    samples.append(rss())
+    print(f"open[{mode}] {opened:.3f} s; RSS MB while appending+peeking {samples}; background check {bg}")
+    spool.close()
 """
 
 
-def backlog(path: Path, n: int) -> str:
+def backlog(path: Path, n: int) -> list[str]:
     root = str(Path(__file__).resolve().parent.parent)
-    subprocess.run([sys.executable, "-c", _BACKLOG_CHILD, root, str(path), str(n)], check=True,
-                   stdout=subprocess.DEVNULL)
-    out = subprocess.run([sys.executable, "-c", _BACKLOG_CHILD, root, str(path), str(n)], check=True,
-                         capture_output=True, text=True)
-    return out.stdout.strip()
+
+    def child(mode: str) -> str:
+        out = subprocess.run([sys.executable, "-c", _BACKLOG_CHILD, root, str(path), str(n), mode], check=True,
+                             capture_output=True, text=True)
+        return out.stdout.strip()
+
+    child("build")
+    return [child(m) for m in ("default", "light", "quick_check")]
 
 
 def main() -> None:
@@ -173,10 +188,12 @@ def main() -> None:
         print(f"rounds raw={[round(x) for x in raw]} spool={[round(x) for x in spool]}")
         if args.backlog:
             t0 = time.perf_counter()
-            line = backlog(tmp / "backlog.db", args.backlog)
+            lines = backlog(tmp / "backlog.db", args.backlog)
             size = os.path.getsize(tmp / "backlog.db")
-            print(f"backlog {args.backlog:,} readings ({size / 1e6:,.0f} MB, built+measured in "
-                  f"{time.perf_counter() - t0:.0f} s): {line}")
+            print(f"backlog of {args.backlog:,} readings ({size / 1e6:,.0f} MB; built and measured in "
+                  f"{time.perf_counter() - t0:.0f} s):")
+            for line in lines:
+                print("  " + line)
     print(f"bench process max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 

@@ -150,3 +150,20 @@ def test_byte_counter_matches_table(open_spool, spool_path):
     st = accounting(spool_path)["stats"]
     assert st["depth_rows"] == actual[0]
     assert st["depth_bytes"] == actual[1] + actual[0] * ROW_OVERHEAD
+
+
+def test_expiry_in_chunks_extends_one_marker(open_spool, spool_path, monkeypatch):
+    monkeypatch.setattr("edge.spool.EXPIRE_CHUNK", 7)
+    monkeypatch.setattr("edge.spool.EXPIRE_CHUNKS_PER_CALL", 2)
+    now = time.time_ns() // 1000
+    s = open_spool(max_age_s=60)
+    s.append(items(30, ts=now - 120_000_000))
+    s.append(items(2, start=30, ts=now))
+    # Two chunks of 7 rows per call; after the first, each chunk starts with the marker it extends.
+    assert s.expire() == 7 + 6
+    assert s.expire() == 6 + 6
+    assert s.expire() == 5
+    assert s.expire() == 0
+    acc = accounting(spool_path)
+    assert acc["markers"] == [(1, 30, "expired")]
+    assert sorted(acc["readings"]) == [31, 32] and acc["stats"]["dropped"] == {"expired": 30}
