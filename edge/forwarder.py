@@ -37,7 +37,7 @@ from typing import Any, Callable
 
 from edge.backoff import Backoff
 from edge.config import ZerobusConfig
-from edge.encode import appliance_prefix, frame
+from edge.encode import appliance_prefix, varint
 from edge.outcome import Blocked, Outcome, RejectRecord, Retry, classify
 
 log = logging.getLogger("edge.forwarder")
@@ -182,6 +182,41 @@ class _Counters:
     latency_sum: float = 0.0
 
 
+class Framer:
+    """``edge.encode.frame`` for a run of rows, byte for byte, at about one concat per row.
+
+    The seq varint is its low 7 bits (with the continuation bit) followed by the
+    varint of ``seq >> 7``; the 128 possible heads of one block of seqs are built
+    once, so framing a row is ``heads[seq & 127] + body``. Draining is bound by
+    this loop and the spool read, so it matters at 250k readings/s.
+    """
+
+    def __init__(self, prefix: bytes):
+        self.prefix = prefix
+        self._block = -1
+        self._heads: list[bytes] = []
+
+    def frame_rows(self, rows: list) -> list[bytes]:
+        out: list[bytes] = []
+        append = out.append
+        block, heads = self._block, self._heads
+        for seq, body in rows:
+            if seq >> 7 != block:
+                if seq < 0:
+                    raise ValueError(f"negative seq {seq}")
+                block = seq >> 7
+                heads = self._heads_for(block)
+            append(heads[seq & 127] + body)
+        self._block, self._heads = block, heads
+        return out
+
+    def _heads_for(self, block: int) -> list[bytes]:
+        if block == 0:
+            return [self.prefix + bytes((i,)) for i in range(128)]
+        high = varint(block)
+        return [self.prefix + bytes((i | 0x80,)) + high for i in range(128)]
+
+
 class Scrubber:
     """Removes the client secret (and anything derived from it) from text we keep or log."""
 
@@ -249,6 +284,7 @@ class Forwarder:
         self._reader = reader
         self._sdk_factory = sdk_factory or _default_sdk_factory
         self._prefix = appliance_prefix(appliance_id)
+        self._framer = Framer(self._prefix)
         self._scrub = Scrubber(cfg.client_id, str(cfg.client_secret))
         self._backoff = backoff or Backoff(float(cfg.backoff_initial), float(cfg.backoff_max))
         self._batch_bytes = min(int(cfg.batch_max_bytes), HARD_BATCH_BYTES)
@@ -512,8 +548,7 @@ class Forwarder:
                 # Announce the in-flight bound BEFORE the rows leave, so drop_oldest cannot
                 # delete a row the service may be persisting.
                 self._protect(last)
-                prefix = self._prefix
-                records = [frame(prefix, seq, body) for seq, body in rows]
+                records = self._framer.frame_rows(rows)
                 link = streams[rr]
                 try:
                     offset = link.stream.ingest_records_offset(records)
@@ -665,7 +700,7 @@ class Forwarder:
         try:
             last = rows[-1][0]
             self._protect(last)
-            records = [frame(self._prefix, seq, body) for seq, body in rows]
+            records = self._framer.frame_rows(rows)
             sent_at = time.monotonic()
             try:
                 offset = link.stream.ingest_records_offset(records)
