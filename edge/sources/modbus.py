@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
 
 from edge.config import SourceBase
 from edge.configtypes import ConfigError, Duration
@@ -203,6 +205,22 @@ def decode_point(p: PointSpec, values: list, block_start: int) -> Any:
     return dec.scale_value(raw, p.scale, p.offset)
 
 
+def _unpack_registers(pdu: ReadHoldingRegistersResponse, data: bytes) -> None:
+    # pymodbus 3.16 unpacks one register per struct call (~40 us per 125 registers); one call does it all.
+    n = data[0]
+    if n >= len(data) or n % 2:
+        raise ModbusIOException(f"byte_count {n} does not fit a packet of {len(data)} bytes", function_code=pdu.function_code)
+    pdu.registers = list(struct.unpack(f">{n // 2}H", data[1:1 + n]))
+
+
+class _HoldingResponse(ReadHoldingRegistersResponse):
+    decode = _unpack_registers
+
+
+class _InputResponse(ReadInputRegistersResponse):
+    decode = _unpack_registers
+
+
 class _ReadFailed(Exception):
     def __init__(self, code: int, message: str, device_down: bool):
         super().__init__(message)
@@ -220,6 +238,8 @@ class _Connection:
             # 0 disables pymodbus' background reconnect task, whose default cap is 300 s.
             reconnect_delay=0, reconnect_delay_max=0,
         )
+        self.client.register(_HoldingResponse)
+        self.client.register(_InputResponse)
         self.delay = float(cfg.reconnect_delay)
         self.next_try = 0.0
         self.last_error = ""
