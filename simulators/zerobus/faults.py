@@ -148,6 +148,7 @@ class Faults:
     def clear(self) -> None:
         with self._lock:
             self._state.clear()
+            self.fired.clear()
 
     def get(self, key: str) -> Any:
         return self._state.get(key)

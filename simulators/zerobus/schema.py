@@ -93,13 +93,17 @@ def _strip_comments(sql: str) -> str:
 
 
 def _split_top_level(body: str) -> list[str]:
-    parts, depth, cur = [], 0, []
+    parts, depth, cur, quoted = [], 0, [], False
     for ch in body:
-        if ch in "(<":
+        if ch == "'":
+            quoted = not quoted
+        elif quoted:
+            pass
+        elif ch in "(<":
             depth += 1
         elif ch in ")>":
             depth -= 1
-        if ch == "," and depth == 0:
+        if ch == "," and depth == 0 and not quoted:
             parts.append("".join(cur))
             cur = []
         else:

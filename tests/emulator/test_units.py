@@ -1,0 +1,189 @@
+"""Pure parts of the emulator: DDL parsing, descriptor check, interval sets, stats arithmetic, tokens, faults."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from google.protobuf import descriptor_pb2
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge.pb.reading_pb2 import Reading
+from simulators.zerobus.faults import FaultError, Faults
+from simulators.zerobus.intervals import IntervalSet
+from simulators.zerobus.ledger import Ledger
+from simulators.zerobus.records import JsonCodec, ProtoCodec, RecordRejected
+from simulators.zerobus.schema import SchemaError, compare_descriptor, load_ddl, parse_ddl
+from simulators.zerobus.tokens import TokenInvalid, TokenIssuer, tables_from_authorization_details
+from tests.emulator.sdk_helpers import marker, readings
+
+F = descriptor_pb2.FieldDescriptorProto
+
+
+def reading_descriptor() -> descriptor_pb2.DescriptorProto:
+    d = descriptor_pb2.DescriptorProto()
+    Reading.DESCRIPTOR.CopyToProto(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def columns():
+    return load_ddl("proto/readings.sql")
+
+
+def test_readings_ddl_parses_to_the_reading_schema(columns):
+    assert [c.name for c in columns] == [f.name for f in Reading.DESCRIPTOR.fields]
+    by = {c.name: c for c in columns}
+    assert by["seq"].not_null and by["seq"].proto_type == F.TYPE_INT64
+    assert by["value_json"].delta_type == "VARIANT" and by["value_json"].proto_type == F.TYPE_STRING
+    assert by["source_ts"].proto_type == F.TYPE_INT64 and not by["source_ts"].not_null
+    assert by["value_bool"].proto_type == F.TYPE_BOOL
+    assert compare_descriptor(columns, reading_descriptor()) == []
+
+
+def test_ddl_types_arrays_comments_and_errors():
+    cols = parse_ddl(
+        "-- c\nCREATE TABLE {table} (a INT NOT NULL COMMENT 'x, y', b ARRAY<STRING>, c DATE, d FLOAT, e BINARY)"
+    )
+    assert [(c.name, c.expected_field()) for c in cols] == [
+        ("a", "required int32"), ("b", "repeated string"), ("c", "optional int32"),
+        ("d", "optional float"), ("e", "optional bytes"),
+    ]
+    with pytest.raises(SchemaError, match="MAP"):
+        parse_ddl("CREATE TABLE t (m MAP<STRING,INT>)")
+    with pytest.raises(SchemaError, match="letters"):
+        parse_ddl("CREATE TABLE t (`bad-name` INT)")
+    with pytest.raises(SchemaError, match="duplicate"):
+        parse_ddl("CREATE TABLE t (a INT, A INT)")
+
+
+def test_descriptor_mismatch_lists_every_difference(columns):
+    d = reading_descriptor()
+    fields = {f.name: f for f in d.field}
+    fields["seq"].type = F.TYPE_INT32  # wrong type
+    fields["kind"].label = F.LABEL_OPTIONAL  # NOT NULL column as optional
+    fields["unit"].label = F.LABEL_REQUIRED  # nullable column as required
+    d.field.remove(fields["loss_reason"])  # missing column
+    d.field.add(name="extra", number=99, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)  # unknown field
+    diffs = compare_descriptor(columns, d)
+    text = "\n".join(diffs)
+    assert "field 'seq' is int32, column 'seq' is BIGINT (needs int64)" in text
+    assert "field 'kind' is optional, column 'kind' is NOT NULL (needs required)" in text
+    assert "field 'unit' is required, column 'unit' is nullable (needs optional)" in text
+    assert "column 'loss_reason' (STRING) has no field in the message" in text
+    assert "field 'extra' (optional string) has no column in the table" in text
+    assert len(diffs) == 5
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 60), st.integers(0, 8)), max_size=30))
+def test_interval_set_matches_a_python_set(ranges):
+    s, ref = IntervalSet(), set()
+    for a, n in ranges:
+        new = set(range(a, a + n + 1)) - ref
+        assert s.add(a, a + n) == len(new)
+        ref |= new
+    assert s.count() == len(ref)
+    assert all(b + 1 < c for (_, b), (c, _) in zip(s.ranges(), s.ranges()[1:]))  # disjoint, non-adjacent
+    if ref:
+        holes = set(range(min(ref), max(ref) + 1)) - ref
+        assert {x for a, b in s.gaps() for x in range(a, b + 1)} == holes
+        other = IntervalSet([(5, 9), (30, 40)])
+        unc = other.uncovered(s.gaps())
+        assert {x for a, b in unc for x in range(a, b + 1)} == holes - set(range(5, 10)) - set(range(30, 41))
+
+
+def test_ledger_missing_unexplained_and_duplicates():
+    led = Ledger(["t"])
+    obs = lambda apps, seqs, kinds=None, extra=None: led.observe("t", apps, seqs, kinds or ["reading"] * len(seqs), extra or {}, 1)
+    obs(["a"] * 10, list(range(0, 10)))  # 0..9
+    obs(["a"] * 10, list(range(20, 30)))  # gap 10..19 (unexplained)
+    obs(["a"], [30], ["loss"], {0: (30, 39)})  # marker at 30 covering 30..39
+    obs(["a"] * 10, list(range(40, 50)))
+    obs(["a"] * 5, list(range(45, 50)))  # 5 duplicates
+    obs(["b", "a", "b"], [7, 60, 5])  # mixed batch: a gets 60 (gap 50..59), b gets 5 and 7
+    t = led.snapshot()["tables"]["t"]
+    assert (t["rows"], t["unique"], t["duplicates"]) == (39, 34, 5)
+    a = t["appliances"]["a"]
+    assert (a["min_seq"], a["max_seq"]) == (0, 60)
+    assert a["missing"] == [[10, 19], [31, 39], [50, 59]]
+    assert a["unexplained_missing"] == [[10, 19], [50, 59]]
+    assert a["loss_markers"] == 1 and a["readings_covered_by_markers"] == 10
+    assert t["appliances"]["b"]["missing"] == [[6, 6]]
+
+
+def test_proto_codec_validates_and_extracts_keys(columns):
+    codec = ProtoCodec(reading_descriptor().SerializeToString(), columns)
+    recs = readings("ap", range(5, 8)) + [marker("ap", 8, 12)]
+    d = codec.decode(recs)
+    assert (d.apps, d.seqs, d.kinds) == (["ap"] * 4, [5, 6, 7, 8], ["reading", "reading", "reading", "loss"])
+    assert d.extra == {3: (8, 12)}
+    bad = Reading(kind="reading", seq=1).SerializePartialToString()
+    with pytest.raises(RecordRejected) as exc:
+        codec.decode(recs + [bad])
+    assert exc.value.index == 4 and "appliance_id" in exc.value.reason
+    with pytest.raises(RecordRejected, match="does not parse") as exc:
+        codec.decode([recs[0], b"\x0a\xff\xff\xff"])
+    assert exc.value.index == 1
+    small = ProtoCodec(reading_descriptor().SerializeToString(), columns, max_record_bytes=50)
+    with pytest.raises(RecordRejected, match="over the 50-byte per-record limit"):
+        small.decode(recs)
+
+
+def test_json_codec(columns):
+    codec = JsonCodec(columns)
+    ok = json.dumps({"appliance_id": "j", "seq": 3, "kind": "reading", "value_double": 1.5, "source_ts": "17"})
+    d = codec.decode([ok])
+    assert d.seqs == [3] and d.apps == ["j"]
+    for rec, why in [
+        ('{"appliance_id": "j", "kind": "reading"}', "missing NOT NULL column 'seq'"),
+        ('{"appliance_id": "j", "seq": 1, "kind": "reading", "nope": 1}', "unknown column"),
+        ('{"appliance_id": "j", "seq": 1, "kind": "reading", "value_bool": 1}', "value_bool"),
+        ("[1]", "must be an object"),
+        ("{", "not valid JSON"),
+    ]:
+        with pytest.raises(RecordRejected, match=why):
+            codec.decode([ok, rec])
+
+
+def test_tokens_are_stateless_signed_and_expire():
+    issuer = TokenIssuer(b"k" * 32, ttl_s=60)
+    token, ttl = issuer.issue("cid", ("c.s.t",), now=1000)
+    assert ttl == 60
+    claims = TokenIssuer(b"k" * 32).verify(token, now=1059)  # a fresh issuer with the same key: a restart
+    assert claims.client_id == "cid" and claims.grants("c.s.t") and not claims.grants("c.s.other")
+    with pytest.raises(TokenInvalid, match="expired"):
+        issuer.verify(token, now=1061)
+    with pytest.raises(TokenInvalid, match="signature"):
+        TokenIssuer(b"x" * 32).verify(token, now=1000)
+    with pytest.raises(TokenInvalid):
+        issuer.verify("garbage")
+    details = json.dumps([
+        {"type": "unity_catalog_privileges", "privileges": ["USE CATALOG"], "object_type": "CATALOG", "object_full_path": "c"},
+        {"type": "unity_catalog_privileges", "privileges": ["SELECT", "MODIFY"], "object_type": "TABLE", "object_full_path": "c.s.t", "operations": ["zerobuswrite"]},
+    ])
+    assert tables_from_authorization_details(details) == ("c.s.t",)
+    assert tables_from_authorization_details(None) == ("*",)
+
+
+def test_faults_validate_count_and_retire():
+    f = Faults()
+    with pytest.raises(FaultError, match="unknown fault"):
+        f.update({"nope": 1})
+    with pytest.raises(FaultError, match="status code"):
+        f.update({"create_error": {"code": "BOGUS"}})
+    with pytest.raises(FaultError, match="regular expression"):
+        f.update({"reject_records": {"point": "("}})
+    f.update({"fail_after_records": {"records": 10, "code": "internal"}, "close_after_records": {"records": 4, "times": 2}})
+    assert f.count_records(3) == (None, None)
+    assert f.count_records(2) == (None, 1000)  # 5 >= 4: close fires
+    # 10 records: fail fires (its only time); close has seen 5 more and fires its second, last time
+    assert f.count_records(5) == (("INTERNAL", "injected mid-stream fault"), 1000)
+    assert f.count_records(40) == (None, None)
+    assert f.snapshot()["active"] == {}
+    assert f.snapshot()["fired"] == {"close_after_records": 2, "fail_after_records": 1}
+    f.update({"token_error": {"status": 500, "times": 1}, "down": True})
+    assert f.take_token_error() == 500 and f.take_token_error() is None and f.down
+    f.update({"down": False})
+    assert not f.down
