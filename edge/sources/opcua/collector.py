@@ -90,6 +90,14 @@ class Source:
         self._held = 0
         self._lost: asyncio.Event | None = None
         self._lost_reason = ""
+        if cfg.password:
+            # asyncua logs every request it sends at DEBUG, the ActivateSession user token (password) included.
+            wire = logging.getLogger("asyncua.client.ua_client.UASocketProtocol")
+            if wire.getEffectiveLevel() < logging.INFO:
+                wire.setLevel(logging.INFO)
+            if cfg.security.mode != "SignAndEncrypt":
+                log.warning("%s: security mode %s: the password is protected only if the server's user token "
+                            "policy encrypts it; use SignAndEncrypt", cfg.name, cfg.security.mode)
         self.stats: dict[str, Any] = {
             "sessions": 0, "subscribed": 0, "failed": 0, "duplicates_dropped": 0, "backfilled": 0,
             "notifications": 0,
@@ -211,6 +219,8 @@ class Source:
                     raise
                 except Exception as exc:  # noqa: BLE001 - every failure is reported, then retried
                     msg = _describe(exc)
+                    if self.pki.last_rejected and "Certificate" in msg:
+                        msg = f"{msg}; {self.pki.last_rejected}"
                     log.warning("%s: %s", cfg.name, msg)
                     ctx.status.set_state("disconnected", msg)
                     ctx.status.error(msg)

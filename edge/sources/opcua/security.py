@@ -48,6 +48,7 @@ class Pki:
         self.own_key = root / "own" / "key.pem"
         self.trusted = root / "trusted"
         self.rejected = root / "rejected"
+        self.last_rejected: str | None = None
 
     def ensure_dirs(self) -> None:
         for d in (self.own_cert.parent, self.trusted, self.rejected):
@@ -91,13 +92,19 @@ class Pki:
 
     async def validator(self):
         """A certificate_validator for asyncua's Client that also files refused certificates."""
-        store = TrustStore([self.trusted], [])
-        await store.load()
-        inner = CertificateValidator(_OPTIONS, store)
+        inner = None
+        if any(p.suffix.lower() in (".der", ".pem") for p in self.trusted.glob("*.*")):
+            store = TrustStore([self.trusted], [])
+            await store.load()
+            inner = CertificateValidator(_OPTIONS, store)
+        # Without a trust store asyncua's validator skips the trust check: an empty list must refuse all.
         rejected = self.rejected
+        self.last_rejected = None
 
         async def validate(cert: x509.Certificate, app: ua.ApplicationDescription) -> None:
             try:
+                if inner is None:
+                    raise ServiceError(ua.StatusCodes.BadCertificateUntrusted)
                 await inner.validate(cert, app)
             except ServiceError as exc:
                 der = cert.public_bytes(Encoding.DER)
@@ -107,11 +114,11 @@ class Pki:
                     (rejected / f"{name}.der").write_bytes(der)
                 except OSError:
                     log.exception("could not file the rejected certificate")
-                log.error(
-                    "refused server certificate %s (%s, %s): move %s to %s to trust it",
-                    cert.subject.rfc4514_string(), app.ApplicationUri, ua.StatusCode(exc.code).name,
-                    rejected / f"{name}.der", self.trusted,
+                self.last_rejected = (
+                    f"refused server certificate {cert.subject.rfc4514_string()} ({app.ApplicationUri}, "
+                    f"{ua.StatusCode(exc.code).name}): to trust it, move {rejected / f'{name}.der'} to {self.trusted}/"
                 )
+                log.error("%s", self.last_rejected)
                 raise
 
         return validate
