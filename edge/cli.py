@@ -7,6 +7,9 @@
     edge healthcheck --config F      exit 0 when the appliance is ready (for Compose)
     edge admin --config F            the admin page under gunicorn
     edge table ddl [--table T]       the bronze table's CREATE TABLE statement
+    edge table create --config F     create the table and grant the service principal (SQL warehouse)
+    edge doctor --config F           preflight: reachability, TLS, token, table, schema, write, clock
+    edge verify --config F           sequence accounting against the real table (SQL warehouse)
 """
 
 from __future__ import annotations
@@ -130,6 +133,60 @@ def cmd_table_ddl(args) -> int:
     return 0
 
 
+def _sql(cfg, args):
+    from edge import databricks
+
+    warehouse = args.warehouse_id or cfg.zerobus.warehouse_id
+    if not warehouse:
+        raise ConfigError("zerobus.warehouse_id", "a SQL warehouse id is needed (config or --warehouse-id)")
+    return databricks.Sql(databricks.client(cfg.zerobus), warehouse)
+
+
+def cmd_table_create(args) -> int:
+    from edge import databricks
+
+    cfg = _load(args)
+    statements = databricks.bootstrap_statements(cfg.zerobus.table, args.principal)
+    if args.dry_run:
+        print(";\n\n".join(statements) + ";")
+        return 0
+    sql = _sql(cfg, args)
+    for st in statements:
+        print(f"-- running:\n{st};")
+        try:
+            sql.run(st)
+        except databricks.WorkspaceError as exc:
+            print(f"edge: {exc}", file=sys.stderr)
+            return 1
+    print(f"-- {cfg.zerobus.table} is ready" + (f" for {args.principal}" if args.principal else ""))
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from edge.doctor import Doctor, report
+
+    cfg = _load(args)
+    checks = Doctor(cfg, timeout=args.timeout).run(with_stream=not args.no_stream)
+    return report(checks, as_json=args.json)
+
+
+def cmd_verify(args) -> int:
+    from edge import databricks
+    from edge.verify import table_report
+
+    cfg = _load(args)
+    appliance = args.appliance_id or cfg.appliance_id
+    try:
+        rep = table_report(_sql(cfg, args), cfg.zerobus.table, appliance, from_seq=args.from_seq, to_seq=args.to_seq)
+    except databricks.WorkspaceError as exc:
+        print(f"edge: {exc}", file=sys.stderr)
+        return 1
+    doc = {"tables": {cfg.zerobus.table: {"rows": rep["rows"], "unique": rep["unique"],
+                                          "duplicates": rep["duplicates"], "appliances": {appliance: rep}}}}
+    print(json.dumps(doc, indent=2))
+    return 0 if rep["unexplained_missing_count"] == 0 else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge", description="Zerobus Edge store-and-forward appliance")
     p.add_argument("--version", action="version", version=f"zerobus-edge {__version__}")
@@ -168,11 +225,37 @@ def build_parser() -> argparse.ArgumentParser:
     dd = table.add_parser("ddl", help="print the CREATE TABLE statement for a workspace admin")
     dd.add_argument("--table", default="main.edge.readings", help="catalog.schema.table")
     dd.set_defaults(func=cmd_table_ddl)
+    tc = table.add_parser("create", help="create the table with its DDL and grant the service principal (prints the SQL)")
+    _config_arg(tc)
+    tc.add_argument("--warehouse-id", default=None, help="SQL warehouse (default: zerobus.warehouse_id)")
+    tc.add_argument("--principal", default=None, help="service principal application id to grant (default: none)")
+    tc.add_argument("--dry-run", action="store_true", help="print the SQL, run nothing")
+    tc.set_defaults(func=cmd_table_create)
+
+    doc = sub.add_parser("doctor", help="preflight before go-live: exit 0 only if every check passes")
+    _config_arg(doc)
+    doc.add_argument("--json", action="store_true", help="machine-readable output")
+    doc.add_argument("--timeout", type=float, default=10.0, help="seconds per network step (default 10)")
+    doc.add_argument("--no-stream", action="store_true", help="skip opening a real ZeroBus stream")
+    doc.set_defaults(func=cmd_doctor)
+
+    ver = sub.add_parser("verify", help="seq accounting of this appliance in the real table; exit 1 on unexplained gaps")
+    _config_arg(ver)
+    ver.add_argument("--warehouse-id", default=None, help="SQL warehouse (default: zerobus.warehouse_id)")
+    ver.add_argument("--appliance-id", default=None, help="default: appliance_id from the config")
+    ver.add_argument("--from-seq", type=int, default=None)
+    ver.add_argument("--to-seq", type=int, default=None)
+    ver.set_defaults(func=cmd_verify)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # The ZeroBus SDK's Rust core logs to stdout: plain text always, and only warnings
+    # outside `edge run` so that JSON output stays parseable.
+    os.environ.setdefault("NO_COLOR", "1")
+    if args.command != "run":
+        os.environ.setdefault("RUST_LOG", "warn")
     try:
         return args.func(args)
     except ConfigError as exc:

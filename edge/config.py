@@ -64,6 +64,7 @@ class ZerobusConfig:
     backoff_max: Duration = Duration(30)
     blocked_retry: Duration = Duration(300)
     application_name: str = "zerobus-edge"
+    warehouse_id: str | None = None  # SQL warehouse for `edge table create` and `edge verify` (not the hot path)
 
     def validate(self, path: str) -> None:
         if not _TABLE.match(self.table):
