@@ -319,6 +319,9 @@ def _samples(conn: sqlite3.Connection, since_ts: float) -> list[dict]:
 @contextlib.contextmanager
 def _read_tx(conn: sqlite3.Connection) -> Iterator[None]:
     """One short read transaction: a consistent view, released at once so the WAL can recycle."""
+    if conn.in_transaction:  # the writer asking inside its own transaction already has one
+        yield
+        return
     conn.execute("BEGIN")
     try:
         yield
@@ -486,6 +489,8 @@ class Spool:
         self._background: threading.Thread | None = None
         self._background_result: tuple[str, Any] | None = None
         self._after_full = False
+        self._pending: list[Sequence[tuple[int, bytes]]] = []  # appended in this transaction, not yet inserted
+        self._pending_first = self._pending_last = 0
 
     # ------------------------------------------------------------ open
 
@@ -600,11 +605,13 @@ class Spool:
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             yield
+            self._flush_pending()
             if self._dirty:
                 self._flush_meta()
             self._conn.execute("COMMIT")
             self.commits += 1
         except BaseException as exc:
+            self._pending = []
             if self._conn.in_transaction:
                 try:
                     self._conn.execute("ROLLBACK")
@@ -652,6 +659,7 @@ class Spool:
             limit = budget.effective_budget(self.max_bytes, m.stored_bytes, _disk_free(self.path.parent),
                                             self.min_free_bytes)
             if not budget.fits(m.stored_bytes, incoming, limit):
+                self._flush_pending()  # drops and markers work on the table as it stands
                 cause = "budget" if m.stored_bytes + incoming > self.max_bytes else "disk_low"
                 if self.when_full == "block":
                     raise SpoolFull(cause, f"spool full ({cause}): {m.stored_bytes} of {limit} bytes used, "
@@ -663,22 +671,39 @@ class Spool:
             first = m.next_seq
             last = first + n - 1
             self._seq.ensure_above(last + 1)
-            conn = self._conn
-            conn.execute("INSERT INTO readings(seq, ts, body) VALUES (?, ?, ?)", (first, *items[0]))
-            if n > 1:
-                # SQLite gives a row without a rowid max(rowid) + 1; seq `first` is
-                # the table's maximum now, so the rest land contiguously without
-                # building a tuple per row in Python (checked right below).
-                conn.executemany("INSERT INTO readings(ts, body) VALUES (?, ?)", itertools.islice(items, 1, None))
-                got = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
-                if got != last:
-                    raise SpoolError(f"seq assignment went wrong: expected last seq {last}, got {got}")
+            self._insert(first, items)
             m.next_seq = last + 1
             m.stored_rows += n
             m.stored_bytes += incoming
             m.appended_total += n
             self._dirty = True
         return AppendResult(first, last, True, dropped)
+
+    def _insert(self, first: int, items: Sequence[tuple[int, bytes]]) -> None:
+        """Queue rows for the table; consecutive appends of one group go in with one executemany."""
+        if self._pending and self._pending_last + 1 != first:
+            self._flush_pending()
+        if not self._pending:
+            self._pending_first = first
+        self._pending.append(items)
+        self._pending_last = first + len(items) - 1
+
+    def _flush_pending(self) -> None:
+        if not self._pending:
+            return
+        batches, first, last = self._pending, self._pending_first, self._pending_last
+        self._pending = []
+        conn = self._conn
+        conn.execute("INSERT INTO readings(seq, ts, body) VALUES (?, ?, ?)", (first, *batches[0][0]))
+        if last > first:
+            # SQLite gives a row without a rowid max(rowid) + 1; seq `first` is
+            # the table's maximum now, so the rest land contiguously without
+            # building a tuple per row in Python (checked right below).
+            rest = itertools.chain(itertools.islice(batches[0], 1, None), *batches[1:])
+            conn.executemany("INSERT INTO readings(ts, body) VALUES (?, ?)", rest)
+            got = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+            if got != last:
+                raise SpoolError(f"seq assignment went wrong: expected last seq {last}, got {got}")
 
     def _drop_batch(self, items: Sequence[tuple[int, bytes]], n: int) -> AppendResult:
         m = self._meta
@@ -743,6 +768,7 @@ class Spool:
 
     def _write_marker(self, from_seq: int, to_seq: int, reason: str, ts: int, *, extend: bool,
                       merged: bool = False) -> None:
+        self._flush_pending()
         conn = self._conn
         m = self._meta
         if extend:
@@ -787,6 +813,7 @@ class Spool:
         # expired backlog neither balloons memory nor stalls appends for long.
         for _ in range(EXPIRE_CHUNKS_PER_CALL):
             with self._tx():
+                self._flush_pending()
                 rows = self._conn.execute(
                     "SELECT seq, ts, length(body) + ? FROM readings WHERE seq > ? ORDER BY seq LIMIT ?",
                     (budget.ROW_OVERHEAD, self._bound(), EXPIRE_CHUNK),
@@ -806,6 +833,7 @@ class Spool:
     # ------------------------------------------------------------ drain
 
     def peek(self, after_seq: int, max_records: int = 1000, max_bytes: int | None = None) -> list[tuple[int, bytes]]:
+        self._flush_pending()
         return _peek(self._conn, after_seq, max_records, max_bytes)
 
     def watermark(self) -> int:
@@ -824,6 +852,7 @@ class Spool:
         if upto_seq >= m.next_seq:
             raise BadRequest(f"ack({upto_seq}) beyond the last assigned seq {m.next_seq - 1}")
         with self._tx():
+            self._flush_pending()
             conn = self._conn
             rows, nbytes = conn.execute(
                 "SELECT count(*), coalesce(sum(length(body)), 0) FROM readings WHERE seq <= ?", (upto_seq,)
@@ -844,6 +873,7 @@ class Spool:
     def dead_letter(self, seq: int, reason: str) -> None:
         """Move a record ZeroBus rejected to ``dead_letters``; its slot becomes a one-seq loss marker."""
         with self._tx():
+            self._flush_pending()
             conn = self._conn
             row = conn.execute("SELECT ts, body FROM readings WHERE seq = ?", (seq,)).fetchone()
             if row is None:
@@ -917,6 +947,9 @@ class Spool:
         return _samples(self._conn, since_ts)
 
     def stats(self) -> dict:
+        self._flush_pending()
+        if self._dirty:  # inside the writer's transaction: let the query see this transaction's counters
+            self._flush_meta()
         return _stats(self._conn, self.path)
 
     # ------------------------------------------------------------ maintenance (the writer calls these)

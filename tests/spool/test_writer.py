@@ -173,3 +173,52 @@ def test_forwarder_protection_through_writer(make_writer, spool_path):
     assert r.stored and r.dropped >= 2
     acc = accounting(spool_path)
     assert {1, 2, 3, 4, 5} <= set(acc["readings"]) and acc["markers"][0][0] == 6
+
+
+def test_mixed_group_in_one_transaction(make_writer, spool_path):
+    w = make_writer({"max_bytes": 20 * ROW + 50, "when_full": "drop_newest"})
+    release, _ = hold(w)
+    before = w.spool.commits
+    futs = [
+        w.submit(items(10, pad=50)),  # 1..10
+        w.submit(items(5, start=10, pad=50)),  # 11..15, same executemany
+        w.submit([(BASE_TS, None)]),  # bad: fails alone
+        w.ack(3),
+        w.submit(items(5, start=15, pad=50)),  # 16..20
+        w.dead_letter(12, "rejected"),
+        w.call(lambda s: s.stats()["next_seq"]),  # the writer's own view sees the pending rows
+        w.submit(items(20, start=20, pad=50)),  # 21..40: over budget, dropped with a marker
+        w.submit(items(5, start=40, pad=50)),  # 41..45: still over, the marker extends
+        w.submit(items(5, start=45, pad=50)),  # 46..50: still over, the marker extends
+    ]
+    release.set()
+    outcomes = []
+    for f in futs:
+        try:
+            outcomes.append(f.result(10))
+        except BadRequest:
+            outcomes.append("bad")
+    assert outcomes[2] == "bad"
+    assert (outcomes[0].first_seq, outcomes[1].first_seq, outcomes[4].first_seq) == (1, 11, 16)
+    assert outcomes[6] == 21
+    assert [(r.first_seq, r.stored) for r in outcomes[7:]] == [(21, False), (41, False), (46, False)]
+    assert w.spool.commits - before == 2  # the parked request's group, then everything else in one
+    acc = accounting(spool_path)
+    assert acc["markers"] == [(12, 12, "dead_letter"), (21, 50, "drop_newest")]
+    assert sorted(acc["readings"]) == [4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20]
+
+
+def test_cancelled_emit_before_pickup_is_not_written(make_writer):
+    w = make_writer()
+    release, _ = hold(w)
+
+    async def main():
+        task = asyncio.create_task(w.emit(items(3)))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    release.set()
+    assert w.submit(items(1)).result(10).first_seq == 1  # the cancelled batch took no seq
