@@ -546,7 +546,9 @@ class Source:
                     else:  # 3.1.1: the persistent session comes from clean_session=False
                         await asyncio.to_thread(client.connect, self.host, self.port, int(cfg.keepalive))
                 except ssl.SSLError as exc:
-                    self._fail("tls_error", f"TLS handshake with {self.host}:{self.port} failed: {exc.reason or exc}")
+                    why = getattr(exc, "verify_message", None) or exc.reason or str(exc)
+                    hint = f" (ca_file: {cfg.ca_file or 'system CAs'})" if isinstance(exc, ssl.SSLCertVerificationError) else ""
+                    self._fail("tls_error", f"TLS handshake with {self.host}:{self.port} failed: {why}{hint}")
                     await asyncio.sleep(backoff.next_delay())
                     continue
                 except (OSError, ValueError) as exc:

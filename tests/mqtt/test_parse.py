@@ -1,0 +1,287 @@
+"""Pure MQTT payload mapping: table-driven cases and properties (no broker)."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from edge.config import parse
+from edge.configtypes import ConfigError, build
+from edge.sources.mqtt_parse import (
+    JsonMapping, Mapper, Parsed, ParseError, Router, Subscription, check_filter, parse_quality, parse_timestamp,
+    topic_matches,
+)
+
+T0_US = 1_764_000_000_123_000  # 2025-11-24T16:00:00.123Z
+T0_MS = T0_US // 1000
+
+
+def mapper(**kw) -> Mapper:
+    j = kw.pop("json", {})
+    return Mapper(build(Subscription, {"topic": "#", **kw, "json": j}, "sub"))
+
+
+# ------------------------------------------------------------------ topic filters
+
+MATCHES = [
+    ("a/b/c", "a/b/c", True),
+    ("a/+/c", "a/b/c", True),
+    ("a/+/c", "a/b/d", False),
+    ("a/#", "a", True),  # '#' also matches the parent level
+    ("a/#", "a/b/c/d", True),
+    ("#", "a/b", True),
+    ("+", "a", True),
+    ("+", "a/b", False),
+    ("+/+", "/b", True),  # empty levels are levels
+    ("a/+", "a/", True),
+    ("#", "$SYS/broker/load", False),  # wildcards at the root skip $ topics
+    ("+/broker", "$SYS/broker", False),
+    ("$SYS/#", "$SYS/broker", True),
+    ("a/b", "a/b/c", False),
+    ("a/b/c", "a/b", False),
+]
+
+
+@pytest.mark.parametrize("flt,topic,expected", MATCHES)
+def test_topic_matches(flt, topic, expected):
+    assert topic_matches(flt, topic) is expected
+
+
+@pytest.mark.parametrize("flt", ["", "a/#/b", "a#", "a/b+", "+a", "a/\0"])
+def test_bad_filters_are_refused(flt):
+    with pytest.raises(ValueError):
+        check_filter(flt)
+
+
+levels = st.lists(st.text(st.characters(blacklist_characters="/+#$\0", blacklist_categories=("Cs",)), max_size=4),
+                  min_size=1, max_size=5)
+
+
+@given(levels, st.data())
+def test_filter_built_from_topic_matches_it(parts, data):
+    topic = "/".join(parts)
+    assume(topic)  # an empty topic is not a valid MQTT topic
+    flt_parts = [p if not data.draw(st.booleans()) else "+" for p in parts]
+    cut = data.draw(st.integers(0, len(parts)))
+    flt = "/".join(flt_parts[:cut] + ["#"]) if data.draw(st.booleans()) else "/".join(flt_parts)
+    check_filter(flt)
+    assert topic_matches(flt, topic)
+
+
+# ------------------------------------------------------------------ timestamps
+
+TIMESTAMPS = [
+    (T0_MS / 1000, "auto", T0_US),
+    (T0_MS, "auto", T0_US),
+    (T0_US, "auto", T0_US),
+    (T0_US * 1000, "auto", T0_US),
+    (str(T0_MS), "auto", T0_US),
+    (T0_MS, "epoch_ms", T0_US),
+    (T0_MS // 1000, "epoch_s", T0_US - 123_000),
+    (T0_US, "epoch_us", T0_US),
+    (T0_US * 1000 + 999, "epoch_ns", T0_US),
+    ("2025-11-24T16:00:00.123Z", "auto", T0_US),
+    ("2025-11-24T16:00:00.123+00:00", "iso8601", T0_US),
+    ("2025-11-24T17:00:00.123+01:00", "iso8601", T0_US),
+    ("2025-11-24T16:00:00.123", "iso8601", T0_US),  # no offset: UTC, documented
+    ("2025-11-24 16:00:00.123", "auto", T0_US),
+]
+
+
+@pytest.mark.parametrize("raw,fmt,expected", TIMESTAMPS)
+def test_timestamps(raw, fmt, expected):
+    assert parse_timestamp(raw, fmt) == expected
+
+
+BAD_TIMESTAMPS = [
+    (True, "auto", "not a time"),
+    ("yesterday", "auto", "not ISO 8601"),
+    (T0_MS, "epoch_us", "outside 1990..2200"),  # ms read as us: 1970
+    (T0_MS, "epoch_s", "outside 1990..2200"),
+    ("2025-11-24T16:00:00Z", "epoch_ms", "not a number"),
+    (T0_MS, "iso8601", "expected an ISO 8601 string"),
+    (float("nan"), "auto", "not a time"),
+    ({"a": 1}, "auto", "type dict"),
+    (-5, "auto", "outside"),
+]
+
+
+@pytest.mark.parametrize("raw,fmt,reason", BAD_TIMESTAMPS)
+def test_bad_timestamps(raw, fmt, reason):
+    with pytest.raises(ParseError, match=reason):
+        parse_timestamp(raw, fmt)
+
+
+@given(st.integers(631_152_000_000, 7_258_118_399_999))
+def test_epoch_ms_round_trip(ms):
+    assert parse_timestamp(ms, "epoch_ms") == ms * 1000
+    assert parse_timestamp(ms, "auto") == ms * 1000
+    iso = datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
+    assert parse_timestamp(iso, "iso8601") == ms * 1000
+
+
+# ------------------------------------------------------------------ quality
+
+QUALITIES = [
+    (None, ("GOOD", None)), (True, ("GOOD", None)), (False, ("BAD", None)), ("good", ("GOOD", None)),
+    ("Bad", ("BAD", None)), ("UNCERTAIN", ("UNCERTAIN", None)), ("stale", ("UNCERTAIN", None)),
+    ("BadCommunicationError", ("BAD", None)), ("GoodOverload", ("GOOD", None)), (0, ("GOOD", 0)),
+    (0x40000000, ("UNCERTAIN", 0x40000000)), (0x80310000, ("BAD", 0x80310000)),
+]
+
+
+@pytest.mark.parametrize("raw,expected", QUALITIES)
+def test_quality(raw, expected):
+    assert parse_quality(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["meh", -1, 1 << 33, 1.5, [1]])
+def test_bad_quality(raw):
+    with pytest.raises(ParseError):
+        parse_quality(raw)
+
+
+# ------------------------------------------------------------------ payload mapping (golden table)
+
+SIM = {"ts": T0_MS, "value": 65.2, "quality": "GOOD", "unit": "degC", "seq": 17}
+GOLDEN = [
+    # (subscription config, topic, payload, expected readings)
+    ({}, "plant/sim1/line1/press1/temperature", json.dumps(SIM),
+     [Parsed("plant/sim1/line1/press1/temperature", 65.2)]),
+    ({"json": {"timestamp": "ts", "quality": "quality", "unit": "unit"}}, "t", json.dumps(SIM),
+     [Parsed("t", 65.2, "GOOD", None, T0_US, "degC")]),
+    ({"point": "{2}/{3}/{-1}"}, "plant/sim1/line1/press1/temperature", json.dumps(SIM),
+     [Parsed("line1/press1/temperature", 65.2)]),
+    ({"json": {"value": "$"}}, "t", json.dumps(SIM), [Parsed("t", SIM)]),
+    ({"json": {"value": "d.v.1", "point": "d.name"}, "point": "{0}/{field}"}, "site/x",
+     '{"d": {"v": [1, 2.5], "name": "flow"}}', [Parsed("site/flow", 2.5)]),
+    ({"json": {"value": "v", "quality": "q"}}, "t", '{"v": false, "q": 2150891520}',
+     [Parsed("t", False, "BAD", 2150891520)]),
+    ({"json": {"value": "v"}}, "t", '{"v": "RUNNING"}', [Parsed("t", "RUNNING")]),
+    ({"json": {"value": "v"}}, "t", '{"v": null}', [Parsed("t", None)]),
+    ({"json": {"value": "v", "structured": True}}, "t", '{"v": {"a": [1]}}', [Parsed("t", {"a": [1]})]),
+    ({"json": {"value": "v", "timestamp": "ts"}}, "t", '{"v": 1}', [Parsed("t", 1)]),  # missing ts: none, kept
+    ({"format": "number", "unit": "bar"}, "a/b", b" 12.5\n", [Parsed("a/b", 12.5, unit="bar")]),
+    ({"format": "number"}, "a/b", b"-7", [Parsed("a/b", -7)]),
+    ({"format": "number"}, "a/b", b"1e3", [Parsed("a/b", 1000.0)]),
+    ({"format": "text"}, "a/b", "Störung".encode(), [Parsed("a/b", "Störung")]),
+]
+
+
+@pytest.mark.parametrize("cfg,topic,payload,expected", GOLDEN)
+def test_golden(cfg, topic, payload, expected):
+    payload = payload.encode() if isinstance(payload, str) else payload
+    assert mapper(**cfg).parse(topic, payload) == expected
+
+
+MALFORMED = [
+    ({}, "t", b"{not json", "invalid JSON"),
+    ({}, "t", b"\xff\xfe{}", "not valid UTF-8"),
+    ({}, "t", b'{"val": 1}', "no field 'value'"),
+    ({}, "t", b"[1, 2]", "no field 'value'"),
+    ({}, "t", b'"just a string"', "no field 'value'"),
+    ({}, "t", b'{"value": {"nested": 1}}', "set json.structured"),
+    ({}, "t", b'{"value": [1,2]}', "is a list"),
+    ({}, "t", b'{"value": NaN}', "not a finite number"),
+    ({"json": {"timestamp": "ts"}}, "t", b'{"value": 1, "ts": "soon"}', "not ISO 8601"),
+    ({"json": {"timestamp": "ts"}}, "t", b'{"value": 1, "ts": true}', "not a time"),
+    ({"json": {"quality": "q"}}, "t", b'{"value": 1, "q": "meh"}', "not good/bad/uncertain"),
+    ({"json": {"point": "n"}, "point": "{field}"}, "t", b'{"value": 1}', "no usable point name"),
+    ({"point": "{5}"}, "a/b", b'{"value": 1}', "has no level 5"),
+    ({"format": "number"}, "t", b"twelve", "not a number"),
+    ({"format": "number"}, "t", b"1e999", "out of range"),
+    ({"format": "number"}, "t", b"\xff", "not valid UTF-8"),
+    ({"format": "text"}, "t", b"\xc3\x28", "not valid UTF-8"),
+    ({}, "t", b"[" * 100_000, "invalid JSON"),
+]
+
+
+@pytest.mark.parametrize("cfg,topic,payload,reason", MALFORMED)
+def test_malformed_payloads_raise_parse_error_with_reason(cfg, topic, payload, reason):
+    with pytest.raises(ParseError, match=reason.replace("(", r"\(")):
+        mapper(**cfg).parse(topic, payload)
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=300), st.sampled_from(["json", "number", "text"]))
+def test_any_bytes_parse_or_raise_parse_error(payload, fmt):
+    # Never anything else: a crash here would stop the collector.
+    try:
+        out = mapper(format=fmt).parse("a/b", payload)
+    except ParseError as exc:
+        assert str(exc)
+    else:
+        assert len(out) == 1 and out[0].point == "a/b"
+
+
+json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1),
+                         st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20))
+
+
+@given(json_scalars, st.integers(631_152_000_000, 7_258_118_399_999))
+def test_json_value_and_timestamp_survive(value, ts):
+    out = mapper(json={"value": "a.b", "timestamp": "t"}).parse("x", json.dumps({"a": {"b": value}, "t": ts}).encode())
+    assert out[0].source_ts == ts * 1000
+    got = out[0].value
+    assert got == value or (isinstance(value, float) and math.isclose(got, value))
+
+
+def test_router_first_match_wins_and_caches():
+    subs = [build(Subscription, {"topic": "plant/sim1/#", "format": "number"}), build(Subscription, {"topic": "plant/#"})]
+    r = Router(subs, cache_size=2)
+    assert r.route("plant/sim1/a").format == "number"
+    assert r.route("plant/sim2/a").format == "json"
+    assert r.route("other/x") is None
+    assert r.route("plant/sim1/b").format == "number"  # after the cache was cleared
+
+
+CONFIG_ERRORS = [
+    ({"topic": "a/#/b"}, "sources[0].subscriptions[0].topic"),
+    ({"topic": "a", "qos": 2}, "sources[0].subscriptions[0].qos"),
+    ({"topic": "a", "point": "{nope}"}, "sources[0].subscriptions[0].point"),
+    ({"topic": "a", "point": "{field}"}, "sources[0].subscriptions[0].point"),
+    ({"topic": "a", "json": {"value": "a..b"}}, "sources[0].subscriptions[0].json.value"),
+    ({"topic": "a", "format": "xml"}, "sources[0].subscriptions[0].format"),
+    ({"topic": "plant/#", "format": "sparkplug"}, "sources[0].subscriptions[0].topic"),
+    ({"topic": "a", "jsn": {}}, "sources[0].subscriptions[0].jsn"),
+]
+
+
+@pytest.mark.parametrize("sub,path", CONFIG_ERRORS)
+def test_config_errors_name_the_field(sub, path):
+    with pytest.raises(ConfigError) as ei:
+        parse({"appliance_id": "a1", "sources": [{"name": "m", "type": "mqtt", "subscriptions": [sub]}]}, env={})
+    assert ei.value.path == path
+
+
+SOURCE_ERRORS = [
+    ({"url": "http://x"}, "url"), ({"url": "mqtt://"}, "url"), ({"url": "mqtt://u:p@h"}, "url"),
+    ({"subscriptions": []}, "subscriptions"), ({"max_inflight": 0}, "max_inflight"),
+    ({"password": "x"}, "username"), ({"ca_file": "/ca.pem"}, "ca_file"), ({"key_file": "/k"}, "cert_file"),
+    ({"subscriptions": [{"topic": "spBv1.0/#", "format": "sparkplug", "qos": 0}]}, "subscriptions[0].qos"),
+]
+
+
+@pytest.mark.parametrize("over,key", SOURCE_ERRORS)
+def test_source_config_errors(over, key):
+    raw = {"name": "m", "type": "mqtt", "subscriptions": [{"topic": "plant/#"}], **over}
+    with pytest.raises(ConfigError) as ei:
+        parse({"appliance_id": "a1", "sources": [raw]}, env={})
+    assert ei.value.path == f"sources[0].{key}"
+
+
+def test_password_is_a_secret_and_comes_from_a_file(tmp_path):
+    f = tmp_path / "pw"
+    f.write_text("s3cret-very-long\n")
+    cfg = parse({"appliance_id": "a1", "sources": [{
+        "name": "m", "type": "mqtt", "url": "mqtts://broker.example:8883", "username": "edge",
+        "password": "${MQTT_PASSWORD}", "subscriptions": [{"topic": "plant/#"}]}]}, env={"MQTT_PASSWORD_FILE": str(f)})
+    src = cfg.sources[0]
+    assert src.password == "s3cret-very-long"
+    assert "s3cret" not in repr(src)
+    assert JsonMapping().value == "value"
