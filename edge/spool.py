@@ -12,6 +12,17 @@ short-lived readers (``SpoolReader``) share a SQLite file in WAL mode with
   seq of the first dropped reading, and adjacent drops extend it;
 * ``stats()`` is cheap: counters in ``meta``, oldest row by primary key, rates
   from ``stats_samples``.
+
+Integrity at open: a file up to FULL_CHECK_MAX_BYTES gets a full ``PRAGMA
+quick_check`` before use. A bigger one (a long outage's backlog, GBs on slow
+eMMC) gets the small tables checked fully plus both ends of ``readings``
+(catches "not a database", a broken schema or root page) and the full check
+runs on a read-only connection in a background thread; damage it finds raises
+an alarm and makes the next open run the full check synchronously, which moves
+the file aside. So a restart with a big backlog is fast, and damage inside the
+backlog is still found, reported and handled. A corrupt file is never deleted:
+it moves to ``<name>.corrupt-<UTC>`` (with its -wal/-shm) and a fresh spool
+starts above the seq reservation.
 """
 
 from __future__ import annotations
@@ -679,6 +690,13 @@ class Spool:
             self._dirty = True
         return AppendResult(first, last, True, dropped)
 
+    def has_room(self, nbytes: int = 0) -> bool:
+        """Would ``nbytes`` more fit the budget and the disk right now (for waiters after a SpoolFull)?"""
+        m = self._meta
+        limit = budget.effective_budget(self.max_bytes, m.stored_bytes, _disk_free(self.path.parent),
+                                        self.min_free_bytes)
+        return budget.fits(m.stored_bytes, nbytes + budget.ROW_OVERHEAD, limit)
+
     def _insert(self, first: int, items: Sequence[tuple[int, bytes]]) -> None:
         """Queue rows for the table; consecutive appends of one group go in with one executemany."""
         if self._pending and self._pending_last + 1 != first:
@@ -741,8 +759,11 @@ class Spool:
         return self._drop_rows(chosen, "drop_oldest")
 
     def _drop_rows(self, chosen: list[tuple[int, int]], reason: str) -> int:
-        """Delete the contiguous oldest rows ``chosen`` and cover them with one marker (extending a marker
-        of the same reason at their head). Returns the number of readings dropped."""
+        """Delete the contiguous oldest rows ``chosen`` and cover them with one marker at the first one.
+
+        Markers among them are absorbed into the new marker (a marker of the same
+        reason at the head is thereby extended); what they had counted stays
+        counted in ``meta``. Returns the number of readings dropped."""
         first, last_row = chosen[0][0], chosen[-1][0]
         markers = self._conn.execute(
             "SELECT seq, to_seq, reason, ts FROM loss_markers WHERE seq BETWEEN ? AND ?", (first, last_row)

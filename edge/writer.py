@@ -149,6 +149,8 @@ class SpoolWriter:
             if now >= next_sample:
                 next_sample = now + self.sample_interval_s
                 self._safely(self.spool.sample)
+                if self._full and self.spool.has_room():
+                    self._update_space(False, True)  # space came back without an ack (disk freed, budget raised)
             self._safely(lambda: self.spool.maintain_wal(idle=self._q.empty()))
         self._drain_after_close()
         self._safely(self.spool.sample)

@@ -222,3 +222,16 @@ def test_cancelled_emit_before_pickup_is_not_written(make_writer):
     asyncio.run(main())
     release.set()
     assert w.submit(items(1)).result(10).first_seq == 1  # the cancelled batch took no seq
+
+
+def test_waiters_wake_when_the_disk_frees_up(make_writer, monkeypatch):
+    free = {"bytes": 0}
+    monkeypatch.setattr("edge.spool._disk_free", lambda _path: free["bytes"])
+    w = make_writer({"min_free_bytes": 1000}, sample_interval_s=0.05)
+    with pytest.raises(SpoolFull) as e:
+        w.submit(items(1)).result(10)
+    assert e.value.cause == "disk_low"
+    assert w.wait_for_space(0.2) is False
+    free["bytes"] = 10_000_000  # the operator cleaned up the disk
+    assert w.wait_for_space(10) is True
+    assert w.submit(items(1)).result(10).first_seq == 1
