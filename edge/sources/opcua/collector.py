@@ -81,6 +81,7 @@ class Source:
         self._items: dict[int, _Item] = {}
         self._next_handle = 1
         self._last: dict[str, tuple] = {}  # point -> fingerprint of the newest value taken
+        self._seed: dict[str, int] = {}  # point -> checkpointed source time, until a newer value arrives
         self._buf: list[tuple[int, bytes]] = []
         self._marks: list[tuple[str, int | None]] = []  # (point, source_ts) parallel to _buf
         self._have_data = asyncio.Event()
@@ -128,6 +129,7 @@ class Source:
         name = self.cfg.name
         get_item = self._items.get
         last = self._last
+        seed = self._seed
         buf, marks = self._buf, self._marks
         dropped = 0
         for mi in items:
@@ -142,6 +144,13 @@ class Source:
             if last.get(point) == fp or (seen is not None and fp in seen.get(point, ())):
                 dropped += 1
                 continue
+            if seed and point in seed:
+                # After a restart all we know of a point is the source time of its last committed
+                # value (the checkpoint): the same source time again is that value, re-sent.
+                if fp[0] is not None and fp[0] == seed[point]:
+                    dropped += 1
+                    continue
+                del seed[point]
             last[point] = fp
             buf.append((collected, datavalue_body(dv, source=name, point=point, collected_ts=collected, unit=item.unit)))
             marks.append((point, fp[0]))
@@ -208,6 +217,7 @@ class Source:
     async def run(self) -> None:
         cfg, ctx = self.cfg, self.ctx
         self.checkpoint.load()
+        self._seed = dict(self.checkpoint.points)
         emitter = asyncio.create_task(self._emitter(), name=f"opcua-emit-{cfg.name}")
         backoff = Backoff(cfg.reconnect_initial, cfg.reconnect_max)
         try:

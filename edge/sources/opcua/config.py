@@ -124,10 +124,11 @@ class Config(SourceBase):
 
     def validate(self, path: str) -> None:
         super().validate(path)
-        if not re.match(r"^opc\.tcp://[^/\s:]+(:\d+)?(/.*)?$", self.endpoint):
-            raise ConfigError(f"{path}.endpoint", f"must be opc.tcp://host:port[/path], got {self.endpoint!r}")
-        if "@" in self.endpoint:
+        if "@" in self.endpoint.split("/", 3)[2 if self.endpoint.count("/") >= 2 else 0]:
+            # Checked first: the URL would carry a password into the error message below.
             raise ConfigError(f"{path}.endpoint", "put credentials in username/password, not in the URL")
+        if not re.match(r"^opc\.tcp://[^/\s:@]+(:\d+)?(/.*)?$", self.endpoint):
+            raise ConfigError(f"{path}.endpoint", f"must be opc.tcp://host:port[/path], got {self.endpoint!r}")
         if self.password and not self.username:
             raise ConfigError(f"{path}.password", "is set but username is not")
         if not self.groups:
