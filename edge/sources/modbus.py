@@ -314,31 +314,37 @@ class Source:
 
     # ---- reading ------------------------------------------------------------------------
 
-    async def _read(self, block: Block, conn: _Connection | None = None) -> list | _ReadFailed:
-        assert self._pool is not None
+    async def _read(self, block: Block, conn: _Connection) -> list | _ReadFailed:
         self._last_try[block.device_id] = time.monotonic()
-        pooled = conn is None
-        if pooled:
-            conn = await self._pool.get()
+        self.counters["reads_total"] += 1
         try:
-            self.counters["reads_total"] += 1
-            return await conn.read(block)
+            result = await conn.read(block)
         except _ReadFailed as exc:
             self.counters["read_errors_total"] += 1
             if exc.code == STATUS_TIMEOUT:
                 self.counters["timeouts_total"] += 1
             elif exc.code < 1000:
                 self.counters["exception_responses_total"] += 1
-            return exc
+            result = exc
+        self._note(block, result)
+        return result
+
+    async def _read_pooled(self, block: Block) -> list | _ReadFailed | None:
+        """Read on a free connection; None if the device went offline while this read waited for one."""
+        assert self._pool is not None
+        conn = await self._pool.get()
+        try:
+            # An earlier block of this cycle found the device dead: do not wait out its timeout again.
+            if block.device_id in self._offline:
+                return None
+            return await self._read(block, conn)
         finally:
-            if pooled:
-                self._pool.put_nowait(conn)
+            self._pool.put_nowait(conn)
 
     async def _probe(self, block: Block) -> None:
         """Try one block of an offline device on the probe connection; the poll cycles do not wait for it."""
         try:
-            result = await self._read(block, self._probe_conn)
-            self._note(block, result)
+            await self._read(block, self._probe_conn)
         finally:
             self._probing.discard(block.device_id)
 
@@ -359,11 +365,8 @@ class Source:
                 self._probe_tasks.add(task)
                 task.add_done_callback(self._probe_tasks.discard)
         live = [b for b in blocks if b.device_id not in self._offline]
-        got = await asyncio.gather(*(self._read(b) for b in live))
-        results: dict[int, list | _ReadFailed] = {}
-        for b, r in zip(live, got):
-            results[id(b)] = r
-            self._note(b, r)
+        got = await asyncio.gather(*(self._read_pooled(b) for b in live))
+        results = {id(b): r for b, r in zip(live, got) if r is not None}
         out = []
         for b in blocks:
             r = results.get(id(b))

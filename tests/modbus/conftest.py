@@ -34,12 +34,16 @@ class Rig:
             log=logging.getLogger(f"test.{name}"),
         )
 
-    def readings(self) -> list[Any]:
+    def rows(self) -> list[tuple[int, bytes]]:
+        """Undelivered (seq, body) rows, through a read-only connection like the forwarder's."""
         reader = SpoolReader(self.path)
         try:
-            return [decode(body) for _, body in reader.peek(0, 1_000_000)]
+            return reader.peek(0, 1_000_000)
         finally:
-            reader._conn.close()
+            reader.close()
+
+    def readings(self) -> list[Any]:
+        return [decode(body) for _, body in self.rows()]
 
     def close(self) -> None:
         self.writer.close()

@@ -4,11 +4,12 @@ import asyncio
 import json
 import math
 import socket
+import time
 
 import pytest
 import yaml
 
-from edge.encode import BAD, GOOD
+from edge.encode import BAD, GOOD, decode
 from edge.sources import modbus_decode as dec
 from edge.sources.modbus import STATUS_NO_CONNECTION, STATUS_TIMEOUT, Source
 from simulators.modbus.server import PlantModbusServer, load_map
@@ -289,19 +290,26 @@ def test_full_spool_pauses_polling_without_loss(tmp_path):
         status = src.ctx.status
         async with running(src):
             await wait_until(lambda: status.snapshot()["state"] == "blocked", timeout=30)
-            n1 = len(rig.readings())
+            rows = rig.rows()
+            reads = src.counters["reads_total"]
             await asyncio.sleep(0.5)
-            assert len(rig.readings()) == n1  # nothing accepted while full, polling waits
-            assert n1 % 250 == 0  # whole cycles only: a cycle is one commit
-            last = max(seq for seq, _ in [(s, b) for s, b in rig.writer.spool.peek(0, 1_000_000)])
-            rig.writer.ack(last).result(5)
-            await wait_until(lambda: status.snapshot()["state"] == "running")
-            await wait_until(lambda: len(rig.readings()) > 0)
+            assert rig.rows() == rows  # nothing accepted while full ...
+            assert src.counters["reads_total"] == reads  # ... and polling waits instead of reading on
+            assert len(rows) % 250 == 0  # whole cycles only: a cycle is one commit
+            rig.writer.ack(rows[-1][0]).result(5)  # the forwarder delivered everything
+            t_ack = time.time() * 1e6
+            await wait_until(lambda: len(rig.rows()) >= 250)
+            resumed = [decode(b) for _, b in rig.rows()[:250]]
+            held_ts = {r.source_ts for r in resumed}
         await sim.stop()
         rig.close()
-        return n1
+        return rows, held_ts, t_ack
 
-    assert asyncio.run(main()) > 0
+    rows, held_ts, t_ack = asyncio.run(main())
+    assert rows
+    # the cycle that was refused while full is the first one committed afterwards: held, not dropped
+    (ts,) = held_ts
+    assert ts < t_ack
 
 
 def test_plant_map_and_simulator_agree(tmp_path):
@@ -337,3 +345,28 @@ def test_plant_map_and_simulator_agree(tmp_path):
         else:
             assert abs(got - want) <= p.scale / 2 + 1e-9, (p.name, got, want)
     assert typed_value(by["line2/pump1/flow"]) == 500.0  # the injected fault shows through
+
+
+def test_dead_device_costs_one_timeout_not_one_per_block(tmp_path):
+    devices = [TWO_DEVICES[0], {"device_id": 2, "name": "plc-b", "points": [
+        {"name": "b/hr", "address": "40001"}, {"name": "b/ir", "address": "30001"},
+        {"name": "b/co", "address": "00001"}, {"name": "b/di", "address": "10001"}]}]
+
+    async def main():
+        rig = Rig(tmp_path)
+        sim = await start_sim(devices)
+        sim.set_offline(2)
+        src = Source(source_config(devices, sim.port, poll_interval=0.02, offline_retry=3600), rig.context("plc"))
+        async with running(src):
+            await wait_until(lambda: src.counters["cycles_total"] >= 10)
+        await sim.stop()
+        rig.close()
+        return src, rig.readings()
+
+    src, readings = asyncio.run(main())
+    # four blocks of the dead device, one connection: only the first waited out its timeout
+    assert src.counters["timeouts_total"] == 1
+    assert src.ctx.status.snapshot()["devices_offline"] == ["plc-b"]
+    bad = {r.point for r in readings if r.quality == BAD}
+    assert bad == {"b/hr", "b/ir", "b/co", "b/di"}
+    assert sum(1 for r in readings if r.point == "a/t" and r.quality == GOOD) >= 9
