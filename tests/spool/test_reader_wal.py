@@ -28,7 +28,7 @@ def test_wal_bounded_while_a_reader_polls(open_spool, spool_path):
     reader = threading.Thread(target=poll)
     reader.start()
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         written = 0
         while written < 400_000 and time.monotonic() < deadline:  # ~60 MB through the WAL
             r = writer.submit(batch).result(10)
@@ -39,6 +39,8 @@ def test_wal_bounded_while_a_reader_polls(open_spool, spool_path):
         reader.join(10)
         writer.close()
     assert len(polls) > 20 and polls == sorted(polls)
-    total_mb = written * (len(batch[0][1]) + 16) / 1e6
-    # Without checkpoints recycling it, the WAL would hold everything written (tens of MB).
-    assert max(wal_sizes) < min(16e6, total_mb * 1e6 / 3), (max(wal_sizes), total_mb)
+    written_mb = written * len(batch[0][1]) / 1e6
+    assert written_mb > 25  # enough traffic that a pinned snapshot would push the WAL far past the bound
+    # A reader pinning a snapshot makes the WAL hold everything written (~1.3x the data);
+    # short read transactions let checkpoints recycle it (about 4 MB here).
+    assert max(wal_sizes) < 16e6, (max(wal_sizes), written_mb)
