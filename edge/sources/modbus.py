@@ -277,8 +277,13 @@ class _Connection:
             )
         except (ConnectionException, OSError) as exc:
             raise _ReadFailed(STATUS_NO_CONNECTION, f"connection lost: {exc}", True) from None
-        except (ModbusIOException, asyncio.TimeoutError) as exc:
-            raise _ReadFailed(STATUS_TIMEOUT, f"no response from device {block.device_id} within {self.cfg.timeout:g}s ({type(exc).__name__})", True) from None
+        except asyncio.TimeoutError:
+            raise _ReadFailed(STATUS_TIMEOUT, f"no response from device {block.device_id} within {self.cfg.timeout:g}s", True) from None
+        except ModbusIOException as exc:
+            # pymodbus signals a timeout and a mismatched answer (wrong unit or transaction id) the same way.
+            if "No response" in str(exc):
+                raise _ReadFailed(STATUS_TIMEOUT, f"no response from device {block.device_id} within {self.cfg.timeout:g}s", True) from None
+            raise _ReadFailed(STATUS_BAD_RESPONSE, f"bad response from device {block.device_id}: {exc}", False) from None
         except ModbusException as exc:
             raise _ReadFailed(STATUS_BAD_RESPONSE, f"bad response: {exc}", False) from None
         if rr.isError():
