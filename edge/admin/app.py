@@ -17,6 +17,7 @@ from typing import Any
 
 from flask import Flask, Response, abort, g, redirect, request, session, url_for
 
+from edge import __version__
 from edge.admin import auth
 from edge.admin.fmt import FILTERS
 from edge.admin.settings import AdminConfig, credentials, metrics_token
@@ -26,15 +27,6 @@ log = logging.getLogger("edge.admin")
 
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; connect-src 'self'")
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("zerobus-edge")
-    except Exception:  # running from a source tree without an installed distribution
-        return "0.1.0+src"
 
 
 @dataclass
@@ -77,11 +69,11 @@ def create_app(config: Any = None, *, env: dict[str, str] | None = None) -> Flas
         cfg=cfg, admin=admin, creds=dict(creds), token=str(token),
         limiter=auth.LoginLimiter(admin.login_attempts, float(admin.login_window)),
         commands_dir=Path(admin.commands_dir) if admin.commands_dir else data_dir / "admin-commands",
-        version=_version(),
+        version=__version__,
     )
     app = Flask(__name__, static_folder="static", template_folder="templates")
     app.config.update(
-        SECRET_KEY=auth.session_key(data_dir),
+        SECRET_KEY=auth.session_key(data_dir, creds),
         SESSION_COOKIE_NAME="edge_admin",
         SESSION_COOKIE_SECURE=bool(admin.secure_cookies),
         SESSION_COOKIE_HTTPONLY=True,

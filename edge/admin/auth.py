@@ -97,13 +97,26 @@ def csrf_ok(expected: str | None, given: str | None) -> bool:
     return bool(expected) and bool(given) and hmac.compare_digest(str(expected), str(given))
 
 
-def session_key(directory: Path) -> bytes:
-    """The cookie signing key, created once (0600) and shared by every worker."""
+def session_key(directory: Path, creds: Mapping[str, str] | None = None) -> bytes:
+    """The cookie signing key, created once (0600) and shared by every worker.
+
+    When the data directory is read-only (an admin container mounting the spool
+    volume read-only), the key is derived from the passwords instead: still shared
+    by every worker, and still only known to who knows an admin password.
+    """
     path = directory / "admin-session.key"
     try:
         return bytes.fromhex(path.read_text().strip())
     except (OSError, ValueError):
         pass
+    try:
+        return _create_key(directory, path)
+    except OSError:
+        material = "\0".join(f"{r}={p}" for r, p in sorted((creds or {}).items()))
+        return hashlib.sha256(b"edge-admin-session-key\0" + material.encode()).digest()
+
+
+def _create_key(directory: Path, path: Path) -> bytes:
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / f".admin-session.key.{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

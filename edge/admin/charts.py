@@ -26,6 +26,17 @@ def nice_ceiling(v: float) -> float:
     return 10 ** (exp + 1)
 
 
+def nice_step(v: float) -> float:
+    """Smallest round tick step (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8 x 10^k) at or above ``v``."""
+    if v <= 0:
+        return 0.25
+    exp = math.floor(math.log10(v))
+    for m in (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
+        if m * 10**exp >= v * (1 - 1e-12):
+            return m * 10**exp
+    return 10 ** (exp + 1)  # pragma: no cover
+
+
 def short_number(v: float) -> str:
     a = abs(v)
     for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
@@ -47,7 +58,7 @@ def line_chart(
     t1: float,
     title: str,
     unit: str = "",
-    width: int = 560,
+    width: int = 520,
     height: int = 200,
     fmt: Callable[[float], str] = short_number,
     marks: Sequence[tuple[float, float | None]] = (),
@@ -57,7 +68,7 @@ def line_chart(
     pw, ph = width - left - right, height - top - bottom
     span = max(1.0, t1 - t0)
     vmax = max([v for _, pts, _ in series for t, v in pts if t0 <= t <= t1 and v is not None] or [0.0])
-    ymax = nice_ceiling(vmax * 1.05) if vmax > 0 else 1.0
+    ymax = 4 * nice_step(vmax * 1.05 / 4) if vmax > 0 else 1.0
 
     def x(t: float) -> float:
         return left + (min(max(t, t0), t1) - t0) / span * pw
@@ -95,7 +106,7 @@ def line_chart(
             t, v = visible[0]
             out.append(f'<circle class="chart-dot {escape(cls)}" cx="{x(t):.1f}" cy="{y(v):.1f}" r="2.5"/>')
     for label, pts, cls in reversed(series):
-        legend_x -= 9 + 7 * len(label)
+        legend_x -= 9 + 7.5 * len(label)
         out.append(f'<rect class="chart-key {escape(cls)}" x="{legend_x:.0f}" y="6" width="10" height="10" rx="2"/>'
                    f'<text class="chart-legend" x="{legend_x + 14:.0f}" y="15">{escape(label)}</text>')
         legend_x -= 10

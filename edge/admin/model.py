@@ -25,6 +25,7 @@ UPLINK_STATES = {
 # Severity drives the colour of a state badge: ok / warn / bad / idle.
 SEVERITY = {
     "streaming": "ok", "connected": "ok", "running": "ok", "polling": "ok", "subscribed": "ok", "listening": "ok",
+    "backfilling": "ok", "subscribing": "warn", "subscribe_failed": "bad",
     "idle": "ok", "backing_off": "warn", "starting": "warn", "reconnecting": "warn", "connecting": "warn", "paused": "warn",
     "restarting": "warn", "degraded": "warn", "stale": "warn",
     "blocked": "bad", "egress_down": "bad", "error": "bad", "failed": "bad", "disconnected": "bad", "down": "bad",
@@ -190,7 +191,15 @@ def _errors(fwd: Mapping[str, Any]) -> list[dict]:
         out.append({"ts": _ts(fwd.get("last_error_ts")), "message": str(fwd["last_error"])[:500], "kind": "",
                     "phase": ""})
     out.sort(key=lambda e: e["ts"] or 0, reverse=True)
-    return out[:20]
+    # A link that is down fails the same way every retry: one line with a count says more than twenty.
+    grouped: list[dict] = []
+    for e in out:
+        if grouped and (grouped[-1]["phase"], grouped[-1]["message"]) == (e["phase"], e["message"]):
+            grouped[-1]["count"] += 1
+            grouped[-1]["first_ts"] = e["ts"]
+        else:
+            grouped.append({**e, "count": 1, "first_ts": e["ts"]})
+    return grouped[:20]
 
 
 def uplink(fwd: Mapping[str, Any] | None, stats: Mapping[str, Any], now: float, stale_after: float,

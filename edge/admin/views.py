@@ -58,8 +58,9 @@ def _charts(doc: dict, snap: reading.Snapshot) -> dict:
     now = doc["generated_ts"]
     t0 = now - float(st().admin.chart_window)
     if snap.samples:
+        # A young spool: span what exists (at least a minute) instead of hours of empty axis.
         t0 = max(t0, min(x["ts"] for x in snap.samples))
-    t0 = min(t0, now - 300)
+    t0 = min(t0, now - 60)
     cuts = [(c["down_ts"], c["up_ts"]) for c in doc["drills"]]
     depth = [(x["ts"], x["depth"]) for x in snap.samples if x["depth"] is not None]
     return {
@@ -172,6 +173,8 @@ def _act(action: str) -> dict:
         return commands.submit(st().commands_dir, action, args, by=current_role() or "?")
     except commands.CommandError as exc:
         abort(409, description=str(exc))
+    except OSError as exc:
+        abort(503, description=f"cannot record the request in {st().commands_dir}: {exc.strerror}")
 
 
 @bp.post("/actions/<action>")
@@ -292,6 +295,7 @@ def _forbidden(e):
 @bp.app_errorhandler(413)
 @bp.app_errorhandler(415)
 @bp.app_errorhandler(429)
+@bp.app_errorhandler(503)
 def _client_error(e):
     msg = getattr(e, "description", "") or e.name
     if request.path.startswith("/api/") or request.is_json:

@@ -134,6 +134,11 @@ def test_nice_ceiling(v, want):
     assert charts.nice_ceiling(v) == want
 
 
+@pytest.mark.parametrize("v, want", [(5050, 6000), (2500, 2500), (0.3, 0.3), (120, 150), (7, 8)])
+def test_nice_step(v, want):
+    assert charts.nice_step(v) == pytest.approx(want)
+
+
 def test_line_chart_draws_lines_bands_and_escapes_labels():
     svg = str(charts.line_chart([("a<b", [(0, 1), (50, 3), (100, 2)], "s-in")], t0=0, t1=100,
                                 title="T&T", marks=[(20, 40)]))
@@ -222,6 +227,14 @@ def test_session_key_is_shared_and_private(tmp_path):
     k1, k2 = auth.session_key(tmp_path), auth.session_key(tmp_path)
     assert k1 == k2 and len(k1) == 32
     assert (tmp_path / "admin-session.key").stat().st_mode & 0o077 == 0
+
+
+def test_session_key_without_a_writable_data_dir_is_derived_from_the_passwords(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    k1 = auth.session_key(blocker / "sub", {"admin": "a" * 10})
+    assert k1 == auth.session_key(blocker / "sub", {"admin": "a" * 10})
+    assert k1 != auth.session_key(blocker / "sub", {"admin": "b" * 10})
 
 
 def test_commands_round_trip(tmp_path):

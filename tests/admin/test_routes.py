@@ -14,7 +14,7 @@ from edge.admin.settings import AdminConfigError
 from edge.spool import Spool
 from edge.writer import SpoolWriter
 
-from tests.admin.conftest import ENV, PASSWORDS, TOKEN, forwarder_state, login, make_config
+from tests.admin.conftest import ENV, PASSWORDS, TOKEN, forwarder_state, login, make_config, source_state
 
 ROLES = (None, "viewer", "operator", "admin")
 PAGES = ["/", "/dead-letters", "/quarantine"]
@@ -242,3 +242,28 @@ def test_create_app_from_edge_config_env(tmp_path, spool_dir):
     app = create_app(env={**ENV, "EDGE_CONFIG": str(path)})
     s = login(app.test_client(), "admin").get("/api/status").json
     assert s["appliance_id"] == "from-env" and json.dumps(s).count(PASSWORDS["admin"]) == 0
+
+
+def test_requests_show_on_the_page_and_their_outcome(app, cfg):
+    c = client_for(app, "operator")
+    c.post("/actions/pause_forwarding", data={"csrf": csrf_of(c)})
+    html = c.get("/").data.decode()
+    assert "pending</span> pause forwarding" in html and "Operator request</th><td>pause" in html
+    d = cfg.data_dir + "/admin-commands"
+    commands.complete(d, commands.pending(d)[0]["id"], ok=False, detail="forwarder has no pause support yet")
+    html = c.get("/").data.decode()
+    assert "refused</span> pause forwarding" in html and "no pause support yet" in html
+
+
+def test_source_rate_from_two_observations(app, cfg):
+    c = client_for(app, "viewer")
+    w = SpoolWriter(Spool.open(cfg.spool.path, appliance_id="plant-7-edge", max_bytes=64 * 1024**2))
+    try:
+        w.put_state("source", "mqtt1", source_state("mqtt1", readings_total=1000)).result(10)
+        assert c.get("/api/sources").json["sources"][1]["rate"] is None
+        time.sleep(0.3)
+        w.put_state("source", "mqtt1", source_state("mqtt1", readings_total=1300)).result(10)
+        rate = [s for s in c.get("/api/sources").json["sources"] if s["name"] == "mqtt1"][0]["rate"]
+        assert 300 < rate < 1300  # 300 readings over ~0.3 s
+    finally:
+        w.close()
