@@ -307,7 +307,13 @@ class Forwarder:
         self._healthy = False
         self._last_persist = 0.0
         self._dirty = True
-        self._pending_acks: deque = deque()
+        # Last seqs of batches the service acked that the spool has not recorded yet; one
+        # writer.ack() at a time covers all of them (an ack is a delete + fsync: coalescing
+        # them keeps the spool's commit rate from capping the drain rate).
+        self._unrecorded: deque[int] = deque()
+        self._ack_future: Any = None
+        self._ack_future_seq = 0
+        self._ack_error = ""
         self._streams: list = []
         self._backlog = 0
         self._backlog_ts = 0.0
@@ -566,12 +572,14 @@ class Forwarder:
                     else:
                         self._c.sent += len(rows)
                     self._sent_hi = max(self._sent_hi, last)
-            if not window and self._pending_acks:
+            if not window and self._unrecorded:
                 # Nothing in flight but acks not yet in the spool: let the writer catch up.
-                try:
-                    self._pending_acks[0].result(timeout=WAIT_SLICE)
-                except Exception:
-                    pass
+                if self._ack_future is not None:
+                    try:
+                        self._ack_future.result(timeout=WAIT_SLICE)
+                    except Exception:
+                        self._stop.wait(WAIT_SLICE)
+                self._record_acks()
                 continue
             if not window:
                 for link in streams:
@@ -585,7 +593,7 @@ class Forwarder:
                     self._on_caught_up()
                 self._wake.wait(IDLE_POLL)
                 self._wake.clear()
-                self._reap_ack_futures()
+                self._record_acks()
                 self._persist()
                 continue
             idle_since = None
@@ -604,7 +612,7 @@ class Forwarder:
             if done is None:
                 raise self._stream_failure(link, None, "ack")
             if not done:
-                self._reap_ack_futures()
+                self._record_acks()
                 self._persist()
                 continue
             window.popleft()
@@ -615,9 +623,8 @@ class Forwarder:
     def _on_acked(self, b: _Batch) -> None:
         now = time.monotonic()
         latency = now - b.sent_at
-        fut = self.writer.ack(b.last_seq)
-        self._pending_acks.append(fut)
-        self._reap_ack_futures()
+        self._unrecorded.append(b.last_seq)
+        self._record_acks()
         first_after_cut = False
         with self._lock:
             c = self._c
@@ -750,26 +757,46 @@ class Forwarder:
         if set_protected is not None:
             set_protected(seq)
 
-    def _reap_ack_futures(self) -> None:
-        while self._pending_acks and self._pending_acks[0].done():
-            fut = self._pending_acks.popleft()
+    def _record_acks(self) -> None:
+        """Settle the writer.ack in progress; start one covering every acked batch not yet recorded."""
+        fut = self._ack_future
+        if fut is not None:
+            if not fut.done():
+                return
+            self._ack_future = None
             exc = fut.exception()
-            if exc is not None:
-                # The watermark did not move: those rows are resent later (duplicates, no loss).
-                self._record_error("spool", f"ack not recorded in the spool: {type(exc).__name__}: {exc}")
+            if exc is None:
+                while self._unrecorded and self._unrecorded[0] <= self._ack_future_seq:
+                    self._unrecorded.popleft()
+                self._ack_error = ""
+            else:
+                # The watermark did not move: those rows stay and may be resent (duplicates,
+                # never loss). Retried with the next ack; logged once per distinct error.
+                text = f"ack not recorded in the spool: {type(exc).__name__}: {exc}"
+                if text != self._ack_error:
+                    self._ack_error = text
+                    self._record_error("spool", text)
+        if self._unrecorded:
+            self._ack_future_seq = self._unrecorded[-1]
+            self._ack_future = self.writer.ack(self._ack_future_seq)
 
     def _unsettled(self) -> int:
-        self._reap_ack_futures()
-        return len(self._pending_acks)
+        self._record_acks()
+        return len(self._unrecorded)
 
     def _drain_ack_futures(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while self._pending_acks:
-            fut = self._pending_acks.popleft()
+        while self._unrecorded and time.monotonic() < deadline:
+            self._record_acks()
+            fut = self._ack_future
+            if fut is None:
+                break
             try:
                 fut.result(timeout=max(0.0, deadline - time.monotonic()))
-            except Exception as exc:
-                self._record_error("spool", f"ack not recorded in the spool: {type(exc).__name__}: {exc}")
+            except Exception:
+                pass
+            if self._ack_error:
+                break
 
     def _record_error(self, phase: str, reason: str) -> None:
         reason = self._scrub(reason)
