@@ -177,8 +177,11 @@ class ZerobusService:
                 done, _ = await asyncio.wait({read, acker}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 if acker in done:
                     read.cancel()
-                    acker.result()  # raises the store error
-                    return
+                    exc = acker.exception()
+                    if exc is None:
+                        return
+                    # A failed commit is the server's problem: retriable, the SDK resends.
+                    raise StreamFailed(grpc.StatusCode.INTERNAL, f"store commit failed: {exc}")
                 if not done:  # the close_stream_signal grace period ran out
                     read.cancel()
                     break
