@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import fcntl
 import itertools
 import json
 import logging
@@ -238,6 +239,31 @@ def _read_meta(conn: sqlite3.Connection) -> _Meta | None:
     vals = list(row)
     vals[7] = json.loads(vals[7] or "{}")
     return _Meta(*vals)
+
+
+class _WriterLock:
+    """``<spool>.lock`` held with flock for as long as a Spool is open: exactly one
+    writer per spool, or two processes would hand out the same seqs. The kernel
+    drops it when the process dies, so a crash never leaves a stale lock."""
+
+    def __init__(self, spool_path: Path):
+        self.path = spool_path.with_name(spool_path.name + ".lock")
+        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(self._fd)
+            self._fd = None
+            raise SpoolError(f"spool {spool_path} is already open for writing (pid {holder}); "
+                             "exactly one process may write a spool") from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
 
 
 class SeqReservation:
@@ -500,6 +526,7 @@ class Spool:
         self._background: threading.Thread | None = None
         self._background_result: tuple[str, Any] | None = None
         self._after_full = False
+        self._lock: _WriterLock | None = None
         self._pending: list[Sequence[tuple[int, bytes]]] = []  # appended in this transaction, not yet inserted
         self._pending_first = self._pending_last = 0
 
@@ -523,6 +550,20 @@ class Spool:
             raise BadRequest(f"max_bytes must be positive, got {max_bytes}")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        lock = _WriterLock(path)
+        try:
+            spool = cls._open_locked(path, appliance_id=appliance_id, max_bytes=max_bytes, when_full=when_full,
+                                     max_age_s=max_age_s, min_free_bytes=min_free_bytes,
+                                     full_check_max_bytes=full_check_max_bytes)
+        except BaseException:
+            lock.release()
+            raise
+        spool._lock = lock
+        return spool
+
+    @classmethod
+    def _open_locked(cls, path: Path, *, appliance_id: str, max_bytes: int, when_full: str,
+                     max_age_s: float | None, min_free_bytes: int, full_check_max_bytes: int) -> "Spool":
         seq = SeqReservation(path)
         corrupt: dict | None = None
         deferred_check = False
@@ -1046,6 +1087,9 @@ class Spool:
         except sqlite3.Error as e:
             log.info("final checkpoint skipped: %s", e)
         self._conn.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
 
 def _previous_check_failed(path: Path) -> bool:

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from edge.spool import SCHEMA_VERSION, BadRequest, Spool, SpoolReader
+from edge.spool import SCHEMA_VERSION, BadRequest, Spool, SpoolError, SpoolReader
 
 from .conftest import BASE_TS, accounting, body, items
 
@@ -157,3 +157,12 @@ def test_stats_rates_from_samples(open_spool):
 def test_invalid_settings():
     with pytest.raises(BadRequest):
         Spool.open("/tmp/never.db", appliance_id="a", max_bytes=10, when_full="explode")
+
+
+def test_one_writer_per_spool(open_spool, spool_path):
+    s = open_spool()
+    with pytest.raises(SpoolError, match="already open for writing"):
+        Spool.open(spool_path, appliance_id="app-1", max_bytes=1 << 20)
+    s.append(items(1))  # the first writer is unaffected
+    s.close()
+    open_spool().append(items(1))  # released on close
