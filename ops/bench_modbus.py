@@ -1,8 +1,10 @@
 """Benchmark: Modbus TCP block reads/s through the collector vs a bare pymodbus client.
 
 Starts ``--servers`` simulator processes (``python -m simulators.modbus``, one
-core each at most), each serving one device with ``--blocks`` blocks of 125
-holding registers. Then, in this process:
+core each at most; ``--engine lean`` by default, because pymodbus' own server
+costs ~120-150 us of CPU per request and would be what gets measured), each
+serving one device with ``--blocks`` blocks of 125 holding registers. Then, in
+this process:
 
 1. baseline: one bare ``AsyncModbusTcpClient`` on one connection reads
    125-register blocks back to back for ``--seconds``;
@@ -15,7 +17,7 @@ holding registers. Then, in this process:
 Prints both rates and their ratio (one request in flight per connection is the
 protocol's limit, so the gain comes from connections and servers):
 
-    PYTHONPATH=. .venv/bin/python ops/bench_modbus.py [--seconds 5] [--servers 2] [--connections 4] [--blocks 32]
+    PYTHONPATH=. .venv/bin/python ops/bench_modbus.py [--seconds 5] [--servers 2] [--connections 4] [--blocks 32] [--engine lean]
 
 Figures are noisy on a shared machine: compare the lines of one run.
 """
@@ -63,12 +65,12 @@ def proc_cpu_s(pid: int) -> float:
         return float("nan")
 
 
-def start_servers(n: int, map_path: Path) -> tuple[list[subprocess.Popen], list[int]]:
+def start_servers(n: int, map_path: Path, engine: str = "lean") -> tuple[list[subprocess.Popen], list[int]]:
     procs, ports = [], []
     for _ in range(n):
         p = subprocess.Popen(
             [sys.executable, "-m", "simulators.modbus", "--map", str(map_path), "--port", "0",
-             "--tick", "3600", "--report", "3600"],
+             "--tick", "3600", "--report", "3600", "--engine", engine],
             cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
         line = p.stdout.readline()
@@ -133,6 +135,8 @@ def main() -> int:
     ap.add_argument("--servers", type=int, default=2)
     ap.add_argument("--connections", type=int, default=4, help="connections per simulator")
     ap.add_argument("--blocks", type=int, default=32, help="125-register blocks per device")
+    ap.add_argument("--engine", choices=("lean", "pymodbus"), default="lean",
+                    help="simulator engine: lean (default, cheap per request) or the pymodbus server")
     a = ap.parse_args()
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     with tempfile.TemporaryDirectory() as tmp:
@@ -141,7 +145,8 @@ def main() -> int:
 
         devices = bench_devices(a.blocks)
         (tmp / "map.yaml").write_text(yaml.safe_dump({"devices": devices, "plant": {"lines": 1, "seed": 0}}))
-        procs, ports = start_servers(a.servers, tmp / "map.yaml")
+        procs, ports = start_servers(a.servers, tmp / "map.yaml", a.engine)
+        print(f"simulators: {a.servers} x engine {a.engine}")
         try:
             base, base_cpu, base_srv = asyncio.run(baseline(ports[0], a.seconds, procs[0].pid))
             print(f"baseline  bare pymodbus client, 1 connection, 1 server: {base:10,.0f} block reads/s (125 registers); "
@@ -154,7 +159,7 @@ def main() -> int:
                   f"{res['server_cpu_us_per_read']:.0f} us; cores busy {res['cpu_busy']:.2f} of {os.cpu_count()} "
                   f"(load average {os.getloadavg()[0]:.1f})")
             print(json.dumps({"baseline_reads_per_s": round(base), "collector_reads_per_s": round(res["reads_per_s"]),
-                              "ratio": round(res["reads_per_s"] / base, 2), "servers": a.servers,
+                              "ratio": round(res["reads_per_s"] / base, 2), "servers": a.servers, "engine": a.engine,
                               "connections": a.connections, "errors": res["errors"],
                               "client_cpu_us_per_read": round(res["client_cpu_us_per_read"]),
                               "baseline_client_cpu_us_per_read": round(base_cpu),

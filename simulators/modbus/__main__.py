@@ -47,6 +47,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--exception", action="append", default=[], metavar="DEV:CODE:START[-END]")
     ap.add_argument("--fault", action="append", default=[], metavar="TARGET:KIND:START[-END]")
     ap.add_argument("--down", action="append", default=[], metavar="START-END")
+    ap.add_argument("--engine", choices=("pymodbus", "lean"), default="pymodbus",
+                    help="pymodbus server (default) or the lean read-only engine for load tests")
     ap.add_argument("--report", type=float, default=5.0, help="seconds between report lines")
     ap.add_argument("--duration", type=float, help="exit after this many seconds")
     return ap.parse_args(argv)
@@ -98,7 +100,7 @@ async def main(argv: list[str] | None = None) -> int:
         start, end = _span(span)
         plant.inject(target, kind, start * a.speed, None if end is None else end * a.speed)
 
-    sim = PlantModbusServer(cfg, plant, host=a.host, port=a.port, speed=a.speed)
+    sim = PlantModbusServer(cfg, plant, host=a.host, port=a.port, speed=a.speed, engine=a.engine)
     sim.tick(0.0)
     port = await sim.start()
     _emit("listening", host=a.host, port=port, devices=sim.store.devices, points=len(sim.points),

@@ -35,6 +35,7 @@ from edge.configtypes import build
 from edge.sources import modbus_decode as dec
 from edge.sources.modbus import Config
 from edge.sources.modbus_plan import TABLES, PointSpec
+from simulators.modbus.lean import LeanServer
 from simulators.plant import Plant
 
 log = logging.getLogger("simulators.modbus")
@@ -139,7 +140,11 @@ def raw_words(p: PointSpec, value: Any, current: list) -> list:
 
 
 class PlantModbusServer:
-    def __init__(self, cfg: Config, plant: Plant | None = None, host: str = "127.0.0.1", port: int = 0, speed: float = 1.0):
+    def __init__(self, cfg: Config, plant: Plant | None = None, host: str = "127.0.0.1", port: int = 0, speed: float = 1.0,
+                 engine: str = "pymodbus"):
+        if engine not in ("pymodbus", "lean"):
+            raise ValueError(f"engine must be pymodbus or lean, got {engine!r}")
+        self.engine = engine
         self.cfg = cfg
         self.plant = plant
         self.host = host
@@ -151,7 +156,7 @@ class PlantModbusServer:
         self.bound = [p for p in self.points if p.name in signals]
         self.unbound = [p for p in self.points if p.name not in signals]
         self._by_name = {p.name: p for p in self.points}
-        self._server: ModbusTcpServer | None = None
+        self._server: ModbusTcpServer | LeanServer | None = None
         self.ticks = 0
         self.updates = 0
 
@@ -198,17 +203,24 @@ class PlantModbusServer:
     # ---- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> int:
-        """Listen (again) on 127.0.0.1:port (port 0: a free one, kept for restarts); returns the port."""
-        server = ModbusTcpServer(self.store, address=(self.host, self.port), ignore_missing_devices=True)
-        await server.serve_forever(background=True)
+        """Listen (again) on host:port (port 0: a free one, kept for restarts); returns the port."""
+        if self.engine == "lean":
+            server = LeanServer(self.store, self.host, self.port)
+            port = await server.start()
+        else:
+            server = ModbusTcpServer(self.store, address=(self.host, self.port), ignore_missing_devices=True)
+            await server.serve_forever(background=True)
+            port = server.transport.sockets[0].getsockname()[1]
         self._server = server
-        if self.port == 0:
-            self.port = server.transport.sockets[0].getsockname()[1]
+        self.port = port
         return self.port
 
     async def stop(self) -> None:
         if self._server is not None:
-            await self._server.shutdown()
+            if isinstance(self._server, LeanServer):
+                await self._server.stop()
+            else:
+                await self._server.shutdown()
             self._server = None
 
     async def run_plant(self, tick: float = 0.1, t0: float = 0.0) -> None:
@@ -222,7 +234,7 @@ class PlantModbusServer:
     def report(self) -> dict[str, Any]:
         s = self.store
         return {
-            "port": self.port, "devices": s.devices, "points": len(self.points), "plant_points": len(self.bound),
+            "engine": self.engine, "port": self.port, "devices": s.devices, "points": len(self.points), "plant_points": len(self.bound),
             "static_points": len(self.unbound), "ticks": self.ticks, "updates": self.updates,
             "requests": s.requests, "answered": s.answered, "exception_responses": s.errors,
             "offline": sorted(s.offline), "exceptions": {str(k): v for k, v in sorted(s.exceptions.items())},

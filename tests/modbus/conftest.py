@@ -57,9 +57,9 @@ def source_config(devices: list[dict], port: int, **options: Any) -> Config:
     return build(Config, raw, "sources[0]")
 
 
-async def start_sim(devices: list[dict], plant=None, **map_options: Any) -> PlantModbusServer:
+async def start_sim(devices: list[dict], plant=None, engine: str = "pymodbus", **map_options: Any) -> PlantModbusServer:
     cfg, _ = parse_map({"devices": devices, **map_options})
-    sim = PlantModbusServer(cfg, plant)
+    sim = PlantModbusServer(cfg, plant, engine=engine)
     await sim.start()
     return sim
 

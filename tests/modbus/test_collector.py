@@ -16,6 +16,9 @@ from simulators.modbus.server import PlantModbusServer, load_map
 from simulators.plant import Plant
 from tests.modbus.conftest import Rig, running, source_config, start_sim, wait_until
 
+# The pymodbus server engine, and the lean one used for load tests: both must serve the same bytes and faults.
+ENGINES = pytest.mark.parametrize("engine", ["pymodbus", "lean"])
+
 SAMPLES = {
     "int16": -12345, "uint16": 54321, "int32": -123456789, "uint32": 3_000_000_000,
     "int64": -(1 << 62) - 5, "uint64": (1 << 64) - 2, "float32": -1234.5, "float64": 2.718281828459045,
@@ -81,11 +84,12 @@ def expected_values():
     return out
 
 
-def test_every_type_and_order_end_to_end(tmp_path):
+@ENGINES
+def test_every_type_and_order_end_to_end(tmp_path, engine):
     async def main():
         devices = every_type_and_order()
         rig = Rig(tmp_path)
-        sim = await start_sim(devices)
+        sim = await start_sim(devices, engine=engine)
         expected = expected_values()
         for name, v in expected.items():
             sim.set_value(name, v)
@@ -123,10 +127,11 @@ TWO_DEVICES = [
 ]
 
 
-def test_device_offline_and_back(tmp_path):
+@ENGINES
+def test_device_offline_and_back(tmp_path, engine):
     async def main():
         rig = Rig(tmp_path)
-        sim = await start_sim(TWO_DEVICES)
+        sim = await start_sim(TWO_DEVICES, engine=engine)
         for name in ("a/t", "b/t"):
             sim.set_value(name, 1.5)
         src = Source(source_config(TWO_DEVICES, sim.port, poll_interval=0.05, offline_retry=0.2, bad_repeat=0.5),
@@ -165,10 +170,11 @@ def test_device_offline_and_back(tmp_path):
     assert all(r.quality == GOOD for r in readings if r.point.startswith("a/"))
 
 
-def test_endpoint_down_and_back(tmp_path):
+@ENGINES
+def test_endpoint_down_and_back(tmp_path, engine):
     async def main():
         rig = Rig(tmp_path)
-        sim = await start_sim(TWO_DEVICES)
+        sim = await start_sim(TWO_DEVICES, engine=engine)
         src = Source(source_config(TWO_DEVICES, sim.port, poll_interval=0.05, offline_retry=0.1), rig.context("plc"))
         status = src.ctx.status
         async with running(src):
@@ -193,7 +199,8 @@ def test_endpoint_down_and_back(tmp_path):
     assert status.snapshot()["errors_total"] >= 1
 
 
-def test_exception_responses_are_reported(tmp_path):
+@ENGINES
+def test_exception_responses_are_reported(tmp_path, engine):
     devices_sim = [{"device_id": 1, "points": [{"name": "ok", "address": "40001"}]}]
     # The collector asks for a register the device does not have, in its own block.
     devices_cfg = [{"device_id": 1, "points": [{"name": "ok", "address": "40001"},
@@ -201,7 +208,7 @@ def test_exception_responses_are_reported(tmp_path):
 
     async def main():
         rig = Rig(tmp_path)
-        sim = await start_sim(devices_sim)
+        sim = await start_sim(devices_sim, engine=engine)
         sim.set_value("ok", 42)
         src = Source(source_config(devices_cfg, sim.port, poll_interval=0.05, bad_repeat=0.0), rig.context("plc"))
         status = src.ctx.status
