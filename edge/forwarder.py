@@ -56,6 +56,7 @@ HEARTBEAT_INTERVAL = 10.0
 IDLE_POLL = 0.05
 WAIT_SLICE = 0.25
 CLOSE_TIMEOUT = 2.0
+STOP_GRACE = 3.0
 
 _PROXY_VARS = ("grpc_proxy", "GRPC_PROXY", "https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY")
 
@@ -420,13 +421,15 @@ class Forwarder:
     def _on_failure(self, f: _Failure) -> None:
         out = f.outcome
         self._close_streams()
+        starts_cut = self._healthy and self._cut is None and f.phase != "idle"
+        backlog = self._backlog_now() if starts_cut else 0
         with self._lock:
             self._c.failures += 1
             self._inflight = 0
             self._errors.append({"ts": time.time(), "phase": f.phase, "kind": type(out).__name__, "reason": out.reason})
-            if self._healthy and self._cut is None and f.phase != "idle":
+            if starts_cut:
                 self._c.cuts += 1
-                self._cut = _Cut(started_ts=time.time(), backlog_start=self._backlog_now())
+                self._cut = _Cut(started_ts=time.time(), backlog_start=backlog, backlog_peak=backlog)
             if self._cut is not None:
                 self._cut.errors += 1
             self._healthy = False
@@ -456,6 +459,7 @@ class Forwarder:
     def _session(self) -> None:
         """Open the streams and pump until a failure (raised) or stop (returns)."""
         self._set_state("connecting", "")
+        self._update_cut_backlog(force=True)
         self._acked_hi = max(self._acked_hi, int(self._reader.watermark()))
         sdk = self._sdk_factory(self.cfg)
         self._streams = []
@@ -539,9 +543,15 @@ class Forwarder:
         limit_rows = int(self.cfg.batch_max_records)
         ack_timeout = float(self.cfg.ack_timeout)
         idle_since = None
+        stop_by = None
         while True:
             if self._stop.is_set():
-                raise _Stop()
+                # Let the batches already in flight be acked (fewer duplicates after a clean
+                # restart), but never wait longer than STOP_GRACE.
+                stop_by = stop_by or time.monotonic() + STOP_GRACE
+                if not window or time.monotonic() > stop_by:
+                    raise _Stop()
+                cap = 0
             # Fill every stream's window.
             # Batches acked by the service but not yet recorded in the spool count against the
             # window too: after a crash everything above the spool's watermark is resent, so
@@ -811,8 +821,12 @@ class Forwarder:
         with self._lock:
             if state == self._state and reason == self._reason:
                 return
+            routine = {state, self._state} <= {"idle", "streaming"}
             self._state, self._reason, self._since = state, reason, time.time()
-        self._persist(force=True)
+            self._dirty = True
+        # Trickling data flips idle <-> streaming many times a second: those go out with
+        # the ~1/s persistence; every other transition is written at once.
+        self._persist(force=not routine)
 
     def _persist(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -836,8 +850,8 @@ class Forwarder:
         self._backlog_ts = time.monotonic()
         return self._backlog
 
-    def _update_cut_backlog(self) -> None:
-        if self._cut is None or time.monotonic() - self._backlog_ts < 1.0:
+    def _update_cut_backlog(self, force: bool = False) -> None:
+        if self._cut is None or (not force and time.monotonic() - self._backlog_ts < 1.0):
             return
         backlog = self._backlog_now()
         with self._lock:

@@ -182,3 +182,27 @@ def test_emulator_sigkill_and_restart_resumes_without_loss(rig):
     _assert_complete(rig, res.first_seq, res.last_seq)
     st = fwd.state()
     assert st["egress_cuts_total"] >= 1
+
+
+def test_egress_cut_is_recorded_for_the_drill_timeline(rig):
+    res = rig.append(2000)
+    fwd = rig.start(batch_max_records=100)
+    rig.wait_delivered(res.last_seq)
+    rig.wait_state("idle")
+    rig.emu.set_faults({"down": True})
+    more = rig.append(500)  # arrives during the cut: stays in the spool
+    st = rig.wait_state("backing_off")
+    time.sleep(1.5)
+    rig.append(500)
+    assert fwd.state()["egress_cuts"][-1].get("open") is True
+    rig.emu.set_faults({"down": False})
+    rig.wait_delivered(more.last_seq + 500, timeout=60)
+    rig.wait_state("idle")
+    st = fwd.state()
+    assert st["egress_cuts_total"] == 1
+    cut = st["egress_cuts"][-1]
+    assert "open" not in cut
+    assert cut["outage_s"] >= 1.0 and cut["drain_s"] is not None and cut["drain_s"] >= 0
+    assert cut["backlog_start"] >= 0 and cut["backlog_peak"] >= 1000
+    assert cut["errors"] >= 1
+    _assert_complete(rig, res.first_seq, more.last_seq + 500)
