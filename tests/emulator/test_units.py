@@ -187,3 +187,33 @@ def test_faults_validate_count_and_retire():
     assert f.take_token_error() == 500 and f.take_token_error() is None and f.down
     f.update({"down": False})
     assert not f.down
+
+
+def test_store_rows_by_runs_and_rebuild(tmp_path, columns):
+    from simulators.zerobus.store import Store, runs_of
+
+    assert runs_of(["a", "a", "b", "a", None, "a"], [1, 2, 7, 3, None, 4]) == [("a", 1, 2, 0), ("b", 7, 7, 2), ("a", 3, 3, 3), ("a", 4, 4, 5)]
+    codec = ProtoCodec(reading_descriptor().SerializeToString(), columns)
+    live = Ledger()
+    store = Store(str(tmp_path / "s.sqlite"), live)
+    store.start()
+    batches = [
+        readings("a", range(0, 50)),  # one run
+        readings("a", range(40, 60)) + readings("b", range(5)) + [marker("a", 60, 69)],  # mixed: runs + marker
+        readings("a", range(70, 80)),
+    ]
+    for i, recs in enumerate(batches):
+        store.add_batch("t", "s1", i, codec.decode(recs)).result(timeout=10)
+    rows = store.rows("t", "a", from_seq=38, limit=8)
+    assert [(r["seq"], r["kind"]) for r in rows] == [(38, "reading"), (39, "reading"), (40, "reading"), (40, "reading"),
+                                                     (41, "reading"), (41, "reading"), (42, "reading"), (42, "reading")]
+    assert [r["seq"] for r in store.rows("t", "a", from_seq=49, limit=4)] == [49, 49, 50, 51]
+    assert [r["seq"] for r in store.rows("t", "a", from_seq=59, limit=3)] == [59, 60, 70]
+    assert [r["seq"] for r in store.rows("t", "b")] == [0, 1, 2, 3, 4]
+    assert len(store.rows("t", limit=1000)) == 86
+    store.close()
+    rebuilt = Ledger()
+    Store(str(tmp_path / "s.sqlite"), rebuilt).rebuild()
+    assert rebuilt.snapshot() == live.snapshot()
+    a = live.snapshot()["tables"]["t"]["appliances"]["a"]
+    assert (a["missing"], a["unexplained_missing"]) == ([[61, 69]], [])
