@@ -99,8 +99,10 @@ def render(status: Mapping[str, Any], stats: Mapping[str, Any], forwarder: Mappi
              [({"cause": c}, v) for c, v in sorted(causes.items())])
     w.one("loss_markers_total", "counter", "Loss markers written for dropped or dead-lettered ranges.",
           lo["loss_markers"])
-    w.one("dead_letters", "gauge", "Records held in the dead-letter table.", lo["dead_letters"])
-    w.one("quarantined", "gauge", "Unparseable source payloads held in quarantine.", lo["quarantined"])
+    w.one("readings_dead_lettered_total", "counter", "Records ZeroBus rejected, moved to the dead-letter table.",
+          lo["dead_letters"])
+    w.one("payloads_quarantined_total", "counter", "Source payloads that could not become readings, quarantined.",
+          lo["quarantined"])
     w.one("spool_depth_readings", "gauge", "Undelivered records in the spool.", bl["depth_rows"])
     w.one("spool_bytes", "gauge", "Bytes charged against the spool budget.", bl["depth_bytes"])
     w.one("spool_budget_bytes", "gauge", "The spool budget in bytes.", bl["budget_bytes"])

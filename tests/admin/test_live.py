@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -27,7 +28,7 @@ from tests.admin.browser import login_cookie
 from tests.admin.conftest import ENV, PASSWORDS, forwarder_state, source_state
 from tests.admin.live import ROOT, Gunicorn, Ingest
 
-PHASE_S = 3.0
+PHASE_S = 2.0
 MiB = 1024 * 1024
 
 
@@ -104,34 +105,45 @@ def test_page_under_load_does_not_slow_ingest_and_the_wal_stays_bounded(tmp_path
                 result = json.loads(out.decode().strip().splitlines()[-1])
             return ingest.rows_between(t0, t1) / (t1 - t0), result
 
+        # Alternate idle and loaded phases so drift in the shared machine's load hits both alike.
         rates, loads = {}, {}
-        for name, interval in (("idle1", None), ("operators", 1.0), ("idle2", None), ("stress", 0.0),
-                               ("idle3", None)):
-            rates[name], loads[name] = phase(interval)
+        plan = [("idle", None), ("operators", 1.0)] * 3 + [("stress", 0.0), ("idle", None)]
+        for i, (name, interval) in enumerate(plan):
+            rate, load = phase(interval)
+            rates.setdefault(name, []).append(rate)
+            loads.setdefault(name, {"n": 0, "lat": [], "errors": []})
+            for k in ("lat", "errors"):
+                loads[name][k] += load[k]
+            loads[name]["n"] += load["n"]
+        stall = max(ingest.latencies)
     finally:
         ingest.stop()
         stop_wal.set()
         gun.stop()
         writer.close()
 
-    baseline = (rates["idle1"] + rates["idle2"] + rates["idle3"]) / 3
-    for name in ("operators", "stress"):
+    baseline = statistics.median(rates["idle"])
+    operators = statistics.median(rates["operators"])
+    stress = rates["stress"][0]
+    for name, rate in (("operators", operators), ("stress", stress)):
         lat = sorted(loads[name]["lat"])
         p50 = lat[len(lat) // 2] * 1000 if lat else float("nan")
         p99 = lat[int(len(lat) * 0.99)] * 1000 if lat else float("nan")
-        print(f"\n{name}: {len(lat)} page requests in {PHASE_S:.0f}s, p50 {p50:.1f} ms, p99 {p99:.1f} ms; "
-              f"ingest {rates[name]:,.0f} rows/s = {rates[name] / baseline:.2f} x idle")
-    print(f"idle ingest: {', '.join(f'{rates[k]:,.0f}' for k in ('idle1', 'idle2', 'idle3'))} rows/s; "
-          f"WAL max {wal_max[0] / MiB:.1f} MiB")
+        print(f"\n{name}: {len(lat)} page requests, p50 {p50:.1f} ms, p99 {p99:.1f} ms; "
+              f"ingest {rate:,.0f} rows/s = {rate / baseline:.2f} x idle")
+    print(f"idle ingest: {', '.join(f'{r:,.0f}' for r in rates['idle'])} rows/s (median {baseline:,.0f}); "
+          f"operators phases: {', '.join(f'{r:,.0f}' for r in rates['operators'])}; "
+          f"slowest 1000-row commit {stall * 1000:.0f} ms; WAL max {wal_max[0] / MiB:.1f} MiB")
     assert not ingest.errors, ingest.errors[:3]
     for name in ("operators", "stress"):
         assert not loads[name]["errors"], loads[name]["errors"][:5]
-    assert loads["operators"]["n"] >= 6 and loads["stress"]["n"] >= 20
+    assert loads["operators"]["n"] >= 15 and loads["stress"]["n"] >= 20
     assert baseline > 1000
-    # Generous (2 cores shared with other test runs): three operators refreshing every second cost
-    # nothing measurable; even a tight request loop must leave the writer most of its rate.
-    assert rates["operators"] > 0.5 * baseline
-    assert rates["stress"] > 0.2 * baseline
+    # Generous bounds (2 cores shared with other test runs): what they catch is a page that blocks
+    # the writer (a lock or a pinned snapshot shows as stalls and a collapsed rate), not CPU sharing.
+    assert operators > 0.4 * baseline
+    assert stress > 0.1 * baseline
+    assert stall < 5.0
     assert wal_max[0] < 96 * MiB  # the writer checkpoints at 16 MiB; readers must never pin it
     log = gun.log_tail(1_000_000)
     assert "Traceback" not in log
