@@ -1,0 +1,164 @@
+"""Modbus source configuration: the YAML keys, and their validation into PointSpecs and planned blocks.
+
+Every option is explained in ``edge/sources/README-modbus.md`` (a test keeps the
+two in step). Pure: no I/O. Errors name the field, e.g.
+``sources[0].devices[1].points[3].length: is required for type string``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from edge.config import SourceBase
+from edge.configtypes import ConfigError, Duration
+from edge.sources import modbus_decode as dec
+from edge.sources.modbus_plan import MAX_BITS, MAX_REGISTERS, TABLES, PointSpec, check_overlaps, parse_address, plan_blocks
+
+Table = Literal["coils", "discrete_inputs", "holding_registers", "input_registers"]
+DType = Literal["bool", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "string"]
+Order = Literal["ABCD", "DCBA", "BADC", "CDAB"]
+
+
+@dataclass
+class PointConfig:
+    name: str
+    address: int | str
+    table: Table | None = None
+    type: DType | None = None  # default: bool on coils/discrete_inputs, uint16 on registers
+    order: Order | None = None  # default: the device's, else the source's
+    length: int | None = None  # registers, for type string
+    bit: int | None = None  # 0..15, for type bool on a register
+    scale: float = 1.0
+    offset: float = 0.0
+    unit: str | None = None
+    poll_interval: Duration | None = None
+    deadband: float | None = None
+
+
+@dataclass
+class DeviceConfig:
+    device_id: int
+    points: list[PointConfig]
+    name: str | None = None  # shown in devices_offline; default "device<id>"
+    order: Order | None = None
+    poll_interval: Duration | None = None
+
+    def validate(self, path: str) -> None:
+        if not 0 <= self.device_id <= 255:
+            raise ConfigError(f"{path}.device_id", f"must be 0..255, got {self.device_id}")
+        if not self.points:
+            raise ConfigError(f"{path}.points", "a device needs at least one point")
+
+
+@dataclass
+class Config(SourceBase):
+    host: str = ""
+    port: int = 502
+    devices: list[DeviceConfig] = field(default_factory=list)
+    address_base: Literal[0, 1] = 0
+    order: Order = "ABCD"
+    connections: int = 1
+    timeout: Duration = Duration(1.0)
+    retries: int = 0
+    reconnect_delay: Duration = Duration(0.5)
+    reconnect_delay_max: Duration = Duration(10.0)
+    poll_interval: Duration = Duration(1.0)
+    max_block_registers: int = MAX_REGISTERS
+    max_block_bits: int = MAX_BITS
+    max_gap: int = 0
+    report: Literal["always", "on_change"] = "always"
+    deadband: float = 0.0
+    heartbeat: Duration = Duration(60.0)
+    bad_repeat: Duration = Duration(10.0)
+    offline_retry: Duration = Duration(5.0)
+
+    def validate(self, path: str) -> None:
+        super().validate(path)
+        if not self.host.strip():
+            raise ConfigError(f"{path}.host", "is required (the PLC or gateway address)")
+        if not 1 <= self.port <= 65535:
+            raise ConfigError(f"{path}.port", f"must be 1..65535, got {self.port}")
+        if not self.devices:
+            raise ConfigError(f"{path}.devices", "at least one device with points is required")
+        if not 1 <= self.connections <= 16:
+            raise ConfigError(f"{path}.connections", "must be 1..16 (check how many the device accepts)")
+        if not 0.05 <= self.timeout <= 60:
+            raise ConfigError(f"{path}.timeout", "must be between 50ms and 60s")
+        if not 0 <= self.retries <= 5:
+            raise ConfigError(f"{path}.retries", "must be 0..5")
+        if self.reconnect_delay_max < self.reconnect_delay or self.reconnect_delay <= 0:
+            raise ConfigError(f"{path}.reconnect_delay_max", "must be >= reconnect_delay > 0")
+        if not 1 <= self.max_block_registers <= MAX_REGISTERS:
+            raise ConfigError(f"{path}.max_block_registers", f"must be 1..{MAX_REGISTERS} (the protocol limit)")
+        if not 1 <= self.max_block_bits <= MAX_BITS:
+            raise ConfigError(f"{path}.max_block_bits", f"must be 1..{MAX_BITS} (the protocol limit)")
+        if not 0 <= self.max_gap <= MAX_REGISTERS:
+            raise ConfigError(f"{path}.max_gap", f"must be 0..{MAX_REGISTERS}")
+        for key in ("poll_interval", "heartbeat", "offline_retry"):
+            if getattr(self, key) < 0.001:
+                raise ConfigError(f"{path}.{key}", "must be at least 1ms")
+        self.points = build_points(self, path)
+        self.blocks = plan_blocks(
+            self.points, max_registers=self.max_block_registers, max_bits=self.max_block_bits, max_gap=self.max_gap
+        )
+
+
+def build_points(cfg: Config, path: str) -> list[PointSpec]:
+    """Validate every point against its table and type; raise ConfigError naming the field."""
+    out: list[PointSpec] = []
+    names: dict[str, str] = {}
+    ids: dict[int, str] = {}
+    for di, dev in enumerate(cfg.devices):
+        dpath = f"{path}.devices[{di}]"
+        if dev.device_id in ids:
+            raise ConfigError(f"{dpath}.device_id", f"device {dev.device_id} is already configured at {ids[dev.device_id]}")
+        ids[dev.device_id] = dpath
+        for pi, pt in enumerate(dev.points):
+            ppath = f"{dpath}.points[{pi}]"
+            if pt.name in names:
+                raise ConfigError(f"{ppath}.name", f"duplicate point name {pt.name!r} (also at {names[pt.name]})")
+            names[pt.name] = ppath
+            table, address = parse_address(pt.address, pt.table, cfg.address_base, ppath)
+            bit_table = TABLES[table][1]
+            dtype = pt.type or ("bool" if bit_table else "uint16")
+            order = pt.order or dev.order or cfg.order
+            if bit_table and dtype != "bool":
+                raise ConfigError(f"{ppath}.type", f"{table} hold single bits: type must be bool, got {dtype}")
+            if bit_table and pt.bit is not None:
+                raise ConfigError(f"{ppath}.bit", f"only for a bool inside a register, not on {table}")
+            if pt.bit is not None and not 0 <= pt.bit <= 15:
+                raise ConfigError(f"{ppath}.bit", f"must be 0..15, got {pt.bit}")
+            if not bit_table and dtype == "bool" and pt.bit is None:
+                raise ConfigError(f"{ppath}.bit", "is required for type bool on a register (0 = least significant)")
+            if pt.bit is not None and dtype != "bool":
+                raise ConfigError(f"{ppath}.bit", f"only applies to type bool, not {dtype}")
+            if dtype == "string":
+                if pt.length is None:
+                    raise ConfigError(f"{ppath}.length", "is required for type string (number of registers, 2 characters each)")
+                if not 1 <= pt.length <= MAX_REGISTERS:
+                    raise ConfigError(f"{ppath}.length", f"must be 1..{MAX_REGISTERS} registers")
+                if order not in dec.STRING_ORDERS:
+                    raise ConfigError(f"{ppath}.order", f"strings support ABCD or BADC, not {order}")
+            elif pt.length is not None:
+                raise ConfigError(f"{ppath}.length", f"only applies to type string, not {dtype}")
+            if pt.scale == 0:
+                raise ConfigError(f"{ppath}.scale", "must not be 0")
+            if dtype in ("bool", "string") and (pt.scale != 1.0 or pt.offset != 0.0):
+                raise ConfigError(f"{ppath}.scale", f"scale/offset do not apply to type {dtype}")
+            interval = float(pt.poll_interval or dev.poll_interval or cfg.poll_interval)
+            if interval < 0.001:
+                raise ConfigError(f"{ppath}.poll_interval", "must be at least 1ms")
+            deadband = cfg.deadband if pt.deadband is None else pt.deadband
+            if deadband < 0:
+                raise ConfigError(f"{ppath}.deadband", "must not be negative")
+            out.append(PointSpec(
+                name=pt.name, path=ppath, device_id=dev.device_id, table=table, address=address,
+                count=1 if bit_table else dec.register_count(dtype, pt.length), dtype=dtype, order=order,
+                bit=pt.bit, scale=pt.scale, offset=pt.offset, unit=pt.unit, interval=interval, deadband=deadband,
+            ))
+    check_overlaps(out)
+    return out
+
+
+__all__ = ["Config", "DeviceConfig", "PointConfig", "build_points"]
