@@ -955,9 +955,12 @@ class Spool:
                 m.dead_lettered += 1
             else:
                 conn.execute("DELETE FROM loss_markers WHERE seq = ?", (seq,))
+                prev = conn.execute("SELECT json FROM state WHERE kind = 'alarm' AND name = 'unexplained_loss'"
+                                    ).fetchone()
+                count = (json.loads(prev[0])["detail"].get("count", 0) if prev else 0) + 1
                 self._alarm("unexplained_loss", f"loss marker at seq {seq} (covering {seq}..{marker[0]}, "
                             f"{marker[1]}) was rejected and dead-lettered: that range is no longer accounted "
-                            f"for downstream", {"seq": seq, "to_seq": marker[0], "reason": reason})
+                            f"for downstream", {"seq": seq, "to_seq": marker[0], "reason": reason, "count": count})
             self._dirty = True
         self.freed += 1
 
