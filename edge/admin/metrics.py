@@ -18,6 +18,20 @@ FORWARDER_STATES = ("streaming", "backing_off", "blocked", "egress_down", "pause
                     "disabled", "unknown")
 
 
+SOURCE_FAMILIES = (
+    ("source_readings_total", "counter", "Readings a source handed to the spool since it started.",
+     lambda s: s["readings_total"]),
+    ("source_errors_total", "counter", "Errors a source reported since it started.", lambda s: s["errors_total"]),
+    ("source_quarantined_total", "counter", "Payloads a source quarantined since it started.",
+     lambda s: s["quarantined_total"]),
+    ("source_up", "gauge", "1 when the source's connection state is healthy.",
+     lambda s: 1 if s["severity"] == "ok" else 0),
+    ("source_devices_offline", "gauge", "Devices of a source currently offline.", lambda s: len(s["devices_offline"])),
+    ("source_last_reading_timestamp_seconds", "gauge", "Unix time of the source's last reading.",
+     lambda s: s["last_reading_ts"]),
+)
+
+
 def _esc(v: str) -> str:
     return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
@@ -134,16 +148,6 @@ def render(status: Mapping[str, Any], stats: Mapping[str, Any], forwarder: Mappi
     w.one("forwarder_resent_total", "counter", "Readings sent again after a failure (not losses, not new data).",
           fwd.get("resent_total") or 0)
     _hist(w, "ack_latency_seconds", "Time from sending a batch to its ZeroBus acknowledgement.", fwd)
-    w.family("source_readings_total", "counter", "Readings a source handed to the spool since it started.",
-             [({"source": s["name"], "type": s["type"]}, s["readings_total"]) for s in srcs])
-    w.family("source_errors_total", "counter", "Errors a source reported since it started.",
-             [({"source": s["name"], "type": s["type"]}, s["errors_total"]) for s in srcs])
-    w.family("source_quarantined_total", "counter", "Payloads a source quarantined since it started.",
-             [({"source": s["name"], "type": s["type"]}, s["quarantined_total"]) for s in srcs])
-    w.family("source_up", "gauge", "1 when the source's connection state is healthy.",
-             [({"source": s["name"], "type": s["type"]}, 1 if s["severity"] == "ok" else 0) for s in srcs])
-    w.family("source_devices_offline", "gauge", "Devices of a source currently offline.",
-             [({"source": s["name"], "type": s["type"]}, len(s["devices_offline"])) for s in srcs])
-    w.family("source_last_reading_timestamp_seconds", "gauge", "Unix time of the source's last reading.",
-             [({"source": s["name"], "type": s["type"]}, s["last_reading_ts"]) for s in srcs])
+    for name, kind, help_, value in SOURCE_FAMILIES:
+        w.family(name, kind, help_, [({"source": x["name"], "type": x["type"]}, value(x)) for x in srcs])
     return "\n".join(w.lines) + "\n"

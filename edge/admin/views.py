@@ -91,19 +91,15 @@ def _items(what: str):
     return [conv(r) for r in rows], err, limit
 
 
-@bp.get("/dead-letters")
-def dead_letters_page():
-    require("viewer")
-    items, err, limit = _items("dead_letters")
-    return render_template("items.html", kind="dead_letters", title="Dead letters", items=items, error=err,
-                           limit=limit, role=current_role(), now=time.time())
+ITEM_PAGES = {"dead_letters": "Dead letters", "quarantine": "Quarantined payloads"}
 
 
-@bp.get("/quarantine")
-def quarantine_page():
+@bp.get("/dead-letters", endpoint="dead_letters_page", defaults={"kind": "dead_letters"})
+@bp.get("/quarantine", endpoint="quarantine_page", defaults={"kind": "quarantine"})
+def items_page(kind: str):
     require("viewer")
-    items, err, limit = _items("quarantine")
-    return render_template("items.html", kind="quarantine", title="Quarantined payloads", items=items, error=err,
+    items, err, limit = _items(kind)
+    return render_template("items.html", kind=kind, title=ITEM_PAGES[kind], items=items, error=err,
                            limit=limit, role=current_role(), now=time.time())
 
 
@@ -112,7 +108,8 @@ def quarantine_page():
 
 def _safe_next(target: str | None) -> str:
     # Only local paths: an open redirect would hand a fresh session's user to another site.
-    if not target or not target.startswith("/") or target.startswith("//") or urlsplit(target).netloc:
+    if (not target or not target.startswith("/") or target.startswith("//") or "\\" in target
+            or urlsplit(target).netloc):
         return url_for("admin.index")
     return target
 
@@ -214,17 +211,11 @@ def api_samples():
     return jsonify(samples=snap.samples, error=snap.error)
 
 
-@bp.get("/api/dead-letters")
-def api_dead_letters():
+@bp.get("/api/dead-letters", endpoint="api_dead_letters", defaults={"kind": "dead_letters"})
+@bp.get("/api/quarantine", endpoint="api_quarantine", defaults={"kind": "quarantine"})
+def api_items(kind: str):
     require("viewer")
-    items, err, _ = _items("dead_letters")
-    return jsonify(items=items, error=err)
-
-
-@bp.get("/api/quarantine")
-def api_quarantine():
-    require("viewer")
-    items, err, _ = _items("quarantine")
+    items, err, _ = _items(kind)
     return jsonify(items=items, error=err)
 
 

@@ -154,8 +154,12 @@ def test_login_needs_its_csrf_token_and_refuses_open_redirects(app):
     c = app.test_client()
     c.get("/login")
     assert c.post("/login", data={"password": PASSWORDS["admin"]}).status_code == 400
-    r = c.post("/login", data={"password": PASSWORDS["admin"], "csrf": csrf_of(c), "next": "//evil.example/x"})
-    assert r.status_code == 302 and r.headers["Location"] == "/"
+    for target in ("//evil.example/x", "/\\evil.example/x", "https://evil.example/"):
+        c.get("/login")
+        r = c.post("/login", data={"password": PASSWORDS["admin"], "csrf": csrf_of(c), "next": target})
+        assert r.status_code == 302 and r.headers["Location"] == "/", target
+    r = c.post("/login", data={"password": PASSWORDS["admin"], "csrf": csrf_of(c), "next": "/quarantine"})
+    assert r.headers["Location"] == "/quarantine"
 
 
 def test_session_cookie_flags_and_security_headers(cfg):
