@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import struct
 import time
 from typing import Any
@@ -104,12 +105,23 @@ class _Connection:
         except (asyncio.TimeoutError, OSError) as exc:
             ok, self.last_error = False, str(exc) or type(exc).__name__
         if not ok:
-            self.last_error = self.last_error or "connection refused or timed out"
+            self.last_error = self.last_error or await self._why_not()
             self.next_try = time.monotonic() + self.delay
             self.delay = min(self.delay * 2, float(self.cfg.reconnect_delay_max))
             raise _ReadFailed(STATUS_NO_CONNECTION, f"cannot connect to {self.cfg.host}:{self.cfg.port}: {self.last_error}", True)
         self.delay = float(self.cfg.reconnect_delay)
         self.last_error = ""
+
+    async def _why_not(self) -> str:
+        """pymodbus only says connect() failed; tell a name that does not resolve from a refused/silent port."""
+        try:
+            await asyncio.wait_for(asyncio.get_running_loop().getaddrinfo(self.cfg.host, self.cfg.port),
+                                   timeout=float(self.cfg.timeout))
+        except socket.gaierror as exc:
+            return f"host name {self.cfg.host!r} does not resolve ({exc.strerror}); check {self.cfg.name}.host"
+        except (asyncio.TimeoutError, OSError):
+            pass
+        return f"connection refused or timed out; check {self.cfg.name}.host/port and that the device accepts connections"
 
     async def read(self, block: Block) -> list:
         await self.ensure()

@@ -377,3 +377,28 @@ def test_dead_device_costs_one_timeout_not_one_per_block(tmp_path):
     bad = {r.point for r in readings if r.quality == BAD}
     assert bad == {"b/hr", "b/ir", "b/co", "b/di"}
     assert sum(1 for r in readings if r.point == "a/t" and r.quality == GOOD) >= 9
+
+
+def test_unresolvable_host_is_named(tmp_path, monkeypatch):
+    real = socket.getaddrinfo
+
+    def fake(host, *args, **kwargs):  # the resolver is the outermost edge: no DNS query leaves the machine
+        if host == "plc-7.invalid":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+
+    async def main():
+        rig = Rig(tmp_path)
+        cfg = source_config(TWO_DEVICES, 502, poll_interval=0.05)
+        cfg.host = "plc-7.invalid"
+        src = Source(cfg, rig.context("plc"))
+        async with running(src):
+            await wait_until(lambda: "does not resolve" in (src.ctx.status.snapshot()["detail"] or ""))
+        rig.close()
+        return src.ctx.status.snapshot()
+
+    snap = asyncio.run(main())
+    assert "host name 'plc-7.invalid' does not resolve" in snap["detail"] and "check plc.host" in snap["detail"]
+    assert snap["state"] == "disconnected"
