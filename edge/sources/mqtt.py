@@ -556,11 +556,11 @@ class Source:
                     await asyncio.sleep(backoff.next_delay())
                     continue
                 client.loop_start()
-                try:
-                    await self._disconnected.wait()
-                finally:
-                    # Joins paho's thread; from here on no callback runs until the next connect.
-                    await asyncio.to_thread(client.loop_stop)
+                # Cancellation propagates from here with paho's thread still running, so that
+                # _shutdown can let the last commits' PUBACKs out before disconnecting.
+                await self._disconnected.wait()
+                # Joins paho's thread; from here on no callback runs until the next connect.
+                await asyncio.to_thread(client.loop_stop)
                 self._up = False
                 connack = self._last_connack
                 if connack is not None and connack[0] >= 128:
@@ -596,13 +596,13 @@ class Source:
             while time.monotonic() < deadline and pipeline.window and not pipeline.blocked:
                 time.sleep(0.02)
             pipeline.stop(2.0)
+        self._up = False  # late commits no longer ack: those messages are redelivered (a duplicate, not a loss)
         if client is not None:
             try:
                 client.disconnect()
                 client.loop_stop()
             except Exception:
                 pass
-        self._up = False
 
     # ---- small files in the source's data dir
 

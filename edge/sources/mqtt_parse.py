@@ -154,6 +154,22 @@ def lookup(doc: Any, path: tuple[str, ...]) -> Any:
     return doc
 
 
+def compile_getter(path: tuple[str, ...]) -> Callable[[Any], Any]:
+    """``lookup`` specialised for the common one-key path (the hot path: one call per message)."""
+    if len(path) == 1:
+        key = path[0]
+
+        def get1(doc: Any) -> Any:
+            if type(doc) is dict:
+                return doc.get(key, _MISSING)
+            return lookup(doc, path)
+
+        return get1
+    if not path:
+        return lambda doc: doc
+    return lambda doc: lookup(doc, path)
+
+
 def _show(path: tuple[str, ...]) -> str:
     return ".".join(path) or "$"
 
@@ -181,6 +197,8 @@ def _guess_unit(x: float) -> str:
 
 def parse_timestamp(raw: Any, fmt: str = "auto") -> int:
     """Microseconds since the epoch (UTC) from a JSON value; ParseError when it is not a plausible time."""
+    if type(raw) is int and fmt in ("epoch_ms", "auto") and 631_152_000_000 <= raw < 7_258_118_400_000:
+        return raw * 1000  # the usual case: integer epoch milliseconds
     if isinstance(raw, bool) or raw is None:
         raise ParseError(f"timestamp {raw!r} is not a time")
     if isinstance(raw, str):
@@ -336,14 +354,28 @@ class Mapper:
         self._point = compile_point_template(sub.point, has_field=sub.json.point is not None)
         j = sub.json
         self._value = compile_path(j.value)
+        self._get_value = compile_getter(self._value)
         self._ts = compile_path(j.timestamp) if j.timestamp else None
+        self._get_ts = compile_getter(self._ts) if self._ts else None
         self._ts_fmt = j.timestamp_format
         self._quality = compile_path(j.quality) if j.quality else None
+        self._get_quality = compile_getter(self._quality) if self._quality else None
         self._field = compile_path(j.point) if j.point else None
+        self._get_field = compile_getter(self._field) if self._field else None
         self._unit = compile_path(j.unit) if j.unit else None
+        self._get_unit = compile_getter(self._unit) if self._unit else None
         self._structured = j.structured or j.value == "$"
+        self._points: dict[str, str] = {}  # topic -> point name when the template has no {field}
 
     def point(self, topic: str, fld: str | None = None) -> str:
+        if fld is None:
+            p = self._points.get(topic)
+            if p is None:
+                p = self._point(topic.split("/"), topic, None)
+                if len(self._points) >= 100_000:
+                    self._points.clear()
+                self._points[topic] = p
+            return p
         return self._point(topic.split("/"), topic, fld)
 
     def parse(self, topic: str, payload: bytes) -> list[Parsed]:
@@ -357,41 +389,43 @@ class Mapper:
         raise ParseError(f"format {self.format} is not handled by Mapper")  # sparkplug lives in sparkplug.py
 
     def _parse_json(self, topic: str, payload: bytes) -> Parsed:
-        text = _decode_text(payload)
         try:
-            doc = json.loads(text)
+            doc = json.loads(payload.decode("utf-8"))  # not json.loads(bytes): that would accept UTF-16/32
+        except UnicodeDecodeError as exc:
+            raise ParseError(f"payload is not valid UTF-8 (byte {exc.start})") from None
         except (json.JSONDecodeError, RecursionError) as exc:
             raise ParseError(f"invalid JSON: {getattr(exc, 'msg', exc)} at char {getattr(exc, 'pos', '?')}") from None
-        value = lookup(doc, self._value)
+        value = self._get_value(doc)
         if value is _MISSING:
             raise ParseError(f"no field {_show(self._value)!r} for the value")
-        if isinstance(value, (dict, list)) and not self._structured:
+        tv = type(value)
+        if (tv is dict or tv is list) and not self._structured:
             raise ParseError(
-                f"value at {_show(self._value)!r} is a {'list' if isinstance(value, list) else 'object'};"
+                f"value at {_show(self._value)!r} is a {'list' if tv is list else 'object'};"
                 " set json.structured: true to keep structured values"
             )
-        if isinstance(value, float) and not math.isfinite(value):
+        if tv is float and not math.isfinite(value):
             raise ParseError("value is not a finite number")
         source_ts = None
-        if self._ts is not None:
-            raw_ts = lookup(doc, self._ts)
+        if self._get_ts is not None:
+            raw_ts = self._get_ts(doc)
             if raw_ts is not _MISSING and raw_ts is not None:
                 source_ts = parse_timestamp(raw_ts, self._ts_fmt)
         quality, status = GOOD, None
-        if self._quality is not None:
-            raw_q = lookup(doc, self._quality)
+        if self._get_quality is not None:
+            raw_q = self._get_quality(doc)
             if raw_q is not _MISSING:
-                quality, status = parse_quality(raw_q)
+                quality, status = (GOOD, None) if raw_q == "GOOD" else parse_quality(raw_q)
         fld = None
-        if self._field is not None:
-            raw_f = lookup(doc, self._field)
+        if self._get_field is not None:
+            raw_f = self._get_field(doc)
             if raw_f is _MISSING or raw_f is None or isinstance(raw_f, (dict, list, bool)):
                 raise ParseError(f"no usable point name at {_show(self._field)!r}")
             fld = str(raw_f)
         unit = self.sub.unit
-        if self._unit is not None:
-            raw_u = lookup(doc, self._unit)
-            if isinstance(raw_u, str):
+        if self._get_unit is not None:
+            raw_u = self._get_unit(doc)
+            if type(raw_u) is str:
                 unit = raw_u
         return Parsed(self.point(topic, fld), value, quality, status, source_ts, unit)
 

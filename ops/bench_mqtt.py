@@ -1,0 +1,227 @@
+#!/usr/bin/env python3
+"""MQTT -> spool throughput, against a bare paho subscriber measured in the same run.
+
+    PYTHONPATH=. .venv/bin/python ops/bench_mqtt.py [--messages 200000] [--publishers 4] [--emulator]
+
+Every phase uses a real Mosquitto with the shipped config (tests/mqtt/broker.py)
+and ~200-byte JSON payloads at QoS 1. Publishing uses several ``mosquitto_pub -l``
+processes: a Python publisher tops out at 10-14k msg/s.
+
+1. backlog: both consumers' persistent sessions get the same N queued messages
+   (as after an edge outage); then
+   - baseline: one bare paho subscriber drains its queue, acking each message in on_message;
+   - edge: the MQTT source + the real SpoolWriter (group commit, synchronous=FULL) drains
+     its queue, PUBACK after commit. Ratio = edge / baseline.
+2. live: the edge is connected while the publishers send N more: sustained broker -> spool.
+3. --emulator: backlog drained by ``edge run`` (source + spool + forwarder) into the ZeroBus
+   emulator: broker -> spool -> table.
+
+Figures are noisy on a shared machine; compare the ratio, not the absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import paho.mqtt.client as mqtt  # noqa: E402
+
+from edge.spool import SpoolReader  # noqa: E402
+from tests.mqtt.broker import Broker  # noqa: E402
+from tests.mqtt.harness import InProcessEdge, edge_config  # noqa: E402
+
+SUB = {"topic": "plant/#", "json": {"value": "value", "timestamp": "ts", "quality": "quality", "unit": "unit"}}
+SIGNALS = ["temperature", "pressure", "flow", "motor_speed", "motor_current", "parts", "alarm", "state"]
+
+
+def payload_lines(n: int, start: int) -> bytes:
+    ts = int(time.time() * 1000)
+    out = []
+    for i in range(start, start + n):
+        doc = {"ts": ts + i, "value": round(50 + (i % 1000) / 37.0, 4), "quality": "GOOD", "unit": "degC", "seq": i,
+               "site": "plant-a", "asset": f"line{i % 3 + 1}/press{i % 2 + 1}", "note": "x" * 48}
+        out.append(json.dumps(doc, separators=(",", ":")))
+    return ("\n".join(out) + "\n").encode()
+
+
+def publish(broker: Broker, n: int, procs: int, start: int = 0) -> float:
+    """n messages over `procs` mosquitto_pub -l processes; returns msg/s (all PUBACKed)."""
+    per = n // procs
+    t0 = time.perf_counter()
+    ps = []
+    for k in range(procs):
+        user = f"sim{k % 4 + 1}"
+        topic = f"plant/{user}/line{k % 3 + 1}/press1/{SIGNALS[k % len(SIGNALS)]}"
+        p = subprocess.Popen(
+            ["mosquitto_pub", "-p", str(broker.port), "-u", user, "-P", broker.password(user), "-q", "1", "-M", "1000",
+             "-t", topic, "-l", "-i", f"bench-pub-{k}-{start}"],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        ps.append((p, payload_lines(per, start + k * per)))
+    threads = [threading.Thread(target=p.communicate, args=(data,)) for p, data in ps]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for p, _ in ps:
+        if p.returncode != 0:
+            raise RuntimeError(f"mosquitto_pub failed: {p.stderr.read() if p.stderr else ''}")
+    return per * procs / (time.perf_counter() - t0)
+
+
+def make_session(broker: Broker, client_id: str) -> None:
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+    c.username_pw_set("edge", broker.password("edge"))
+    c.connect("127.0.0.1", broker.port)
+    c.loop_start()
+    r, mid = c.subscribe("plant/#", qos=1)
+    time.sleep(0.5)
+    c.disconnect()
+    c.loop_stop()
+
+
+def baseline_drain(broker: Broker, client_id: str, n: int, timeout: float) -> float:
+    got = [0]
+    done = threading.Event()
+    t0 = [0.0]
+
+    def on_message(c, u, msg):
+        if got[0] == 0:
+            t0[0] = time.perf_counter()
+        got[0] += 1
+        c.ack(msg.mid, msg.qos)
+        if got[0] >= n:
+            done.set()
+
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False, manual_ack=True)
+    c.username_pw_set("edge", broker.password("edge"))
+    c.on_message = on_message
+    c.connect("127.0.0.1", broker.port)
+    c.loop_start()
+    done.wait(timeout)
+    elapsed = time.perf_counter() - t0[0]
+    c.disconnect()
+    c.loop_stop()
+    if got[0] < n:
+        raise RuntimeError(f"baseline got {got[0]} of {n}")
+    return n / elapsed
+
+
+def spool_rows(path: str) -> int:
+    try:
+        with SpoolReader(path) as r:
+            return r.stats()["next_seq"] - 1
+    except Exception:
+        return 0
+
+
+def wait_rows(path: str, n: int, timeout: float) -> float:
+    """Seconds from the first row to n rows."""
+    deadline = time.monotonic() + timeout
+    first = None
+    while time.monotonic() < deadline:
+        rows = spool_rows(path)
+        if rows and first is None:
+            first = time.perf_counter()
+        if rows >= n:
+            return time.perf_counter() - (first or time.perf_counter())
+        time.sleep(0.02)
+    raise RuntimeError(f"only {spool_rows(path)} of {n} rows after {timeout}s")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--messages", type=int, default=200_000, help="backlog size and live message count")
+    ap.add_argument("--publishers", type=int, default=4, help="mosquitto_pub processes")
+    ap.add_argument("--batch-max", type=int, default=2000)
+    ap.add_argument("--emulator", action="store_true", help="also drain through edge run + forwarder into the emulator")
+    ap.add_argument("--skip-live", action="store_true")
+    ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--broker-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a line of the shipped mosquitto.conf, e.g. autosave_interval=10000")
+    a = ap.parse_args()
+    n = a.messages - a.messages % a.publishers
+    work = Path(tempfile.mkdtemp(prefix="bench-mqtt-"))
+    overrides = dict(kv.split("=", 1) for kv in a.broker_set)
+    broker = Broker(overrides=overrides).start()
+    report: dict = {"messages": n, "payload_bytes": len(payload_lines(1, 0)) - 1, "publishers": a.publishers,
+                    "broker_overrides": overrides}
+    try:
+        cfg = edge_config(work / "edge", broker, subs=(SUB,), batch_max=a.batch_max)
+        edge_client_id = f"zerobus-edge-{cfg.appliance_id}-{cfg.sources[0].name}"
+        make_session(broker, "bench-baseline")
+        make_session(broker, edge_client_id)
+        report["fill_rate_two_sessions"] = round(publish(broker, n, a.publishers))
+        print(f"backlog of {n} queued for both sessions at {report['fill_rate_two_sessions']} msg/s", flush=True)
+
+        report["baseline_drain"] = round(baseline_drain(broker, "bench-baseline", n, a.timeout))
+        print(f"baseline (bare paho, manual ack): {report['baseline_drain']} msg/s", flush=True)
+
+        edge = InProcessEdge(cfg)
+        try:
+            secs = wait_rows(cfg.spool.path, n, a.timeout)
+            report["edge_backlog_drain"] = round(n / secs)
+            print(f"edge backlog drain broker -> spool: {report['edge_backlog_drain']} msg/s", flush=True)
+            if not a.skip_live:
+                time.sleep(0.5)
+                base = spool_rows(cfg.spool.path)
+                t0 = time.perf_counter()
+                pub_rate = publish(broker, n, a.publishers, start=n)
+                wait_rows_total = base + n
+                deadline = time.monotonic() + a.timeout
+                while spool_rows(cfg.spool.path) < wait_rows_total and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                report["live_publish_rate"] = round(pub_rate)
+                report["edge_live"] = round(n / (time.perf_counter() - t0))
+                print(f"live: publishers {report['live_publish_rate']} msg/s, edge kept up at {report['edge_live']} msg/s",
+                      flush=True)
+            report["edge_counters"] = edge.source.stats()
+        finally:
+            edge.stop()
+        report["ratio_edge_vs_baseline"] = round(report["edge_backlog_drain"] / report["baseline_drain"], 3)
+
+        if a.emulator:
+            from tests.mqtt.e2e import EdgeProcess
+            from tests.support.emulator import Emulator
+
+            emu = Emulator().start()
+            try:
+                ep = EdgeProcess(work / "e2e", broker, emu)
+                ep.config.write_text(ep.config.read_text().replace("value: $", "value: value"))
+                ep.start()
+                deadline = time.monotonic() + 60
+                while "running: 1 source" not in ep.log_tail(50) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                time.sleep(1.0)
+                ep.stop()  # the session exists now; queue a backlog for it
+                publish(broker, n, a.publishers, start=2 * n)
+                ep.start()
+                t0 = None
+                while time.monotonic() < deadline + a.timeout:
+                    rows = emu.table_stats()["rows"]
+                    if rows and t0 is None:
+                        t0 = time.perf_counter()
+                    if rows >= n:
+                        break
+                    time.sleep(0.1)
+                report["edge_to_emulator_drain"] = round(n / (time.perf_counter() - t0))
+                print(f"broker -> spool -> emulator (edge run): {report['edge_to_emulator_drain']} msg/s", flush=True)
+                ep.stop()
+            finally:
+                emu.stop()
+    finally:
+        broker.cleanup()
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
