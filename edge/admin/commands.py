@@ -2,9 +2,9 @@
 
 The admin page never writes the spool (exactly one process does), so an action
 such as "pause forwarding" is a *request*: a JSON file in the commands
-directory, written atomically (temp file, fsync, rename). The runner (or the
-forwarder) polls ``pending()``, honours what it can, and calls ``complete()``,
-which moves the file to ``done/`` with the outcome. The page shows both, so an
+directory, written atomically (temp file, fsync, rename). The runner polls
+``process(dir, handlers)`` (or ``pending()`` + ``complete()``), which honours
+what it can and moves each file to ``done/`` with the outcome. The page shows both, so an
 operator sees whether a request was honoured, refused or is still waiting.
 
 Record: ``{"id", "action", "args", "by", "ts", "status": "pending"|"done"|"refused",
@@ -18,7 +18,7 @@ import os
 import secrets
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 ACTIONS = {
     # action: (role needed, what it asks of the appliance)
@@ -99,6 +99,29 @@ def _prune(d: Path, keep: int) -> None:
     files = sorted(d.glob("*.json"))
     for p in files[:-keep]:
         p.unlink(missing_ok=True)
+
+
+def process(directory: str | Path, handlers: dict[str, Callable[[dict], str | None]]) -> int:
+    """For the appliance: honour every pending request, oldest first; returns how many were handled.
+
+    ``handlers`` maps an action to ``fn(args) -> detail``; raising refuses the request with the
+    error's text. An action without a handler is refused as unsupported, so the operator sees an
+    answer instead of a request pending forever.
+    """
+    n = 0
+    for rec in pending(directory):
+        fn = handlers.get(rec["action"])
+        if fn is None:
+            complete(directory, rec["id"], ok=False, detail="not supported by this appliance")
+        else:
+            try:
+                detail = fn(rec.get("args") or {})
+            except Exception as exc:  # noqa: BLE001 - the refusal reason is the operator's answer
+                complete(directory, rec["id"], ok=False, detail=f"{type(exc).__name__}: {exc}")
+            else:
+                complete(directory, rec["id"], ok=True, detail=detail or "")
+        n += 1
+    return n
 
 
 def recent(directory: str | Path, limit: int = 20) -> list[dict]:

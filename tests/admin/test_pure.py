@@ -251,6 +251,25 @@ def test_commands_round_trip(tmp_path):
         commands.submit(d, "drop_table", {}, by="admin")
 
 
+def test_commands_process_honours_refuses_and_answers_unsupported(tmp_path):
+    d = tmp_path / "cmds"
+    seen = []
+    commands.submit(d, "checkpoint_wal", {}, by="operator")
+    commands.submit(d, "retry_dead_letter", {"id": 9}, by="admin")
+    commands.submit(d, "pause_forwarding", {}, by="operator")
+
+    def retry(args):
+        seen.append(args["id"])
+        raise LookupError("no dead letter 9")
+
+    assert commands.process(d, {"checkpoint_wal": lambda a: "wal 0 bytes", "retry_dead_letter": retry}) == 3
+    assert commands.pending(d) == [] and seen == [9]
+    out = {c["action"]: (c["status"], c["detail"]) for c in commands.recent(d)}
+    assert out == {"checkpoint_wal": ("done", "wal 0 bytes"),
+                   "retry_dead_letter": ("refused", "LookupError: no dead letter 9"),
+                   "pause_forwarding": ("refused", "not supported by this appliance")}
+
+
 def test_payloads_are_bounded_and_control_bytes_made_visible():
     raw = b"\x00\x1b[2J<script>" + b"A" * 10_000
     shown = payloads.printable(raw)
