@@ -32,7 +32,7 @@ DEFAULT_TABLE = "main.edge.readings"
 DEFAULT_DDL = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "proto", "readings.sql")
 # The SDK sends up to 10 MiB - 64 KiB of records per call; the batch framing adds a
 # few bytes per record on top, so leave room (grpcio's default is only 4 MiB).
-DEFAULT_MAX_MESSAGE_BYTES = 12 * 1024 * 1024
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 @dataclass

@@ -214,7 +214,10 @@ class ZerobusService:
                     fut = asyncio.wrap_future(self.store.add_batch(table, st["id"], offset, decoded))
                 if fail:
                     if fut is not None:
-                        await asyncio.shield(fut)  # stored, never acked: the SDK will resend it
+                        try:
+                            await asyncio.shield(fut)  # stored, never acked: the SDK will resend it
+                        except Exception as exc:
+                            self.log("store_error", stream_id=st["id"], error=repr(exc))
                     raise StreamFailed(CODES[fail[0]], fail[1])
                 pending.append((offset, fut))
                 if close_ms is not None and close_deadline is None:

@@ -17,9 +17,11 @@ Stable API (forwarder, MQTT, Compose and drill tests depend on it)::
         emu.kill()                                # SIGKILL (then start() again if you like)
 
 Constructor: ``Emulator(data_dir=None, tables=None, tls=False, client_id=None, client_secret=None,
-store="sqlite", extra_args=(), env=None, ready_timeout=30)``.
+store="sqlite", extra_args=(), env=None, ready_timeout=30, keep_data=False)``.
+``extra_args`` go to the emulator's command line (e.g. ``["--ddl", path, "--token-ttl", "60"]``).
 
-- ``data_dir`` None -> a temp dir removed by ``stop()`` (kept if given by the caller).
+- ``data_dir`` None -> a temp dir removed by ``stop()`` (kept if given by the caller, or with
+  ``keep_data=True``).
 - ``client_id``/``client_secret`` None -> the emulator accepts any pair; the harness
   still hands out ``.client_id`` / ``.client_secret`` ("test-client" / "test-secret").
   Given -> the emulator enforces exactly that pair.
@@ -80,8 +82,9 @@ class Emulator:
         extra_args: Iterable[str] = (),
         env: dict[str, str] | None = None,
         ready_timeout: float = 30.0,
+        keep_data: bool = False,
     ):
-        self._own_dir = data_dir is None
+        self._own_dir = data_dir is None and not keep_data
         self.data_dir = Path(data_dir) if data_dir is not None else Path(tempfile.mkdtemp(prefix="zerobus-emu-"))
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.tables = list(tables or [DEFAULT_TABLE])
@@ -182,7 +185,7 @@ class Emulator:
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM and wait (clean shutdown: the store is closed). Removes a temp data dir."""
         self._terminate(signal.SIGTERM, timeout)
-        if self._own_dir and not getattr(self, "_keep", False):
+        if self._own_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def kill(self) -> None:
