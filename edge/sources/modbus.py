@@ -172,7 +172,6 @@ class Source:
         self._block_state: dict[int, int | None] = {}  # id(block) -> last failure code (None: ok)
         self._pool: asyncio.Queue[_Connection] | None = None
         self._conns: list[_Connection] = []
-        self._probe_conn: _Connection | None = None
         self._probing: set[int] = set()
         self._probe_tasks: set[asyncio.Task] = set()
         self.counters = {"reads_total": 0, "read_errors_total": 0, "exception_responses_total": 0,
@@ -195,31 +194,36 @@ class Source:
         self._note(block, result)
         return result
 
-    async def _read_pooled(self, block: Block) -> list | _ReadFailed | None:
+    async def _read_pooled(self, block: Block, probe: bool = False) -> list | _ReadFailed | None:
         """Read on a free connection; None if the device went offline while this read waited for one."""
         assert self._pool is not None
         conn = await self._pool.get()
         try:
             # An earlier block of this cycle found the device dead: do not wait out its timeout again.
-            if block.device_id in self._offline:
+            if block.device_id in self._offline and not probe:
                 return None
             return await self._read(block, conn)
         finally:
             self._pool.put_nowait(conn)
 
     async def _probe(self, block: Block) -> None:
-        """Try one block of an offline device on the probe connection; the poll cycles do not wait for it."""
+        """Try one block of an offline device; the poll cycles do not wait for it.
+
+        It borrows a pooled connection rather than opening one more: ``connections``
+        is what the device accepts. With ``connections: 1`` the healthy devices
+        wait for a probe's timeout once per ``offline_retry``; with more, they keep going.
+        """
         try:
-            await self._read(block, self._probe_conn)
+            await self._read_pooled(block, probe=True)
         finally:
             self._probing.discard(block.device_id)
 
     async def _read_all(self, blocks: list[Block]) -> list[list | _ReadFailed]:
         """Read every block of online devices; offline devices are probed in the background.
 
-        A probe of an offline device runs every ``offline_retry`` on its own
-        connection, so its timeouts never hold up the healthy devices' polls;
-        once it answers, the next cycle reads the device in full.
+        A probe of an offline device runs every ``offline_retry`` as a background
+        task, so the cycle does not wait for its timeout; once it answers, the
+        next cycle reads the device in full.
         """
         now = time.monotonic()
         for b in blocks:
@@ -326,7 +330,6 @@ class Source:
             # pymodbus logs every timeout at ERROR with a hex dump; we report them through ctx.status instead.
             logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
         self._conns = [_Connection(cfg, i) for i in range(cfg.connections)]
-        self._probe_conn = _Connection(cfg, cfg.connections)
         self._pool = asyncio.Queue()
         for c in self._conns:
             self._pool.put_nowait(c)
@@ -341,7 +344,7 @@ class Source:
         finally:
             for t in list(self._probe_tasks):
                 t.cancel()
-            for c in [*self._conns, self._probe_conn]:
+            for c in self._conns:
                 c.close()
 
 

@@ -223,6 +223,14 @@ class PlantModbusServer:
                 await self._server.shutdown()
             self._server = None
 
+    def connected_clients(self) -> int:
+        """TCP connections open right now (a device may accept only a few)."""
+        if self._server is None:
+            return 0
+        if isinstance(self._server, LeanServer):
+            return len(self._server.connections)
+        return len(self._server.active_connections)
+
     async def run_plant(self, tick: float = 0.1, t0: float = 0.0) -> None:
         """Advance plant time with the wall clock (times ``speed``) and update registers every ``tick``."""
         loop = asyncio.get_running_loop()
@@ -234,7 +242,7 @@ class PlantModbusServer:
     def report(self) -> dict[str, Any]:
         s = self.store
         return {
-            "engine": self.engine, "port": self.port, "devices": s.devices, "points": len(self.points), "plant_points": len(self.bound),
+            "engine": self.engine, "port": self.port, "clients": self.connected_clients(), "devices": s.devices, "points": len(self.points), "plant_points": len(self.bound),
             "static_points": len(self.unbound), "ticks": self.ticks, "updates": self.updates,
             "requests": s.requests, "answered": s.answered, "exception_responses": s.errors,
             "offline": sorted(s.offline), "exceptions": {str(k): v for k, v in sorted(s.exceptions.items())},

@@ -134,7 +134,8 @@ def test_device_offline_and_back(tmp_path, engine):
         sim = await start_sim(TWO_DEVICES, engine=engine)
         for name in ("a/t", "b/t"):
             sim.set_value(name, 1.5)
-        src = Source(source_config(TWO_DEVICES, sim.port, poll_interval=0.05, offline_retry=0.2, bad_repeat=0.5),
+        src = Source(source_config(TWO_DEVICES, sim.port, poll_interval=0.05, offline_retry=0.2, bad_repeat=0.5,
+                                   connections=2),
                      rig.context("plc"))
         status = src.ctx.status
         async with running(src):
@@ -146,6 +147,7 @@ def test_device_offline_and_back(tmp_path, engine):
             n_a = sum(1 for r in rig.readings() if r.point == "a/t")
             await asyncio.sleep(0.6)  # device 1 keeps being polled at full rate meanwhile
             assert sum(1 for r in rig.readings() if r.point == "a/t") >= n_a + 4
+            assert sim.connected_clients() == 2  # probing never opens more than `connections`
             sim.set_offline(2, False)
             sim.set_value("b/t", 2.5)
             await wait_until(lambda: status.snapshot()["devices_offline"] == [])
