@@ -271,3 +271,15 @@ def test_source_rate_from_two_observations(app, cfg):
         assert 300 < rate < 1300  # 300 readings over ~0.3 s
     finally:
         w.close()
+
+
+def test_page_without_a_spool_says_so_instead_of_failing(tmp_path):
+    app = create_app(make_config(tmp_path / "fresh"), env=ENV)
+    c = login(app.test_client(), "viewer")
+    r = c.get("/")
+    assert r.status_code == 200
+    html = r.data.decode()
+    assert 'id="headline">Spool unreadable<' in html and "no spool at" in html
+    assert c.get("/api/dead-letters").json["error"].startswith("SpoolError")
+    m = c.get("/metrics").data.decode()
+    assert "zerobus_edge_spool_readable 0" in m
