@@ -20,7 +20,6 @@ from . import wire_pb2
 from .schema import Column, check_json_record
 
 DEFAULT_MAX_RECORD_BYTES = 4 * 1024 * 1024
-KEY_COLUMNS = ("appliance_id", "seq", "kind", "loss_from_seq", "loss_to_seq")
 
 
 class RecordRejected(Exception):
@@ -190,8 +189,6 @@ class JsonCodec:
 def _int_or_none(v: Any) -> int | None:
     return None if v is None else int(v)
 
-
-Codec = ProtoCodec | JsonCodec
 
 
 def display_decoder(record_type: str, descriptor_bytes: bytes | None, columns: list[Column]) -> Callable[[bytes], dict]:

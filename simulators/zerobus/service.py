@@ -161,7 +161,11 @@ class ZerobusService:
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"schema of message {desc.name!r} does not match table {table!r}: " + "; ".join(diffs),
             )
-        return ProtoCodec(cs.descriptor_proto, columns, self.max_record_bytes), "proto", cs.descriptor_proto
+        try:
+            codec = ProtoCodec(cs.descriptor_proto, columns, self.max_record_bytes)
+        except Exception as exc:  # e.g. proto3-only features in a proto2 file
+            raise StreamFailed(grpc.StatusCode.INVALID_ARGUMENT, f"descriptor_proto cannot be loaded: {exc}") from None
+        return codec, "proto", cs.descriptor_proto
 
     async def _ingest_loop(self, context: grpc.aio.ServicerContext, st: dict, table: str, codec: Any) -> None:
         pending: collections.deque = collections.deque()
