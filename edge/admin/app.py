@@ -143,7 +143,9 @@ def current_role() -> str | None:
     role = None
     s = st()
     sess_role = session.get("role")
-    if sess_role in s.creds and session.get("fp") == auth.fingerprint(s.creds[sess_role]):
+    # Absolute lifetime: the page's auto-refresh would otherwise keep a session alive forever.
+    fresh = time.time() - float(session.get("login_ts") or 0) < float(s.admin.session_lifetime)
+    if sess_role in s.creds and fresh and session.get("fp") == auth.fingerprint(s.creds[sess_role]):
         role = sess_role
     elif request.path.startswith("/api/"):
         role = _basic_role()

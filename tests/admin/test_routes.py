@@ -191,6 +191,15 @@ def test_logout_ends_the_session_and_a_password_change_too(app, cfg):
     assert c2.get("/").status_code == 302
 
 
+def test_session_lifetime_is_absolute_even_with_auto_refresh(app):
+    c = client_for(app, "viewer")
+    assert c.get("/").status_code == 200
+    with c.session_transaction() as s:
+        s["login_ts"] = time.time() - 9 * 3600  # default lifetime 8h
+    r = c.get("/")
+    assert r.status_code == 302 and "/login" in r.headers["Location"]
+
+
 def test_probes_open_by_default(app):
     c = app.test_client()
     assert c.get("/healthz").json["status"] == "ok"
