@@ -64,7 +64,7 @@ class HttpServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            req = await asyncio.wait_for(self._read(reader), READ_TIMEOUT_S)
+            req = await asyncio.wait_for(self._read(reader, writer), READ_TIMEOUT_S)
             if req is None:
                 return
             try:
@@ -88,7 +88,7 @@ class HttpServer:
                 pass
 
     @staticmethod
-    async def _read(reader: asyncio.StreamReader) -> Request | None:
+    async def _read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Request | None:
         line = await reader.readline()
         if not line:
             return None
@@ -103,6 +103,8 @@ class HttpServer:
         n = int(headers.get("content-length", "0"))
         if n > MAX_BODY:
             raise ValueError("body too large")
+        if n and headers.get("expect", "").lower() == "100-continue":  # curl does this for bigger bodies
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         body = await reader.readexactly(n) if n else b""
         parts = urlsplit(target)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}

@@ -141,6 +141,7 @@ class Emulator:
     def start(self) -> "Emulator":
         if self.is_running():
             return self
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         ready = self.data_dir / "ready.json"
         ready.unlink(missing_ok=True)
         cmd = [
