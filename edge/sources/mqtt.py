@@ -318,6 +318,7 @@ class Source:
         self._disconnected: asyncio.Event | None = None
         self._last_connack: tuple[int, str] | None = None
         self._last_disconnect = ""
+        self._last_problem = ""
         self._state = "starting"
         self.counts = collections.Counter()
 
@@ -477,7 +478,8 @@ class Source:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._up = False
-        self._last_disconnect = str(reason_code)
+        # paho reports a dropped TCP connection as "Unspecified error".
+        self._last_disconnect = "connection lost" if getattr(reason_code, "value", 0) == 128 else str(reason_code)
         loop, ev = self._loop, self._disconnected
         if loop is not None and ev is not None and not loop.is_closed():
             loop.call_soon_threadsafe(ev.set)
@@ -535,7 +537,8 @@ class Source:
             while True:
                 self._disconnected.clear()
                 self._last_connack = None
-                ctx.status.set_state("connecting", f"{cfg.url} as {self.client_id}")
+                last = f" (last attempt: {self._last_problem})" if self._last_problem else ""
+                ctx.status.set_state("connecting", f"{cfg.url} as {self.client_id}{last}")
                 started = time.monotonic()
                 try:
                     if cfg.protocol == "5":
@@ -582,9 +585,12 @@ class Source:
             await asyncio.to_thread(self._shutdown)
 
     def _fail(self, state: str, detail: str) -> None:
+        repeated = detail == self._last_problem
         self._state = state
-        self.ctx.log.warning("mqtt source %s: %s: %s", self.cfg.name, state, detail)
-        if state != "connecting":
+        self._last_problem = detail
+        if not repeated:  # one line per new problem, not one per reconnect attempt
+            self.ctx.log.warning("mqtt source %s: %s: %s", self.cfg.name, state, detail)
+        if state != "connecting" and not repeated:
             self.ctx.status.error(detail)
         self.ctx.status.set_state(state, detail)
 

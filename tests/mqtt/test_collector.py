@@ -223,3 +223,28 @@ def test_tls_with_verification_and_a_wrong_ca_is_refused(tls_broker, tmp_path):
         assert "localhost" in st["detail"] and "mismatch" in st["detail"].lower()
     finally:
         edge.stop()
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_reconnects_after_a_broker_kill_and_keeps_its_session(broker, tmp_path, protocol):
+    edge = InProcessEdge(edge_config(tmp_path, broker, protocol=protocol))
+    try:
+        edge.wait_state("connected")
+        broker.kill()
+        wait_until(lambda: edge.state()["state"] == "connect_failed", 10, "the broker's absence to show")
+        assert "cannot reach 127.0.0.1" in edge.state()["detail"]
+        broker.start()
+        edge.wait_state("connected", 20)
+        sent = run_simulator(broker, "sim1", count=300, rate=2000)
+        wait_until(lambda: sorted(seqs_by_publisher(spool_readings(edge.spool_path)).get("sim1", [])) == sorted(
+            acked_seqs(sent)), 20, "messages after the broker came back")
+    finally:
+        edge.stop()
+    # The session (MQTT 5: clean_start=false + session expiry) queues for us while we are away.
+    sent = run_simulator(broker, "sim2", count=200, rate=2000)
+    edge = InProcessEdge(edge_config(tmp_path, broker, protocol=protocol))
+    try:
+        wait_until(lambda: sorted(seqs_by_publisher(spool_readings(edge.spool_path)).get("sim2", [])) == sorted(
+            acked_seqs(sent)), 20, "the queue kept while the edge was away")
+    finally:
+        edge.stop()
