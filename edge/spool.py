@@ -367,6 +367,18 @@ def _read_tx(conn: sqlite3.Connection) -> Iterator[None]:
 
 
 def _stats(conn: sqlite3.Connection, path: Path, now: float | None = None) -> dict:
+    """The one stats dict (admin page, /metrics, drills, ``edge spool stats``). Keys:
+
+    depth_rows / depth_bytes: rows in the table (readings and loss markers) and their
+    charged bytes (body + ROW_OVERHEAD); depth_seqs: seqs not yet delivered (next_seq - 1 -
+    delivered_seq, markers count for every seq they cover); budget_bytes, budget_used_pct,
+    when_full; oldest_age_s (by the oldest row's collected ts); next_seq, delivered_seq;
+    appended_total (seqs assigned, dropped batches included) and delivered_total (seqs passed
+    by the watermark); dropped {cause: readings} and dropped_total; loss_markers_written;
+    dead_lettered; quarantined; disk_free_bytes, db_bytes, wal_bytes; ingest_rate_10s/5m and
+    drain_rate_10s/5m in seqs/s (None until samples exist); runway_s (None when not filling);
+    drain_eta_s (None when not draining, 0 when empty); schema_version; alarms (state records).
+    """
     now = time.time() if now is None else now
     with _read_tx(conn):
         meta = _read_meta(conn)
