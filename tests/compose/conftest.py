@@ -26,7 +26,7 @@ BUILD_SERVICE = "zerobus"  # every Python service shares this one image
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if "tests/compose/" in str(item.fspath).replace(os.sep, "/"):
+        if "compose_tool" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.docker)
 
 
