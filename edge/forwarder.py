@@ -26,12 +26,14 @@ re-sends one window instead of being invisible) is what "bounded" costs.
 from __future__ import annotations
 
 import base64
+import bisect
 import logging
 import os
 import re
 import threading
 import time
 from collections import deque
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -57,6 +59,7 @@ IDLE_POLL = 0.05
 WAIT_SLICE = 0.25
 CLOSE_TIMEOUT = 2.0
 STOP_GRACE = 3.0
+PROTECT_TIMEOUT = 30.0
 
 _PROXY_VARS = ("grpc_proxy", "GRPC_PROXY", "https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY")
 
@@ -315,6 +318,10 @@ class Forwarder:
         self._ack_future: Any = None
         self._ack_future_seq = 0
         self._ack_error = ""
+        self._protected = 0  # bound applied by the writer
+        self._protect_requested = 0
+        self._protect_future: Any = None
+        self._protect_future_seq = 0
         self._streams: list = []
         self._backlog = 0
         self._backlog_ts = 0.0
@@ -433,7 +440,7 @@ class Forwarder:
             if self._cut is not None:
                 self._cut.errors += 1
             self._healthy = False
-        self._protect(self._acked_hi)
+        self._lower_protection(self._acked_hi)
         if isinstance(out, Blocked):
             log.error("forwarding blocked: %s (retrying every %.0fs)", out.reason, self.cfg.blocked_retry)
             self._set_state("blocked", out.reason)
@@ -557,13 +564,10 @@ class Forwarder:
             # window too: after a crash everything above the spool's watermark is resent, so
             # this keeps the duplicates of a crash within one window.
             while len(window) + self._unsettled() < cap:
-                rows = self._reader.peek(sent_hi, limit_rows, self._batch_bytes)
+                rows = self._peek_protected(sent_hi, limit_rows)
                 if not rows:
                     break
                 last = rows[-1][0]
-                # Announce the in-flight bound BEFORE the rows leave, so drop_oldest cannot
-                # delete a row the service may be persisting.
-                self._protect(last)
                 records = self._framer.frame_rows(rows)
                 link = streams[rr]
                 try:
@@ -671,7 +675,6 @@ class Forwarder:
                 self._cuts.append(self._cut)
                 self._cut = None
         self._backoff.reset()
-        self._protect(self._acked_hi)
 
     # ------------------------------------------------------------ isolation
 
@@ -686,7 +689,7 @@ class Forwarder:
         """
         log.warning("the service rejected a batch (%s); isolating the record", first.reason)
         self._set_state("streaming", f"isolating a rejected record: {first.reason}")
-        rows = self._reader.peek(self._acked_hi, int(self.cfg.batch_max_records), self._batch_bytes)
+        rows = self._peek_protected(self._acked_hi, int(self.cfg.batch_max_records))
         if not rows:
             return
         sdk = self._sdk_factory(self.cfg)
@@ -716,7 +719,6 @@ class Forwarder:
         link = self._open(sdk)
         try:
             last = rows[-1][0]
-            self._protect(last)
             records = self._framer.frame_rows(rows)
             sent_at = time.monotonic()
             try:
@@ -762,10 +764,74 @@ class Forwarder:
 
     # -------------------------------------------------------- writer glue
 
-    def _protect(self, seq: int) -> None:
-        set_protected = getattr(self.writer, "set_protected", None)
-        if set_protected is not None:
-            set_protected(seq)
+    # The spool's drop_oldest deletes the oldest undelivered rows, exactly the ones we read
+    # next, and replaces them by a loss marker at the first dropped seq. A row must therefore
+    # be protected (``writer.set_protected``, applied on the writer thread) BEFORE we read it:
+    # otherwise a drop between our peek and the send could put a marker covering seqs beyond
+    # our batch inside it, and our ack would delete that marker undelivered. So the bound is
+    # requested one batch ahead, waited for before the peek, and a batch is cut at the bound.
+
+    def _peek_protected(self, after: int, limit_rows: int) -> list:
+        for _ in range(3):
+            self._ensure_protected(after + limit_rows)
+            rows = self._reader.peek(after, limit_rows, self._batch_bytes)
+            if not rows or rows[-1][0] <= self._protected:
+                break
+            # Gaps (loss markers cover seq ranges): keep only what the bound covers.
+            keep = bisect.bisect_right([seq for seq, _ in rows], self._protected)
+            if keep:
+                rows = rows[:keep]
+                break
+            after = rows[0][0] - 1
+        else:
+            return []
+        if rows:
+            self._request_protection(rows[-1][0] + limit_rows)  # pipelined for the next batch
+        return rows
+
+    def _request_protection(self, seq: int) -> None:
+        if seq <= self._protect_requested:
+            return
+        self._settle_protection(0.0)
+        if self._protect_future is None:
+            self._protect_future = self.writer.set_protected(seq)
+            self._protect_future_seq = seq
+            self._protect_requested = seq
+
+    def _settle_protection(self, timeout: float) -> None:
+        fut = self._protect_future
+        if fut is None:
+            return
+        try:
+            fut.result(timeout=timeout)
+        except FutureTimeout:
+            return
+        except Exception as exc:
+            self._protect_future = None
+            self._protect_requested = self._protected
+            raise _Failure(Retry(self._scrub(f"spool writer refused set_protected: {exc}")), "internal") from None
+        self._protect_future = None
+        self._protected = max(self._protected, self._protect_future_seq)
+
+    def _ensure_protected(self, seq: int) -> None:
+        deadline = time.monotonic() + PROTECT_TIMEOUT
+        while self._protected < seq:
+            self._request_protection(seq)
+            self._settle_protection(min(WAIT_SLICE, max(0.0, deadline - time.monotonic())))
+            if self._stop.is_set():
+                raise _Stop()
+            if time.monotonic() > deadline and self._protected < seq:
+                raise _Failure(Retry(f"spool writer did not apply set_protected within {PROTECT_TIMEOUT:g}s"), "internal")
+
+    def _lower_protection(self, seq: int) -> None:
+        """Nothing is in flight beyond ``seq`` any more: let drop_oldest have the rest."""
+        self._protect_future = None
+        self._protected = min(self._protected, seq)
+        self._protect_requested = seq
+        try:
+            self.writer.set_protected(seq)
+        except Exception as exc:  # the writer is closing: the next session re-protects anyway
+            log.debug("set_protected(%d) failed: %s", seq, exc)
 
     def _record_acks(self) -> None:
         """Settle the writer.ack in progress; start one covering every acked batch not yet recorded."""

@@ -191,7 +191,9 @@ def test_egress_cut_is_recorded_for_the_drill_timeline(rig):
     rig.wait_state("idle")
     rig.emu.set_faults({"down": True})
     more = rig.append(500)  # arrives during the cut: stays in the spool
-    st = rig.wait_state("backing_off")
+    deadline = time.monotonic() + 20
+    while fwd.state()["egress_cuts_total"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
     time.sleep(1.5)
     rig.append(500)
     assert fwd.state()["egress_cuts"][-1].get("open") is True

@@ -107,29 +107,45 @@ def test_watermark_waits_for_the_slowest_stream(tmp_path):
         rig.close()
 
 
-def test_set_protected_covers_everything_in_flight(tmp_path):
+def test_rows_are_protected_before_they_are_read_and_sent(tmp_path):
+    """drop_oldest must not be able to touch a row between our peek and its ack."""
+    from edge.encode import decode
+
     rig = Rig(tmp_path, emu=None)
     try:
         res = rig.append(1000)
-        sdk = ScriptedSdk(hold={0})
-        protected: list[int] = []
+        applied: list[int] = []  # bounds the writer has applied, in order
+        violations: list = []
 
         class W(RecordingWriter):
             def set_protected(self, seq):
-                protected.append(seq)
-                return self._w.set_protected(seq)
+                fut = self._w.set_protected(seq)
+                fut.add_done_callback(lambda f: applied.append(seq))
+                return fut
 
-        writer = W(rig.writer)
-        cfg = ZerobusConfig(streams=1, batch_max_records=100, max_inflight_batches=4, ack_timeout=Duration(30))
-        fwd = Forwarder(cfg, appliance_id=APP, spool_path=str(rig.path), writer=writer, sdk_factory=lambda c: sdk)
-        fwd.start()
-        deadline = time.monotonic() + 10
-        while len(sdk.sent) < 4 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.2)
-        # The bound was announced before each batch left: it covers the highest seq in flight.
-        assert max(protected) == res.first_seq - 1 + 400
-        assert fwd.stop(5)
+        sdk = ScriptedSdk(hold=set())
+        real_ingest = ScriptedStream.ingest_records_offset
+
+        def checked_ingest(stream, records):
+            last = decode(records[-1]).seq
+            if not applied or applied[-1] < last:
+                violations.append((last, list(applied)))
+            return real_ingest(stream, records)
+
+        ScriptedStream.ingest_records_offset = checked_ingest
+        try:
+            writer = W(rig.writer)
+            cfg = ZerobusConfig(streams=1, batch_max_records=100, max_inflight_batches=4, ack_timeout=Duration(30))
+            fwd = Forwarder(cfg, appliance_id=APP, spool_path=str(rig.path), writer=writer, sdk_factory=lambda c: sdk)
+            fwd.start()
+            rig.wait_delivered(res.last_seq)
+            assert fwd.stop(5)
+        finally:
+            ScriptedStream.ingest_records_offset = real_ingest
+        assert len(sdk.sent) == 10
+        assert violations == []
+        # The bound runs at most about one batch ahead of what was read.
+        assert max(applied) <= res.last_seq + 2 * 100
     finally:
         rig.fwd = None
         rig.close()
