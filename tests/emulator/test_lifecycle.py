@@ -30,6 +30,7 @@ def test_restart_keeps_store_stats_and_tokens(appliance_id):
         s.wait_for_offset(s.ingest_records_offset(readings(appliance_id, range(90, 100))))  # 10 duplicates
         before = emu.table_stats()
         emu.restart()
+        assert events(emu, "stopped")  # SIGTERM: a clean shutdown, the store closed
         assert emu.table_stats() == {**before, "streams_opened": before["streams_opened"]}  # rebuilt from the store
         # The same SDK stream recovers onto the restarted emulator with its cached token.
         s.wait_for_offset(s.ingest_records_offset(readings(appliance_id, range(100, 150))))
@@ -102,8 +103,14 @@ def run_sdk(emu: Emulator, env_extra: dict[str, str]) -> str:
 
 
 def test_tls_with_generated_ca():
-    with Emulator(tls=True) as emu:
+    from cryptography import x509
+
+    with Emulator(tls=True, extra_args=["--tls-hostname", "zerobus-emulator"]) as emu:
         assert emu.grpc_endpoint.startswith("https://127.0.0.1:")
+        cert = x509.load_pem_x509_certificate((emu.data_dir / "tls" / "server.pem").read_bytes())
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert {"localhost", "zerobus-emulator"} <= set(san.get_values_for_type(x509.DNSName))
+        assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
         with open(emu.ca_path, "rb") as fh:
             ca = fh.read()
         assert emu.http("GET", "/healthz")["tls"] is True  # verified against the CA by the harness
