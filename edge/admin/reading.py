@@ -7,6 +7,7 @@ request and is closed before rendering starts.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,27 @@ def _thin(samples: list[dict], n: int) -> list[dict]:
     return out
 
 
+# Samples are append-only (old ones are only trimmed), so each worker keeps what it has read and
+# asks the spool only for newer ones: a 6 h chart would otherwise re-read ~10k rows every refresh.
+_cache: dict[str, tuple[float, list[dict]]] = {}  # path -> (covers samples from this ts on, samples)
+_cache_lock = threading.Lock()
+
+
+def _samples_since(r, spool_path: str, since_ts: float) -> list[dict]:
+    with _cache_lock:
+        covered, cached = _cache.get(spool_path, (float("inf"), []))
+    have = [x for x in cached if x["ts"] >= since_ts] if covered <= since_ts else []
+    start = have[-1]["ts"] if have else since_ts
+    fresh = [x for x in model.normalize_samples(r.samples(start)) if not have or x["ts"] > start]
+    if have and fresh and fresh[0]["in"] is not None and have[-1]["in"] is not None and fresh[0]["in"] < have[-1]["in"]:
+        # Counters went backwards: a new spool file. Its history starts now.
+        have = []
+    out = have + fresh
+    with _cache_lock:
+        _cache[spool_path] = (since_ts, out)
+    return out
+
+
 def read(spool_path: str, *, since_ts: float | None = None, timeout: float = 2.0) -> Snapshot:
     """Stats, every state record and (when ``since_ts``) chart samples; errors become ``Snapshot.error``."""
     from edge.spool import SpoolError, SpoolReader
@@ -55,7 +77,7 @@ def read(spool_path: str, *, since_ts: float | None = None, timeout: float = 2.0
                 by_kind.setdefault(rec.get("kind"), []).append(rec)
             snap.states = {k: model.normalize_states(v) for k, v in by_kind.items()}
             if since_ts is not None:
-                snap.samples = _thin(model.normalize_samples(r.samples(since_ts)), MAX_CHART_POINTS)
+                snap.samples = _thin(_samples_since(r, spool_path, since_ts), MAX_CHART_POINTS)
     except (SpoolError, OSError, Exception) as exc:  # noqa: BLE001 - any failure is shown, never a 500
         snap.error = f"{type(exc).__name__}: {exc}"[:300]
     snap.read_ms = (time.perf_counter() - t0) * 1000
