@@ -10,7 +10,7 @@ import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from edge.pb.reading_pb2 import Reading
-from tests.emulator.sdk_helpers import json_stream, marker, options, proto_stream, readings
+from tests.emulator.sdk_helpers import json_stream, marker, options, proto_stream, readings, sdk_for
 from tests.support.emulator import Emulator
 from zerobus.sdk.aio import ZerobusSdk as AsyncSdk
 from zerobus.sdk.shared import NonRetriableException, TableProperties, ZerobusException
@@ -291,3 +291,36 @@ def test_stats_missing_and_loss_markers(emu, appliance_id):
     assert app["loss_markers"] == 1
     rows = emu.rows(appliance_id=appliance_id, from_seq=30, limit=1)
     assert rows[0]["kind"] == "loss" and (rows[0]["loss_from_seq"], rows[0]["loss_to_seq"]) == (30, 39)
+
+
+def test_single_record_calls_use_their_own_offsets(emu, appliance_id):
+    s = proto_stream(emu)
+    offsets = [s.ingest_record_offset(r) for r in readings(appliance_id, range(5))]
+    assert offsets == [0, 1, 2, 3, 4]
+    s.wait_for_offset(offsets[-1])
+    s.close()
+    assert [r["seq"] for r in emu.rows(appliance_id=appliance_id)] == [0, 1, 2, 3, 4]
+
+
+def test_store_none_acks_without_storing(appliance_id):
+    with Emulator(store="none") as emu:
+        s = proto_stream(emu)
+        s.wait_for_offset(s.ingest_records_offset(readings(appliance_id, range(100))))
+        s.close()
+        assert emu.table_stats()["rows"] == 0
+        assert not emu.store_path.exists()
+        emu.http("GET", f"/tables/{emu.table}/rows", expect=(404,))
+
+
+def test_expired_tokens_are_refetched(appliance_id):
+    with Emulator(extra_args=["--token-ttl", "1"]) as emu:
+        sdk = sdk_for(emu)
+        s = proto_stream(emu, sdk=sdk)
+        s.wait_for_offset(s.ingest_records_offset(readings(appliance_id, range(3))))
+        s.close()
+        time.sleep(1.5)
+        s = proto_stream(emu, sdk=sdk)  # the cached token has expired: the SDK must fetch a new one
+        s.wait_for_offset(s.ingest_records_offset(readings(appliance_id, range(3, 6))))
+        s.close()
+        assert emu.table_stats()["rows"] == 6
+        assert emu.log_path.read_text().count('"event":"token_issued"') >= 2
