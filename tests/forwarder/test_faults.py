@@ -208,3 +208,27 @@ def test_egress_cut_is_recorded_for_the_drill_timeline(rig):
     assert cut["backlog_start"] >= 0 and cut["backlog_peak"] >= 1000
     assert cut["errors"] >= 1
     _assert_complete(rig, res.first_seq, more.last_seq + 500)
+
+
+def test_drop_oldest_under_pressure_leaves_every_seq_accounted_for(tmp_path, emulator):
+    from tests.forwarder.conftest import Rig
+
+    rig = Rig(tmp_path, emulator, max_bytes=300_000, when_full="drop_oldest")
+    try:
+        emulator.set_faults({"ack_delay_ms": 150})
+        first = rig.append(500)
+        fwd = rig.start(batch_max_records=100, max_inflight_batches=2)
+        last = first
+        for _ in range(30):  # far more than the budget holds while the forwarder crawls
+            last = rig.append(500)
+            time.sleep(0.01)
+        emulator.clear_faults()
+        rig.wait_delivered(last.last_seq, timeout=60)
+        led = rig.ledger()
+        assert (led["min_seq"], led["max_seq"]) == (first.first_seq, last.last_seq)
+        assert led["missing_count"] > 0  # readings were dropped...
+        assert led["unexplained_missing_count"] == 0, led  # ...and every one is covered by a delivered marker
+        assert led["loss_markers"] >= 1
+        assert fwd.state()["acked_total"] > 0
+    finally:
+        rig.close()
