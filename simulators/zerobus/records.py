@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -20,6 +21,7 @@ from . import wire_pb2
 from .schema import Column, check_json_record
 
 DEFAULT_MAX_RECORD_BYTES = 4 * 1024 * 1024
+_KEYS = operator.attrgetter("appliance_id", "seq", "kind")
 
 
 class RecordRejected(Exception):
@@ -101,11 +103,16 @@ class ProtoCodec:
             self._find_culprit(records)
         msgs = batch.records
         out = Decoded(records, [None] * len(records), [None] * len(records), [None] * len(records), messages=msgs)
-        if self.has_keys:
+        if self.has_keys and self.has_kind and msgs:
+            # One pass through C-level getters: each access to msgs[i] builds a wrapper object.
+            out.apps, out.seqs, out.kinds = map(list, zip(*map(_KEYS, msgs)))
+        elif self.has_keys:
             out.apps = [m.appliance_id for m in msgs]
             out.seqs = [m.seq for m in msgs]
+        elif self.has_kind:
+            out.kinds = [m.kind for m in msgs]
         if self.has_kind:
-            out.kinds = kinds = [m.kind for m in msgs]
+            kinds = out.kinds
             if kinds.count("reading") != len(kinds):
                 for i, k in enumerate(kinds):
                     if k != "reading":
