@@ -102,7 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     except (SchemaError, OSError, ValueError) as exc:
         print(f"zerobus emulator: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(emulator.run())
+    try:
+        asyncio.run(emulator.run())
+    except (OSError, RuntimeError) as exc:  # a port in use, an unwritable data dir
+        print(f"zerobus emulator: cannot serve: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
