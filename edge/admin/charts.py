@@ -62,9 +62,13 @@ def line_chart(
     height: int = 200,
     fmt: Callable[[float], str] = short_number,
     marks: Sequence[tuple[float, float | None]] = (),
+    css: str = "",
 ) -> Markup:
     """A time chart; ``marks`` are (start, end) spans drawn as shaded bands (egress cuts)."""
-    left, right, top, bottom = 52, 10, 24, 24
+    narrow = width < 450
+    # A narrow chart puts its legend on a line of its own under the title.
+    left, right, top, bottom = 52, 10, (40 if narrow else 24), 24
+    legend_y = 22 if narrow else 6
     pw, ph = width - left - right, height - top - bottom
     span = max(1.0, t1 - t0)
     vmax = max([v for _, pts, _ in series for t, v in pts if t0 <= t <= t1 and v is not None] or [0.0])
@@ -77,7 +81,7 @@ def line_chart(
         return top + ph - (max(0.0, v) / ymax) * ph
 
     out = [
-        f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}" '
+        f'<svg class="chart{escape(css)}" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}" '
         f'xmlns="http://www.w3.org/2000/svg" preserveAspectRatio="xMidYMid meet">',
         f'<text class="chart-title" x="{left}" y="14">{escape(title)}'
         + (f' <tspan class="chart-unit">({escape(unit)})</tspan>' if unit else "") + "</text>",
@@ -91,9 +95,10 @@ def line_chart(
         yy = y(v)
         out.append(f'<line class="chart-grid" x1="{left}" y1="{yy:.1f}" x2="{left + pw}" y2="{yy:.1f}"/>')
         out.append(f'<text class="chart-tick" x="{left - 6}" y="{yy + 4:.1f}" text-anchor="end">{escape(fmt(v))}</text>')
-    for i in range(5):
-        t = t0 + span * i / 4
-        anchor = "start" if i == 0 else "end" if i == 4 else "middle"
+    n_x = 5 if width >= 450 else 3
+    for i in range(n_x):
+        t = t0 + span * i / (n_x - 1)
+        anchor = "start" if i == 0 else "end" if i == n_x - 1 else "middle"
         out.append(f'<text class="chart-tick" x="{x(t):.1f}" y="{height - 6}" text-anchor="{anchor}">'
                    f"{_clock(t, span)}</text>")
     legend_x = left + pw
@@ -107,8 +112,8 @@ def line_chart(
             out.append(f'<circle class="chart-dot {escape(cls)}" cx="{x(t):.1f}" cy="{y(v):.1f}" r="2.5"/>')
     for label, pts, cls in reversed(series):
         legend_x -= 9 + 7.5 * len(label)
-        out.append(f'<rect class="chart-key {escape(cls)}" x="{legend_x:.0f}" y="6" width="10" height="10" rx="2"/>'
-                   f'<text class="chart-legend" x="{legend_x + 14:.0f}" y="15">{escape(label)}</text>')
+        out.append(f'<rect class="chart-key {escape(cls)}" x="{legend_x:.0f}" y="{legend_y}" width="10" height="10" '
+                   f'rx="2"/><text class="chart-legend" x="{legend_x + 14:.0f}" y="{legend_y + 9}">{escape(label)}</text>')
         legend_x -= 10
     if not any(len(pts) for _, pts, _ in series):
         out.append(f'<text class="chart-empty" x="{left + pw / 2:.0f}" y="{top + ph / 2:.0f}" '

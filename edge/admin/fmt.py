@@ -60,6 +60,17 @@ def clock(ts) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(ts))) + " UTC"
 
 
+def short_clock(ts, now=None) -> str:
+    """``03:48:55`` today (UTC), ``11-23 22:10`` before: tables on a phone need the short form."""
+    if ts is None:
+        return "–"
+    now = time.time() if now is None else now
+    t = time.gmtime(float(ts))
+    if time.gmtime(now)[:3] == t[:3]:
+        return time.strftime("%H:%M:%S", t)
+    return time.strftime("%m-%d %H:%M", t)
+
+
 def ago(ts, now=None) -> str:
     if ts is None:
         return "never"
@@ -78,4 +89,4 @@ def label(v) -> str:
 
 
 FILTERS = {"num": num, "rate": rate, "size": size, "duration": duration, "clock": clock, "ago": ago,
-           "pct": pct, "label": label}
+           "pct": pct, "label": label, "short_clock": short_clock}

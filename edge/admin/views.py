@@ -63,13 +63,16 @@ def _charts(doc: dict, snap: reading.Snapshot) -> dict:
     t0 = min(t0, now - 60)
     cuts = [(c["down_ts"], c["up_ts"]) for c in doc["drills"]]
     depth = [(x["ts"], x["depth"]) for x in snap.samples if x["depth"] is not None]
-    return {
-        "depth": line_chart([("undelivered", depth, "s-depth")], t0=t0, t1=now, title="Spool depth",
-                            unit="readings", marks=cuts),
-        "rates": line_chart([("ingest", model.rates(snap.samples, "in"), "s-in"),
-                             ("drain", model.rates(snap.samples, "out"), "s-out")],
-                            t0=t0, t1=now, title="Ingest and drain", unit="readings/s", marks=cuts),
-    }
+    rate_series = [("ingest", model.rates(snap.samples, "in"), "s-in"),
+                   ("drain", model.rates(snap.samples, "out"), "s-out")]
+    out = {}
+    # Two renderings per chart; CSS shows the narrow one on phones so its text stays legible.
+    for suffix, width, extra in (("", 520, ""), ("_narrow", 340, " narrow")):
+        out["depth" + suffix] = line_chart([("undelivered", depth, "s-depth")], t0=t0, t1=now, title="Spool depth",
+                                           unit="readings", marks=cuts, width=width, css=extra)
+        out["rates" + suffix] = line_chart(rate_series, t0=t0, t1=now, title="Ingest and drain", unit="readings/s",
+                                           marks=cuts, width=width, css=extra)
+    return out
 
 
 # ---------------------------------------------------------------- pages

@@ -68,7 +68,7 @@ def test_dashboard_shows_the_spool_and_the_states(as_role):
     assert "connection refused" in html and "main.edge.readings" in html
     assert 'id="source-modbus1"' in html and "plc-3" in html and "degraded" in html
     assert 'id="dead-letters">1<' in html and 'id="quarantined">1<' in html
-    assert html.count('<svg class="chart"') == 2
+    assert html.count('<svg class="chart"') == 2 and html.count('<svg class="chart narrow"') == 2
     assert '<meta http-equiv="refresh" content="5">' in html
     assert "<script" not in html and "style=" not in html  # the CSP allows neither inline
     # Viewers see no action buttons.
