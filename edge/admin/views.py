@@ -125,6 +125,10 @@ def login():
     if request.method == "POST":
         if not auth.csrf_ok(session.get("csrf"), request.form.get("csrf")):
             error, status = "The form expired; please try again.", 400
+            if s.admin.secure_cookies and not request.is_secure:
+                # The usual lab mistake: browsers never send a Secure cookie back over plain HTTP.
+                error += (" This page is served over plain HTTP while session cookies are Secure: serve it over "
+                          "HTTPS, or set admin.secure_cookies: false for lab use.")
         elif (wait := s.limiter.retry_after(client)) > 0:
             error, status = f"Too many failed attempts. Try again in {int(wait)} s.", 429
         else:

@@ -174,6 +174,12 @@ def test_session_cookie_flags_and_security_headers(cfg):
     assert r.headers["Cache-Control"] == "no-store"
 
 
+def test_login_over_plain_http_with_secure_cookies_explains_itself(cfg):
+    c = create_app(make_config_secure(cfg), env=ENV).test_client()
+    r = c.post("/login", data={"password": PASSWORDS["admin"], "csrf": "x"})
+    assert r.status_code == 400 and b"secure_cookies: false" in r.data
+
+
 def make_config_secure(cfg):
     cfg.admin.secure_cookies = True
     return cfg
