@@ -275,3 +275,19 @@ def test_stats_and_rows_match_brute_force(columns, batches):
         assert (led["min_seq"], led["max_seq"]) == (min(seen), max(seen))
         assert led["missing"] == _ranges(holes)
         assert led["unexplained_missing"] == _ranges(holes - markers.get(app, set()))
+
+
+def test_committed_wire_modules_match_wire_proto(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.support.emulator import ROOT
+
+    (tmp_path / "edge" / "pb").mkdir(parents=True)
+    (tmp_path / "simulators" / "zerobus").mkdir(parents=True)
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+    subprocess.run(["bash", "ops/gen_proto.sh", str(tmp_path)], cwd=ROOT, env=env, check=True, timeout=120)
+    for name in ("wire_pb2.py", "wire_pb2_grpc.py"):
+        fresh = (tmp_path / "simulators" / "zerobus" / name).read_text()
+        assert fresh == (ROOT / "simulators" / "zerobus" / name).read_text(), f"{name} is stale: run bash ops/gen_proto.sh"
