@@ -14,8 +14,8 @@ from typing import Any, Iterable, Mapping
 PREFIX = "zerobus_edge_"
 # Seconds; used when the forwarder does not report its own buckets.
 DEFAULT_ACK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-FORWARDER_STATES = ("streaming", "backing_off", "blocked", "egress_down", "paused", "starting", "stopped",
-                    "disabled", "unknown")
+FORWARDER_STATES = ("streaming", "idle", "connecting", "backing_off", "blocked", "egress_down", "paused", "starting",
+                    "stopped", "disabled", "unknown")
 
 
 SOURCE_FAMILIES = (

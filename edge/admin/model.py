@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping
 # Forwarder states as the operator reads them; anything else is shown verbatim.
 UPLINK_STATES = {
     "streaming": "streaming", "connected": "streaming", "running": "streaming", "draining": "streaming",
-    "idle": "streaming", "caught_up": "streaming",
+    "idle": "idle", "caught_up": "idle",
     "backoff": "backing_off", "backing_off": "backing_off", "retrying": "backing_off", "reconnecting": "backing_off",
     "connecting": "connecting",
     "blocked": "blocked",
@@ -421,6 +421,9 @@ def overall(bl: Mapping[str, Any], up: Mapping[str, Any], srcs: list[dict], spoo
     if up["state"] in ("blocked", "egress_down"):
         return {"severity": "bad", "headline": f"Uplink {up['state'].replace('_', ' ')}",
                 "detail": up["reason"] or "readings are spooling locally"}
+    if up["state"] in ("stopped", "unknown"):
+        return {"severity": "warn", "headline": "Forwarder not running" if up["state"] == "stopped"
+                else "No forwarder state", "detail": "readings are spooling locally; nothing is being delivered"}
     if up["stale"] and up["state"] not in ("disabled",):
         return {"severity": "warn", "headline": "Forwarder state stale", "detail": "no state update from the forwarder"}
     bad = [s["name"] for s in srcs if s["severity"] == "bad"]

@@ -42,8 +42,7 @@ def _status(with_samples: bool) -> tuple[dict, reading.Snapshot]:
     doc = model.status(
         appliance_id=s.cfg.appliance_id, stats=snap.stats, states_by_kind=snap.states, samples=snap.samples,
         version=s.version, started=s.started, now=now, stale_after=float(s.admin.forwarder_stale_after),
-        quiet_allowance={"blocked": float(z.blocked_retry), "backing_off": float(z.backoff_max),
-                         "stopped": float("inf")},
+        quiet_allowance={"blocked": float(z.blocked_retry), "backing_off": float(z.backoff_max)},
         spool_error=snap.error, source_rates=_source_rates(snap.states),
         pause_requested=commands.pause_requested(s.commands_dir),
     )

@@ -121,6 +121,17 @@ def test_status_overall_prefers_alarms_then_budget_then_uplink():
     assert s["overall"]["headline"] == "Spool unreadable" and not s["health"]["spool_readable"]
 
 
+def test_a_stopped_or_missing_forwarder_is_never_reported_as_delivering():
+    base = dict(appliance_id="a", stats={}, samples=[], version="v", started=0.0)
+    s = model.status(states_by_kind={"forwarder": {"main": forwarder_state(state="stopped", egress_cuts=[])}}, **base)
+    assert s["overall"]["headline"] == "Forwarder not running" and s["overall"]["severity"] == "warn"
+    s = model.status(states_by_kind={}, **base)
+    assert s["overall"]["headline"] == "No forwarder state"
+    s = model.status(states_by_kind={"forwarder": {"main": forwarder_state(state="streaming", reason="",
+                                                                                egress_cuts=[])}}, **base)
+    assert s["overall"] == {"severity": "ok", "headline": "Delivering", "detail": ""}
+
+
 def test_normalize_states_accepts_reader_records():
     recs = [{"kind": "source", "name": "x", "value": {"state": "up"}, "updated_ts": 5.0}]
     assert model.normalize_states(recs) == {"x": {"state": "up", "updated_ts": 5.0}}
