@@ -18,7 +18,7 @@ from typing import Any
 from flask import Flask, Response, abort, g, redirect, request, session, url_for
 
 from edge import __version__
-from edge.admin import auth
+from edge.admin import auth, commands
 from edge.admin.fmt import FILTERS
 from edge.admin.settings import AdminConfig, credentials, metrics_token
 from edge.configtypes import ConfigError
@@ -68,7 +68,7 @@ def create_app(config: Any = None, *, env: dict[str, str] | None = None) -> Flas
     state = AdminState(
         cfg=cfg, admin=admin, creds=dict(creds), token=str(token),
         limiter=auth.LoginLimiter(admin.login_attempts, float(admin.login_window)),
-        commands_dir=Path(admin.commands_dir) if admin.commands_dir else data_dir / "admin-commands",
+        commands_dir=commands.directory(cfg),
         version=__version__,
     )
     app = Flask(__name__, static_folder="static", template_folder="templates")

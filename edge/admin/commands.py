@@ -34,6 +34,14 @@ class CommandError(ValueError):
     pass
 
 
+def directory(cfg: Any) -> Path:
+    """Where requests live for this appliance config (both the admin page and the runner call this)."""
+    admin = getattr(cfg, "admin", None)
+    if admin is not None and admin.commands_dir:
+        return Path(admin.commands_dir)
+    return Path(cfg.data_dir) / "admin-commands"
+
+
 def _write_atomic(path: Path, obj: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)

@@ -262,6 +262,13 @@ def test_commands_round_trip(tmp_path):
         commands.submit(d, "drop_table", {}, by="admin")
 
 
+def test_commands_directory_follows_the_config(tmp_path):
+    cfg = parse({"appliance_id": "a", "data_dir": str(tmp_path)}, env={})
+    assert commands.directory(cfg) == tmp_path / "admin-commands"
+    cfg = parse({"appliance_id": "a", "admin": {"commands_dir": str(tmp_path / "x")}}, env={})
+    assert commands.directory(cfg) == tmp_path / "x"
+
+
 def test_commands_process_honours_refuses_and_answers_unsupported(tmp_path):
     d = tmp_path / "cmds"
     seen = []
