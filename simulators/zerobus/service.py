@@ -214,7 +214,7 @@ class ZerobusService:
                 st["records"] += len(records)
                 st["batches"] += 1
                 fut = None
-                if self.store is not None:
+                if self.store is not None and records:
                     fut = asyncio.wrap_future(self.store.add_batch(table, st["id"], offset, decoded))
                 if fail:
                     if fut is not None:

@@ -256,6 +256,8 @@ class Store:
 
     @staticmethod
     def _insert_batch(conn: sqlite3.Connection, ingest_us: int, table: str, stream_id: str, offset_id: int, d: Decoded) -> None:
+        if not len(d):
+            return
         batch_id = conn.execute(_INSERT_BATCH, (table, stream_id, offset_id, ingest_us, len(d))).lastrowid
         blob = b"".join(d.records)
         lens = list(map(len, d.records))

@@ -104,6 +104,20 @@ def test_create_then_cumulative_acks_and_offsets_restart_at_zero(shared_emulator
     assert (app["max_seq"], app["missing"]) == (999, [])
 
 
+def test_empty_batch_is_acked(shared_emulator, appliance_id):
+    emu = shared_emulator
+    s = RawStream(emu, token(emu)["access_token"], emu.table)
+    s.put(create(emu.table))
+    s.get()
+    s.put(batch(0, []))
+    s.put(batch(1, readings(appliance_id, range(2))))
+    acked = -1
+    while acked < 1:
+        acked = s.get().ingest_record_response.durability_ack_up_to_offset
+    s.close()
+    assert emu.table_stats()["appliances"][appliance_id]["max_seq"] == 1
+
+
 def test_offsets_out_of_order_are_invalid(shared_emulator, appliance_id):
     emu = shared_emulator
     s = RawStream(emu, token(emu)["access_token"], emu.table)
