@@ -65,6 +65,8 @@ _JSON_TYPES = {
     F.TYPE_BYTES: (str,),
 }
 
+_INT_RANGE = {F.TYPE_INT32: (-(1 << 31), (1 << 31) - 1), F.TYPE_INT64: (-(1 << 63), (1 << 63) - 1)}
+
 _NAME = re.compile(r"^[A-Za-z0-9_]+$")
 
 
@@ -224,7 +226,10 @@ def check_json_record(columns: list[Column], obj: object) -> str | None:
         for v in values:
             bad = not isinstance(v, allowed) or (isinstance(v, bool) and bool not in allowed)
             if not bad and isinstance(v, str) and col.proto_type == F.TYPE_INT64:
-                bad = not re.fullmatch(r"-?\d+", v)
+                bad = not re.fullmatch(r"-?\d{1,19}", v)
+            if not bad and col.proto_type in _INT_RANGE and not isinstance(v, bool) and isinstance(v, (int, str)):
+                lo, hi = _INT_RANGE[col.proto_type]
+                bad = not lo <= int(v) <= hi
             if bad:
                 return f"column {col.name!r} ({col.delta_type}) cannot hold {type(v).__name__} {v!r:.40}"
     return None

@@ -140,6 +140,7 @@ def test_json_codec(columns):
         ('{"appliance_id": "j", "kind": "reading"}', "missing NOT NULL column 'seq'"),
         ('{"appliance_id": "j", "seq": 1, "kind": "reading", "nope": 1}', "unknown column"),
         ('{"appliance_id": "j", "seq": 1, "kind": "reading", "value_bool": 1}', "value_bool"),
+        ('{"appliance_id": "j", "seq": 9223372036854775808, "kind": "reading"}', "seq"),
         ("[1]", "must be an object"),
         ("{", "not valid JSON"),
     ]:
