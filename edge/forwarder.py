@@ -3,8 +3,11 @@
 The SQLite spool, not the SDK's memory, is the source of truth. The loop:
 peek rows after the highest seq sent, frame each row once, send it as one
 bounded batch (``ingest_records_offset``), keep up to ``max_inflight_batches``
-per stream in flight, wait for the OLDEST batch's ack (``wait_for_offset``,
-bounded by ``ack_timeout``), then ``writer.ack(last seq of that batch)``.
+per stream in flight, wait for the OLDEST batch's ack, then
+``writer.ack(last seq of that batch)``. Acks arrive through the SDK's ack
+callback into our own condition variable: ``wait_for_offset`` in SDK 1.10
+ignores its timeout and cannot be interrupted, so every wait here is our own,
+sliced and bounded by ``ack_timeout``.
 Because batches are awaited in global seq order, the watermark only ever moves
 over a contiguous prefix of acknowledged batches, with one or many streams.
 
@@ -45,10 +48,9 @@ from edge.outcome import Blocked, Outcome, RejectRecord, Retry, classify
 log = logging.getLogger("edge.forwarder")
 
 # The SDK refuses one ingest call above 10,420,224 bytes (10 MiB - 64 KiB) as
-# non-retriable; stay clear of it whatever the config says, with room for the
-# per-record framing and the protobuf batch overhead (a few bytes per record).
+# non-retriable; stay clear of it whatever the config says.
 SDK_CALL_LIMIT = 10_420_224
-HARD_BATCH_BYTES = 9_500_000
+CALL_MARGIN = 64 * 1024
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 RECENT_ERRORS = 20
@@ -291,7 +293,11 @@ class Forwarder:
         self._framer = Framer(self._prefix)
         self._scrub = Scrubber(cfg.client_id, str(cfg.client_secret))
         self._backoff = backoff or Backoff(float(cfg.backoff_initial), float(cfg.backoff_max))
-        self._batch_bytes = min(int(cfg.batch_max_bytes), HARD_BATCH_BYTES)
+        # batch_max_bytes counts spool bodies; the call also carries each record's framing
+        # (prefix + seq varint) and the protobuf length prefix of every record.
+        per_record = len(self._prefix) + 15
+        self._batch_bytes = max(1024, min(int(cfg.batch_max_bytes),
+                                          SDK_CALL_LIMIT - CALL_MARGIN - int(cfg.batch_max_records) * per_record))
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None

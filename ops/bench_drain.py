@@ -7,8 +7,9 @@ Prints, all measured in the same run against the same emulator process:
 - the baseline: the bare SDK pushing pre-framed records from memory (no spool, no framing);
 - the forwarder draining a spool of ``--rows`` readings with 1, 2, 4 streams, and its ratio
   to the baseline with the same number of streams;
-- CPU seconds spent by the emulator and by this process in each phase, so a phase where
-  the emulator burns a whole core is flagged as emulator-bound;
+- CPU spent by the emulator and by this process in each phase (share of one core, and
+  microseconds per reading: the load-independent cost), so a phase where the emulator burns
+  a whole core is flagged as emulator-bound;
 - restart to first ack: a fresh process opens a spool holding ``--backlog-rows`` readings,
   starts the writer and the forwarder; time from process start (and from fork) to the first ack.
 """
@@ -219,14 +220,16 @@ def main() -> int:
         del pooled
         batches = [framed[i:i + args.batch] for i in range(0, len(framed), args.batch)]
         pid = emu.proc.pid
-        print(f"\n{'phase':34} {'readings/s':>12} {'wall s':>8} {'emu CPU':>8} {'self CPU':>9}  note")
+        print(f"\n{'phase':34} {'readings/s':>12} {'wall s':>8} {'emu CPU':>8} {'self CPU':>9} "
+              f"{'emu us/r':>9} {'self us/r':>10}  note")
         results = {}
         for n in streams_list:
             with Phase(pid) as base:
                 baseline(emu, batches, n, args.inflight)
             base_rate = args.rows / base.wall
             print(f"{f'bare SDK from memory, {n} stream(s)':34} {base_rate:12,.0f} {base.wall:8.2f} "
-                  f"{base.emu_cpu / base.wall:7.0%} {base.self_cpu / base.wall:8.0%}  "
+                  f"{base.emu_cpu / base.wall:7.0%} {base.self_cpu / base.wall:8.0%} "
+                  f"{base.emu_cpu / args.rows * 1e6:9.2f} {base.self_cpu / args.rows * 1e6:10.2f}  "
                   f"{'emulator-bound' if base.emu_cpu / base.wall > 0.85 else ''}")
             copy = work / f"run{n}.db"
             shutil.copyfile(src, copy)
@@ -235,7 +238,8 @@ def main() -> int:
             rate = args.rows / d["wall"]
             results[n] = (rate, base_rate)
             print(f"{f'forwarder from spool, {n} stream(s)':34} {rate:12,.0f} {d['wall']:8.2f} "
-                  f"{ph.emu_cpu / ph.wall:7.0%} {ph.self_cpu / ph.wall:8.0%}  ratio {rate / base_rate:.2f} to bare SDK"
+                  f"{ph.emu_cpu / ph.wall:7.0%} {ph.self_cpu / ph.wall:8.0%} "
+                  f"{ph.emu_cpu / args.rows * 1e6:9.2f} {ph.self_cpu / args.rows * 1e6:10.2f}  ratio {rate / base_rate:.2f} to bare SDK"
                   f"{', emulator-bound' if ph.emu_cpu / ph.wall > 0.85 else ''}"
                   f"{', resent ' + str(d['resent']) if d['resent'] else ''}")
             copy.unlink()

@@ -232,3 +232,21 @@ def test_drop_oldest_under_pressure_leaves_every_seq_accounted_for(tmp_path, emu
         assert fwd.state()["acked_total"] > 0
     finally:
         rig.close()
+
+
+def test_record_over_the_service_limit_is_dead_lettered_not_retried_forever(rig):
+    from edge.encode import encode_reading
+
+    before = rig.append(300)
+    huge = encode_reading(source="t", protocol="synthetic", point="blob", value="x" * (4 * 1024 * 1024 + 10))
+    big = rig.writer.submit([(1, huge)]).result(30)
+    after = rig.append(300)
+    fwd = rig.start(batch_max_bytes=8 << 20)
+    rig.wait_delivered(after.last_seq, timeout=60)
+    led = _assert_complete(rig, before.first_seq, after.last_seq)
+    assert led["loss_markers"] == 1
+    with SpoolReader(rig.path) as r:
+        dead = r.dead_letters(10)
+    assert [d["seq"] for d in dead] == [big.first_seq]
+    assert "limit" in dead[0]["reason"]
+    assert fwd.state()["dead_lettered_total"] == 1
