@@ -141,7 +141,7 @@ def test_page_under_load_does_not_slow_ingest_and_the_wal_stays_bounded(tmp_path
     assert baseline > 1000
     # Generous bounds (2 cores shared with other test runs): what they catch is a page that blocks
     # the writer (a lock or a pinned snapshot shows as stalls and a collapsed rate), not CPU sharing.
-    assert operators > 0.4 * baseline
+    assert operators > 0.3 * baseline
     assert stress > 0.1 * baseline
     assert stall < 5.0
     assert wal_max[0] < 96 * MiB  # the writer checkpoints at 16 MiB; readers must never pin it
