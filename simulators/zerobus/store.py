@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import queue
 import sqlite3
 import threading
@@ -132,6 +133,9 @@ class _Op:
     future: Future
 
 
+WAL_LIMIT_BYTES = 64 * 1024 * 1024
+
+
 def now_us() -> int:
     return time.time_ns() // 1000
 
@@ -206,6 +210,7 @@ class Store:
     def _run(self) -> None:
         conn = connect(self.path)
         conn.execute("PRAGMA wal_autocheckpoint=0")  # see _checkpoints
+        conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
         try:
             while True:
                 op = self._queue.get()
@@ -223,10 +228,25 @@ class Store:
                     group.append(nxt)
                     rows += len(nxt.args[3]) if nxt.kind == "batch" else 0
                 self._commit(conn, group)
+                self._bound_wal(conn)
                 if stop:
                     return
         finally:
             conn.close()
+
+    def _bound_wal(self, conn: sqlite3.Connection) -> None:
+        """Keep the WAL from growing without end under continuous load.
+
+        The background checkpoints never catch up with a writer that is always busy, so
+        the WAL is never restarted. Past the limit the writer checkpoints once itself,
+        between commits (most pages are already copied): the next write restarts the
+        WAL, and journal_size_limit shrinks the file.
+        """
+        try:
+            if os.path.getsize(self.path + "-wal") > WAL_LIMIT_BYTES:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except OSError:
+            pass
 
     def _commit(self, conn: sqlite3.Connection, group: list[_Op]) -> None:
         ingest_us = now_us()
