@@ -267,6 +267,7 @@ def test_down_refuses_connections_until_cleared(emu, appliance_id):
 
     emu.set_faults({"down": True})
     assert emu.http("GET", "/healthz")["grpc"] == "down"
+    emu.http("POST", "/oidc/v1/token", {}, expect=(503,))  # the whole cloud is down, OAuth included
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", emu.grpc_port), timeout=2).close()
     with pytest.raises(ZerobusException):
