@@ -486,6 +486,7 @@ class Forwarder:
         return StreamConfigurationOptions(
             max_inflight_records=max(1, int(self.cfg.max_inflight_batches)) + 1,
             recovery=False,
+            recovery_retries=0,  # creation is retried by us, with backoff and a visible state
             server_lack_of_ack_timeout_ms=ack_ms,
             flush_timeout_ms=ack_ms,
             recovery_timeout_ms=min(15000, ack_ms),
