@@ -95,27 +95,21 @@ def cmd_healthcheck(args) -> int:
     cfg = _load(args)
     try:
         reader = _reader(cfg)
-        stats = reader.stats()
-        states = {s["name"]: s for s in _as_list(reader.states("forwarder"))}
+        with reader:
+            stats = reader.stats()
+            fwd = {s["name"]: s for s in reader.states("forwarder")}.get("main")
     except Exception as exc:
         print(f"unhealthy: spool: {exc}")
         return EXIT_UNHEALTHY
-    fwd = states.get("main")
     if fwd is None:
         print("unhealthy: the forwarder has not reported yet")
         return EXIT_UNHEALTHY
-    age = time.time() - float(fwd.get("updated_ts") or fwd.get("json", {}).get("updated_ts") or 0)
+    age = time.time() - float(fwd["updated_ts"])
     if age > args.max_age:
-        print(f"unhealthy: forwarder state is {age:.0f}s old")
+        print(f"unhealthy: the forwarder's last report is {age:.0f}s old")
         return EXIT_UNHEALTHY
-    print(f"ok: depth {stats.get('depth_rows')} forwarder {(fwd.get('json') or fwd).get('state')}")
+    print(f"ok: depth {stats.get('depth_rows')} readings, forwarder {fwd['value'].get('state')}")
     return 0
-
-
-def _as_list(states) -> list[dict]:
-    if isinstance(states, dict):
-        return [{"name": k, **(v if isinstance(v, dict) else {"json": v})} for k, v in states.items()]
-    return list(states)
 
 
 def cmd_admin(args) -> int:

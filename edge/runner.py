@@ -121,6 +121,7 @@ class Appliance:
                 loop.add_signal_handler(sig, self._stop.set)
             except (NotImplementedError, RuntimeError):  # not the main thread (tests)
                 pass
+        self._tasks.append(asyncio.create_task(self._operator_requests(), name="operator-requests"))
         enabled = [s for s in cfg.sources if s.enabled]
         for s in enabled:
             self._tasks.append(asyncio.create_task(self._supervise(s), name=f"source:{s.name}"))
@@ -133,6 +134,39 @@ class Appliance:
             await self._stop.wait()
         finally:
             await self.shutdown()
+
+    def _handlers(self) -> dict:
+        """What the admin page's operator requests map to (edge/admin/commands.py)."""
+        writer = self.writer
+
+        def checkpoint(_args: dict) -> str:
+            return writer.call(lambda spool: spool.checkpoint("TRUNCATE")).result(timeout=60)
+
+        def retry(args: dict) -> str:
+            dl_id = int(args["id"])
+            result = writer.call(lambda spool: spool.retry_dead_letter(dl_id)).result(timeout=60)
+            return f"re-appended as seq {result.first_seq}"
+
+        handlers = {"checkpoint_wal": checkpoint, "retry_dead_letter": retry}
+        fwd = self.forwarder
+        if fwd is not None and hasattr(fwd, "pause"):
+            handlers["pause_forwarding"] = lambda _args: fwd.pause() or "forwarding paused"
+            handlers["resume_forwarding"] = lambda _args: fwd.resume() or "forwarding resumed"
+        return handlers
+
+    async def _operator_requests(self, every: float = 1.0) -> None:
+        from edge.admin import commands
+
+        directory = commands.directory(self.cfg)
+        handlers = self._handlers()
+        while True:
+            try:
+                n = await asyncio.to_thread(commands.process, directory, handlers)
+                if n:
+                    log.info("handled %d operator request(s) from %s", n, directory)
+            except Exception:  # a broken request file must not stop the appliance
+                log.exception("operator requests in %s", directory)
+            await asyncio.sleep(every)
 
     def request_stop(self) -> None:
         self._stop.set()

@@ -138,6 +138,11 @@ _MIGRATIONS: list[tuple[str, ...]] = [
         "ALTER TABLE meta ADD COLUMN max_bytes INTEGER",
         "ALTER TABLE meta ADD COLUMN when_full TEXT",
     ),
+    # v3: an operator may retry a dead letter; the row stays as evidence, marked with the new seq.
+    (
+        "ALTER TABLE dead_letters ADD COLUMN retried_seq INTEGER",
+        "ALTER TABLE dead_letters ADD COLUMN retried_ts REAL",
+    ),
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -328,9 +333,9 @@ def _states(conn: sqlite3.Connection, kind: str | None) -> list[dict]:
 
 def _dead_letters(conn: sqlite3.Connection, limit: int) -> list[dict]:
     rows = conn.execute(
-        "SELECT id, seq, body, reason, ts FROM dead_letters ORDER BY id DESC LIMIT ?", (limit,)
+        "SELECT id, seq, body, reason, ts, retried_seq FROM dead_letters ORDER BY id DESC LIMIT ?", (limit,)
     ).fetchall()
-    return [{"id": i, "seq": s, "body": b, "reason": r, "ts": t} for i, s, b, r, t in rows]
+    return [{"id": i, "seq": s, "body": b, "reason": r, "ts": t, "retried_seq": rs} for i, s, b, r, t, rs in rows]
 
 
 def _quarantined(conn: sqlite3.Connection, limit: int) -> list[dict]:
@@ -975,6 +980,41 @@ class Spool:
                             f"for downstream", {"seq": seq, "to_seq": marker[0], "reason": reason, "count": count})
             self._dirty = True
         self.freed += 1
+
+    def retry_dead_letter(self, dead_letter_id: int) -> AppendResult:
+        """Append a dead-lettered record again as a new reading (a new seq; its old slot stays a marker).
+
+        For an operator who fixed the cause (e.g. the table's schema). The dead-letter row is
+        kept as evidence, marked with the seq it was retried as; a second retry is refused.
+        """
+        with self._tx():
+            row = self._conn.execute("SELECT seq, body, retried_seq FROM dead_letters WHERE id = ?",
+                                     (dead_letter_id,)).fetchone()
+            if row is None:
+                raise BadRequest(f"no dead letter with id {dead_letter_id}")
+            seq, body, retried = row
+            if retried is not None:
+                raise BadRequest(f"dead letter {dead_letter_id} (seq {seq}) was already retried as seq {retried}")
+            if not body:
+                raise BadRequest(f"dead letter {dead_letter_id} has no body to retry")
+            result = self.append([(_now_us(), body)])
+            if not result.stored:
+                raise SpoolFull("budget", "spool full: the retried record was not stored")
+            self._conn.execute("UPDATE dead_letters SET retried_seq = ?, retried_ts = ? WHERE id = ?",
+                               (result.first_seq, time.time(), dead_letter_id))
+        log.warning("dead letter %d (seq %d) retried as seq %d", dead_letter_id, seq, result.first_seq)
+        return result
+
+    def checkpoint(self, mode: str = "TRUNCATE") -> str:
+        """An explicit WAL checkpoint (operator request); returns what happened."""
+        if mode not in ("PASSIVE", "FULL", "RESTART", "TRUNCATE"):
+            raise BadRequest(f"checkpoint mode must be PASSIVE, FULL, RESTART or TRUNCATE, not {mode!r}")
+        self._flush_pending()
+        before = _file_size(f"{self.path}-wal")
+        done = self._checkpoint(mode)
+        after = _file_size(f"{self.path}-wal")
+        return (f"wal_checkpoint({mode}) {'completed' if done else 'partial (a reader held a snapshot)'}: "
+                f"WAL {before} -> {after} bytes")
 
     # ------------------------------------------------------------ side tables
 

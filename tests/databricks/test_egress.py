@@ -45,7 +45,7 @@ def wait_for(pred, timeout: float) -> bool:
 def forwarder_state(spool: Path) -> dict:
     with SpoolReader(spool) as r:
         states = r.states("forwarder")
-    return (states[0].get("state") or states[0]) if states else {}
+    return states[0]["value"].get("state") if states else {}
 
 
 def test_forwards_through_a_connect_proxy_over_tls(tmp_path):

@@ -131,10 +131,11 @@ def test_migrates_older_schema_and_keeps_the_spool(open_spool, spool_path):
     old_rows = items(20)
     make_v1(spool_path, old_rows)
     s = open_spool()
-    assert s.stats()["schema_version"] == SCHEMA_VERSION == 2
+    assert s.stats()["schema_version"] == SCHEMA_VERSION == 3
     assert s.peek(5, 100) == [(6 + i, b) for i, (_, b) in enumerate(old_rows)]
     assert s.append(items(1)).first_seq == 26
     s.put_state("forwarder", "main", {"ok": True})  # a v2 table
+    assert s.dead_letters(1) == []  # v3 columns queried without error
     acc = accounting(spool_path)
     assert acc["stats"]["appended_total"] == 26 and acc["stats"]["delivered_seq"] == 5
 

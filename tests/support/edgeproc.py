@@ -1,0 +1,91 @@
+"""`edge run` as a child process with a config built from a dict, for end-to-end tests.
+
+    with EdgeRun(tmp_path, {"appliance_id": "a", "sources": [...]}, emulator=emu) as edge:
+        edge.wait_for(lambda: ..., timeout=30)
+        edge.kill(); edge.start()          # SIGKILL and restart on the same spool
+        edge.stats()                       # the spool's stats, read-only
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from edge.spool import SpoolReader
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class EdgeRun:
+    def __init__(self, tmp: Path, config: dict, *, emulator=None, env: dict | None = None):
+        self.tmp = Path(tmp)
+        cfg = {"data_dir": str(self.tmp / "data"), **config}
+        cfg.setdefault("spool", {}).setdefault("path", str(self.tmp / "spool.db"))
+        cfg["spool"].setdefault("max_bytes", "256MiB")
+        if emulator is not None:
+            cfg.setdefault("zerobus", {})
+            cfg["zerobus"] = {"endpoint": emulator.grpc_endpoint, "workspace_url": emulator.workspace_url,
+                              "client_id": emulator.client_id, "client_secret": emulator.client_secret,
+                              "backoff_initial": "200ms", "backoff_max": "2s", **cfg["zerobus"]}
+        self.config = cfg
+        self.spool_path = Path(cfg["spool"]["path"])
+        self.config_path = self.tmp / "edge.yaml"
+        self.config_path.write_text(yaml.safe_dump(cfg))
+        self.log_path = self.tmp / "edge.log"
+        self.env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "EdgeRun":
+        self.proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(self.config_path)],
+                                     cwd=ROOT, env=self.env, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT)
+        if not self.wait_for(self.spool_path.exists, 20):
+            raise RuntimeError(f"edge did not create its spool:\n{self.log_tail()}")
+        return self
+
+    def log_tail(self, n: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-n:] if self.log_path.exists() else ""
+
+    def wait_for(self, pred: Callable[[], Any], timeout: float, every: float = 0.2) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"edge exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if pred():
+                return True
+            time.sleep(every)
+        return False
+
+    def stats(self) -> dict:
+        with SpoolReader(self.spool_path) as r:
+            return r.stats()
+
+    def forwarder(self) -> dict:
+        with SpoolReader(self.spool_path) as r:
+            states = r.states("forwarder")
+        return states[0] if states else {}
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def __enter__(self) -> "EdgeRun":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
