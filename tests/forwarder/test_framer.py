@@ -19,8 +19,18 @@ def test_consecutive_runs_across_block_and_length_boundaries():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, (1 << 63) - 1), st.binary(max_size=20)), max_size=50))
-def test_any_rows_any_order(rows):
+@given(st.integers(0, (1 << 62)), st.integers(1, 700))
+def test_contiguous_runs_anywhere(start, n):
+    body = b"\x22\x01x"
+    rows = [(s, body + bytes([s & 0xFF])) for s in range(start, start + n)]
+    assert Framer(PREFIX).frame_rows(rows) == [frame(PREFIX, s, b) for s, b in rows]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, (1 << 63) - 1), max_size=50, unique=True), st.binary(max_size=20))
+def test_any_increasing_rows_with_gaps(seqs, body):
+    rows = [(s, body) for s in sorted(seqs)]  # as the spool's peek returns them
     f = Framer(PREFIX)
+    assert f.frame_rows([]) == []
     assert f.frame_rows(rows) == [frame(PREFIX, s, b) for s, b in rows]
     assert f.frame_rows(rows) == [frame(PREFIX, s, b) for s, b in rows]  # the cached block is reused correctly
