@@ -128,12 +128,17 @@ class Config:
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def interpolate(value: Any, env: dict[str, str], path: str = "") -> Any:
-    """Replace ${VAR} / ${VAR:-default} in every string of a parsed YAML tree."""
+def interpolate(value: Any, env: dict[str, str], path: str = "", only: str | None = None) -> Any:
+    """Replace ${VAR} / ${VAR:-default} in every string of a parsed YAML tree.
+
+    With ``only`` (a top-level key), an unset variable outside that section becomes
+    an empty string instead of an error: the admin page reads the whole file but
+    must not need the forwarder's or the sources' secrets in its environment.
+    """
     if isinstance(value, dict):
-        return {k: interpolate(v, env, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+        return {k: interpolate(v, env, f"{path}.{k}" if path else str(k), only) for k, v in value.items()}
     if isinstance(value, list):
-        return [interpolate(v, env, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [interpolate(v, env, f"{path}[{i}]", only) for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
 
@@ -149,6 +154,8 @@ def interpolate(value: Any, env: dict[str, str], path: str = "") -> Any:
                 raise ConfigError(path, f"${{{var}}}: cannot read {var}_FILE ({exc.strerror})") from None
         if default is not None:
             return default
+        if only is not None and path.split(".", 1)[0].split("[", 1)[0] != only:
+            return ""
         raise ConfigError(path, f"environment variable {var} is not set (nor {var}_FILE)")
 
     whole = _VAR.fullmatch(value)
@@ -177,12 +184,12 @@ def _build_source(raw: Any, path: str) -> Any:
     return build(module.Config, raw, path)
 
 
-def parse(data: Any, env: dict[str, str] | None = None) -> Config:
-    """Validate an already-parsed YAML document."""
+def parse(data: Any, env: dict[str, str] | None = None, *, section: str | None = None) -> Config:
+    """Validate an already-parsed YAML document (``section``: see ``interpolate``'s ``only``)."""
     env = dict(os.environ) if env is None else env
     if not isinstance(data, dict):
         raise ConfigError("", "the config file must be a YAML mapping")
-    data = interpolate(data, env)
+    data = interpolate(data, env, only=section)
     raw_sources = data.get("sources", [])
     raw_admin = data.get("admin")
     cfg = build(Config, {**data, "sources": [], "admin": None})
@@ -208,7 +215,7 @@ def _build_admin(raw: Any) -> Any:
     return build(module.AdminConfig, raw or {}, "admin")
 
 
-def load(path: str | os.PathLike, env: dict[str, str] | None = None) -> Config:
+def load(path: str | os.PathLike, env: dict[str, str] | None = None, *, section: str | None = None) -> Config:
     try:
         text = Path(path).read_text()
     except OSError as exc:
@@ -219,4 +226,4 @@ def load(path: str | os.PathLike, env: dict[str, str] | None = None) -> Config:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError("", f"{path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    return parse(data, env)
+    return parse(data, env, section=section)

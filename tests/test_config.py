@@ -137,3 +137,12 @@ def test_every_subcommand_has_help():
     for args in (["run"], ["check-config"], ["spool", "stats"], ["healthcheck"], ["admin"], ["table", "ddl"]):
         r = _edge(*args, "--help")
         assert r.returncode == 0 and "usage:" in r.stdout
+
+
+def test_admin_section_only_needs_its_own_secrets():
+    data = {"appliance_id": "a", "zerobus": {"client_secret": "${DATABRICKS_CLIENT_SECRET}"},
+            "sources": [{"name": "gw", "type": "http", "token": "${GW_TOKEN:-0123456789abcdef0}"}]}
+    with pytest.raises(ConfigError):
+        parse(data, {})
+    cfg = parse(data, {}, section="admin")
+    assert cfg.zerobus.client_secret == ""

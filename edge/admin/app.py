@@ -51,9 +51,9 @@ def _load_config(config: Any, env: dict[str, str]):
         path = env.get("EDGE_CONFIG")
         if not path:
             raise ConfigError("", "EDGE_CONFIG is not set: point it at the appliance config file")
-        return load(path, env)
+        return load(path, env, section="admin")
     if isinstance(config, (str, os.PathLike)):
-        return load(config, env)
+        return load(config, env, section="admin")
     return config
 
 

@@ -46,7 +46,7 @@ def serve(config_path: str, bind: str | None = None, *, exec_: bool = True) -> l
     from edge.admin.settings import AdminConfig, credentials, metrics_token
     from edge.config import load
 
-    cfg = load(config_path)
+    cfg = load(config_path, section="admin")
     admin = cfg.admin if cfg.admin is not None else AdminConfig()
     credentials(admin)
     metrics_token(admin)
