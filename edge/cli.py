@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     adm = sub.add_parser("admin", help="serve the admin page (gunicorn)")
     _config_arg(adm)
-    adm.add_argument("--bind", default=None, help="host:port (default: admin.listen from the config)")
+    adm.add_argument("--bind", default=None, help="host:port (default: admin.bind from the config)")
     adm.set_defaults(func=cmd_admin)
 
     table = sub.add_parser("table", help="the Databricks bronze table").add_subparsers(dest="table_command", required=True, metavar="WHAT")

@@ -264,12 +264,14 @@ def sources(records: Mapping[str, dict], now: float, previous: Mapping[str, tupl
         r = records[name]
         total = _num(r, "readings_total") or 0
         updated = _ts(r.get("updated_ts")) or now
+        last = _ts(r.get("last_reading_ts"))
         rate = _num(r, "rate", "readings_per_s")
+        if rate is not None and (last is None or now - last > 15):
+            rate = 0.0  # the source's own rate is from its last window; nothing has arrived since
         if rate is None and previous and name in previous:
             t0, c0 = previous[name]
             if updated > t0 and total >= c0:
                 rate = (total - c0) / (updated - t0)
-        last = _ts(r.get("last_reading_ts"))
         offline = r.get("devices_offline") or []
         state = _str(r, "state") or "unknown"
         out.append({

@@ -49,11 +49,14 @@ class SourceStatus:
         self._min_interval = min_interval
         self._lock = threading.Lock()
         self._last_flush = 0.0
+        self._window_start: float | None = None
+        self._window_count = 0
         self.data: dict[str, Any] = {
             "type": kind,
             "state": "starting",
             "detail": "",
             "readings_total": 0,
+            "rate": None,  # readings/s, refreshed every >= 5 s while readings arrive
             "errors_total": 0,
             "quarantined_total": 0,
             "last_reading_ts": None,
@@ -74,9 +77,17 @@ class SourceStatus:
             self.flush(force=True)
 
     def readings(self, n: int) -> None:
+        now = time.time()
         with self._lock:
             self.data["readings_total"] += n
-            self.data["last_reading_ts"] = time.time()
+            self.data["last_reading_ts"] = now
+            # readings/s over windows of >= 5 s, so the page needs no second observation
+            if self._window_start is None:
+                self._window_start, self._window_count = now, 0
+            self._window_count += n
+            if now - self._window_start >= 5.0:
+                self.data["rate"] = round(self._window_count / (now - self._window_start), 3)
+                self._window_start, self._window_count = now, 0
         self.flush()
 
     def error(self, message: str) -> None:
