@@ -162,16 +162,33 @@ class _Pipeline:
         self.stopping = False
         self.blocked = False
         self.thread = threading.Thread(target=self._run, name=f"mqtt-worker-{self.cfg.name}", daemon=True)
+        # PUBACKs go out from their own thread: the spool writer thread that resolves the
+        # futures is shared by every source and must not spend its time on socket writes.
+        self.ack_needed = threading.Event()
+        self.acker = threading.Thread(target=self._ack_loop, name=f"mqtt-acker-{self.cfg.name}", daemon=True)
         self.counts = collections.Counter()
 
     def start(self) -> None:
         self.thread.start()
+        self.acker.start()
 
     def stop(self, timeout: float) -> None:
         self.stopping = True
         self.inbox.put(None)
         self.wake.set()
+        self.ack_needed.set()
         self.thread.join(timeout)
+        self.acker.join(timeout)
+
+    def _ack_loop(self) -> None:
+        while not self.stopping:
+            self.ack_needed.wait(0.5)
+            self.ack_needed.clear()
+            try:
+                self._ack_ready()
+            except Exception as exc:
+                self.ctx.log.exception("mqtt acker error")
+                self.ctx.status.error(f"acker: {type(exc).__name__}: {exc}")
 
     # ---- worker thread
 
@@ -226,7 +243,7 @@ class _Pipeline:
         if not group.jobs:  # e.g. only Sparkplug commands: nothing to store, ack right away
             with self.lock:
                 group.done = True
-            self._ack_ready()
+            self.ack_needed.set()
             return
         self._start_jobs(group, group.jobs)
 
@@ -243,7 +260,7 @@ class _Pipeline:
             fut.add_done_callback(lambda f, g=group, j=job: self._job_done(g, j, f.exception()))
 
     def _job_done(self, group: _Group, job: tuple[str, tuple], exc: BaseException | None) -> None:
-        # Runs on the writer thread: only bookkeeping and queueing PUBACKs (paho's ack() only queues).
+        # Runs on the spool writer thread: bookkeeping only.
         with self.lock:
             group.pending -= 1
             if exc is not None:
@@ -254,8 +271,8 @@ class _Pipeline:
                 group.done = True
         if exc is not None:
             self.wake.set()
-        else:
-            self._ack_ready()
+        elif group.done:
+            self.ack_needed.set()
 
     def _ack_ready(self) -> None:
         acks: list[_Msg] = []
@@ -397,6 +414,7 @@ class Source:
     def ack(self, msgs: list[_Msg]) -> None:
         client = self._client
         gen = self._gen
+        mids = []
         stale = 0
         for m in msgs:
             if m.qos == 0:
@@ -406,8 +424,10 @@ class Source:
             if m.gen != gen or not self._up or client is None:
                 stale += 1
                 continue
-            client.ack(m.mid, m.qos)
-        self.counts["acked"] += len(msgs) - stale
+            mids.append(m.mid)
+        if mids:
+            send_pubacks(client, mids)
+        self.counts["acked"] += len(mids)
         self.counts["ack_skipped_reconnected"] += stale
 
     # ---- flow state shown to operators
@@ -640,6 +660,29 @@ class Source:
             out.update(self._pipeline.counts)
             out["window_groups"] = len(self._pipeline.window)
         return out
+
+
+def send_pubacks(client: mqtt.Client, mids: list[int]) -> None:
+    """PUBACK every mid, in order, as ONE queued write.
+
+    ``client.ack(mid, 1)`` queues one 4-byte packet, wakes paho's thread and costs one
+    send() per message (~8 us of CPU in total, a third of paho's own cost per message).
+    The same bytes concatenated go out with one send. Uses paho 2.2's ``_packet_queue``,
+    the very call ``ack()`` makes (same thread safety); paho is pinned exactly.
+    A PUBACK without a reason code means success in MQTT 5 as in 3.1.1.
+    """
+    queue_packet = getattr(client, "_packet_queue", None)
+    if queue_packet is None:  # a paho without it: the slow, public way
+        for mid in mids:
+            client.ack(mid, 1)
+        return
+    n = len(mids)
+    buf = bytearray(4 * n)
+    buf[0::4] = b"\x40" * n  # PUBACK
+    buf[1::4] = b"\x02" * n  # remaining length: the 2-byte packet id
+    buf[2::4] = bytes(m >> 8 for m in mids)
+    buf[3::4] = bytes(m & 0xFF for m in mids)
+    queue_packet(mqtt.PUBACK, bytes(buf), 0, 0)
 
 
 def _oserror(exc: BaseException) -> str:

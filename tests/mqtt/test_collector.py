@@ -248,3 +248,16 @@ def test_reconnects_after_a_broker_kill_and_keeps_its_session(broker, tmp_path, 
             acked_seqs(sent)), 20, "the queue kept while the edge was away")
     finally:
         edge.stop()
+
+
+def test_pubacks_are_coalesced_into_one_write_in_order():
+    from edge.sources.mqtt import send_pubacks
+
+    queued = []
+
+    class Client:  # stands in for paho's internal queue only: the wire bytes are the point
+        def _packet_queue(self, command, packet, mid, qos):
+            queued.append((command, packet))
+
+    send_pubacks(Client(), [1, 258, 65535])
+    assert queued == [(0x40, b"\x40\x02\x00\x01" + b"\x40\x02\x01\x02" + b"\x40\x02\xff\xff")]
