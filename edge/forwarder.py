@@ -427,11 +427,6 @@ class Forwarder:
             self.cfg.batch_max_records, self._batch_bytes, self.cfg.max_inflight_batches, proxy_summary(),
         )
         try:
-            if self._reader is None:
-                from edge.spool import SpoolReader
-
-                self._reader = SpoolReader(self.spool_path)
-            self._acked_hi = int(self._reader.watermark())
             self._persist(force=True)
             while not self._stop.is_set():
                 try:
@@ -497,6 +492,10 @@ class Forwarder:
     def _session(self) -> None:
         """Open the streams and pump until a failure (raised) or stop (returns)."""
         self._set_state("connecting", "")
+        if self._reader is None:
+            from edge.spool import SpoolReader
+
+            self._reader = SpoolReader(self.spool_path)
         self._update_cut_backlog(force=True)
         self._acked_hi = max(self._acked_hi, int(self._reader.watermark()))
         sdk = self._sdk_factory(self.cfg)
