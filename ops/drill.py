@@ -5,6 +5,8 @@ follow the drain, and prove with the sink's own accounting that nothing was lost
     python3 ops/drill.py --cut 120                       # the Compose project of this directory
     python3 ops/drill.py -p plant-a --cut 600 --json drill.json
     python3 ops/drill.py --cut 60 --kill-during-drain    # plus a kill -9 of the edge mid-drain
+    python3 ops/drill.py --cut 60 --restart-stack        # plus a restart of everything (a host reboot)
+    python3 ops/drill.py --cut 60 --upgrade zerobus-edge:0.2.0   # plus an upgrade, spool kept
 
 Steps: (1) record the start state (spool stats from `edge spool stats` inside the
 edge container, the sink's view); (2) `docker network disconnect` the edge from
@@ -37,7 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable as a plain script
 
 from ops import drillcheck as dc  # noqa: E402
-from ops.composectl import Compose, ComposeError, docker, http_json  # noqa: E402
+from ops.composectl import Compose, ComposeError, docker, http_json, wait_for  # noqa: E402
 
 EXIT_PASS, EXIT_LOSS, EXIT_SETUP = 0, 1, 2
 
@@ -49,20 +51,24 @@ class DrillError(RuntimeError):
 class SpoolProbe:
     """Spool stats from inside the edge container: the same function the admin page uses."""
 
-    def __init__(self, container: str, config: str):
-        self.container = container
+    def __init__(self, find_container, config: str):
+        self.find_container = find_container  # re-resolved: a restart or upgrade replaces the container
         self.config = config
 
-    def stats(self, attempts: int = 30) -> dict:
+    def stats(self, attempts: int = 60) -> dict:
         last = ""
-        for _ in range(attempts):  # the container may be restarting (kill -9 step)
-            proc = docker("exec", self.container, "edge", "spool", "stats", "--config", self.config,
-                          timeout=60, check=False)
-            if proc.returncode == 0:
-                return json.loads(proc.stdout)
-            last = (proc.stderr or proc.stdout).strip()[-300:]
+        for _ in range(attempts):  # the container may be restarting (kill -9, restart, upgrade)
+            try:
+                proc = docker("exec", self.find_container(), "edge", "spool", "stats", "--config", self.config,
+                              timeout=60, check=False)
+            except ComposeError as exc:
+                last = str(exc)[-300:]
+            else:
+                if proc.returncode == 0:
+                    return json.loads(proc.stdout)
+                last = (proc.stderr or proc.stdout).strip()[-300:]
             time.sleep(1)
-        raise DrillError(f"edge spool stats failed in {self.container}: {last}")
+        raise DrillError(f"edge spool stats kept failing: {last}")
 
 
 class EmulatorVerifier:
@@ -75,7 +81,10 @@ class EmulatorVerifier:
         self.table = table
 
     def _table(self) -> dict:
-        return (http_json(f"{self.url}/stats", timeout=10).get("tables") or {}).get(self.table) or {}
+        # Retried for a while: the emulator restarts with the stack in --restart-stack / --upgrade.
+        stats = wait_for(lambda: http_json(f"{self.url}/stats", timeout=10), timeout=120, interval=1,
+                         what=f"GET {self.url}/stats")
+        return (stats.get("tables") or {}).get(self.table) or {}
 
     def view(self, appliance_id: str) -> dc.SinkView:
         t = self._table()
@@ -145,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         container = compose.container(args.edge_service)
     except ComposeError as exc:
         raise DrillError(str(exc)) from None
-    probe = SpoolProbe(container, args.config)
+    probe = SpoolProbe(lambda: compose.container(args.edge_service), args.config)
     if args.verify not in VERIFIERS:
         raise DrillError(f"unknown verifier {args.verify!r} (have: {', '.join(VERIFIERS)})")
     url = args.emulator_url
@@ -178,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
          f"sink max_seq {sink0.max_seq}, duplicates so far {sink0.duplicates}")
 
     link.cut()
+    t_cut = time.monotonic()
     note(f"egress CUT: {container[:12]} disconnected from {link.network} for {args.cut:.0f}s")
     try:
         cut_end = time.monotonic() + args.cut
@@ -185,9 +195,22 @@ def run(args: argparse.Namespace) -> int:
             time.sleep(min(args.interval, left))
             sample("cut")
         at_restore = sample("cut")
+        if args.restart_stack or args.upgrade:
+            # The spool volume must carry the backlog across: new containers attach
+            # every network again, which also ends the cut.
+            compose.stop(timeout=180)
+            note("whole stack STOPPED (docker compose stop; volumes kept)")
+            if args.upgrade:
+                compose.env["EDGE_IMAGE"] = args.upgrade
+            compose.run("up", "-d", "--no-build", "--force-recreate", timeout=300)
+            link.cut_active = False
+            note(f"whole stack UP again{' on image ' + args.upgrade if args.upgrade else ''} "
+                 f"(containers recreated, spool volume kept)")
+            container = compose.container(args.edge_service)
     finally:
         link.restore()
-    note(f"egress RESTORED: backlog {at_restore['depth_seqs']} seqs")
+    cut_s = time.monotonic() - t_cut  # sampling and a restart make it longer than asked
+    note(f"egress RESTORED after {cut_s:.0f}s: backlog {at_restore['depth_seqs']} seqs")
     backlog_last = int(at_restore["next_seq"]) - 1
     sink_at_restore = verifier.progress(appliance)
 
@@ -218,7 +241,8 @@ def run(args: argparse.Namespace) -> int:
         "verifier": verifier.name,
         "sink": url,
         "egress_network": link.network,
-        "cut_s": args.cut,
+        "cut_s": round(cut_s, 1),
+        "cut_requested_s": args.cut,
         "peak_depth": at_restore["depth_seqs"],
         "peak_oldest_age_s": at_restore.get("oldest_age_s"),
         "runway_at_restore_s": at_restore.get("runway_s"),
@@ -248,6 +272,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--drain-interval", type=float, default=1.0, help="seconds between samples during the drain")
     p.add_argument("--drain-timeout", type=float, default=900.0, help="give up on the drain after this long")
     p.add_argument("--kill-during-drain", action="store_true", help="kill -9 the edge container once the drain began")
+    p.add_argument("--restart-stack", action="store_true",
+                   help="at the end of the cut, stop the whole stack and recreate it (volumes kept)")
+    p.add_argument("--upgrade", metavar="IMAGE", default=None,
+                   help="like --restart-stack, recreating the Python services from IMAGE (EDGE_IMAGE)")
     p.add_argument("--verify", default="emulator", help=f"sink verifier: {', '.join(VERIFIERS)}")
     p.add_argument("--emulator-url", default=None, help="default: the emulator service's published port 8090")
     p.add_argument("--table", default="main.edge.readings")
@@ -264,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     args.file = args.file or ["docker-compose.yml"]
     try:
         return run(args)
-    except (DrillError, ComposeError) as exc:
+    except (DrillError, ComposeError, TimeoutError) as exc:
         print(f"drill: cannot run: {exc}", file=sys.stderr)
         return EXIT_SETUP
     except KeyboardInterrupt:

@@ -15,7 +15,7 @@ from ops.composectl import Compose, docker, emulator_rows, http_json, wait_for
 
 from .conftest import APPLIANCE_ID, ENV_FILE
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 SOURCES = {"demo", "opcua", "modbus", "mqtt"}  # ops/compose/edge.yaml
 

@@ -13,7 +13,7 @@ from ops.composectl import ROOT, Compose, docker, emulator_rows, http_json, wait
 
 from .conftest import free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def test_bundle_loads_and_runs_on_a_host_without_the_images(docker_images, tmp_path):

@@ -6,16 +6,28 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 
 import pytest
 
-from ops.composectl import ROOT, emulator_rows, http_json, wait_for
+from ops.composectl import ROOT, docker, emulator_rows, http_json, wait_for
 
 from .conftest import APPLIANCE_ID, ENV_FILE
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 CUT_S = 60
+
+
+def run_drill(stack, url: str, out, extra: list[str]) -> dict:
+    cmd = [sys.executable, "ops/drill.py", "-p", stack.project, "--env-file", str(ENV_FILE), "--interval", "10",
+           "--emulator-url", url, "--drain-timeout", "300", "--json", str(out), *extra]
+    for f in stack.files:
+        cmd += ["-f", f]
+    proc = subprocess.run(cmd, cwd=ROOT, env=stack.env, capture_output=True, text=True, timeout=1200)
+    print(proc.stdout, proc.stderr)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(out.read_text())
 
 
 def test_air_gap_drill_60s_cut_kill_during_drain_loses_nothing(stack, tmp_path):
@@ -25,17 +37,7 @@ def test_air_gap_drill_60s_cut_kill_during_drain_loses_nothing(stack, tmp_path):
     wait_for(lambda: emulator_rows(http_json(f"{url}/stats"), APPLIANCE_ID) > 0, timeout=150, what="first reading")
     stack.wait_healthy(["edge"], timeout=120)
 
-    out = tmp_path / "drill.json"
-    cmd = [sys.executable, "ops/drill.py", "-p", stack.project, "--env-file", str(ENV_FILE),
-           "--cut", str(CUT_S), "--interval", "10", "--kill-during-drain", "--emulator-url", url,
-           "--drain-timeout", "300", "--json", str(out)]
-    for f in stack.files:
-        cmd += ["-f", f]
-    proc = subprocess.run(cmd, cwd=ROOT, env=stack.env, capture_output=True, text=True, timeout=CUT_S + 600)
-    print(proc.stdout, proc.stderr)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-
-    report = json.loads(out.read_text())
+    report = run_drill(stack, url, tmp_path / "drill.json", ["--cut", str(CUT_S), "--kill-during-drain"])
     v = report["verdict"]
     assert v["ok"] and v["drained"] and v["unexplained_missing"] == [] and v["tail_missing"] is None
     # Collection went on during the cut: the backlog grew, and aged with the cut.
@@ -48,3 +50,38 @@ def test_air_gap_drill_60s_cut_kill_during_drain_loses_nothing(stack, tmp_path):
     before = emulator_rows(http_json(f"{url}/stats"), APPLIANCE_ID)
     wait_for(lambda: emulator_rows(http_json(f"{url}/stats"), APPLIANCE_ID) > before, timeout=60,
              what="readings flowing after the drill")
+
+
+def test_restart_and_upgrade_during_an_outage_keep_the_spool(stack, tmp_path):
+    """A host reboot (whole stack stopped and recreated) and an image upgrade, each at the
+    end of an egress cut: the backlog survives in the spool volume and drains without loss."""
+    upgrade = f"zerobus-edge:drill-upgrade-{uuid.uuid4().hex[:8]}"
+    # Same code, another image id: what an upgrade changes for Docker.
+    docker("build", "-q", "--build-arg", "BASE_IMAGE=zerobus-edge-local/bookworm-python:3.11",
+           "--label", f"org.zerobus-edge.drill-upgrade={upgrade}", "-t", upgrade, str(ROOT), timeout=900)
+    try:
+        stack.up()
+        host, port = stack.port("zerobus", 8090)
+        url = f"http://{host}:{port}"
+        wait_for(lambda: emulator_rows(http_json(f"{url}/stats"), APPLIANCE_ID) > 0, timeout=150, what="first reading")
+        stack.wait_healthy(["edge"], timeout=120)
+        for label, extra in (("restart", ["--restart-stack"]), ("upgrade", ["--upgrade", upgrade])):
+            report = run_drill(stack, url, tmp_path / f"{label}.json", ["--cut", "30", *extra])
+            v = report["verdict"]
+            assert v["ok"] and v["window_seqs"] >= report["peak_depth"] > 0, (label, v)
+            assert any("UP again" in e["what"] for e in report["events"]), label
+        running = docker("inspect", "-f", "{{.Config.Image}}", stack.container("edge")).stdout.strip()
+        assert running == upgrade
+    finally:
+        print(stack.logs(tail=80))
+        stack.down(volumes=True)  # before the rmi: the upgraded containers hold the image
+        docker("rmi", upgrade, check=False)
+
+
+def test_drill_refuses_to_run_without_the_appliance(compose_tool, tmp_path):
+    """No project, no edge container: exit 2 (could not run), never a false PASS."""
+    proc = subprocess.run([sys.executable, "ops/drill.py", "-p", f"zbenone{uuid.uuid4().hex[:8]}", "--cut", "1",
+                           "--env-file", str(ENV_FILE), "--json", str(tmp_path / "r.json")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "cannot run" in proc.stderr and not (tmp_path / "r.json").exists()
