@@ -182,6 +182,8 @@ def make_certs(hostname: str = "localhost") -> dict[str, bytes]:
     srv_key = ec.generate_private_key(ec.SECP256R1())
     srv = cert(hostname, srv_key, ca_name, ca_key, False,
                [x509.DNSName(hostname), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client = cert("edge", client_key, ca_name, ca_key, False)
     other_key = ec.generate_private_key(ec.SECP256R1())
     other_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "other CA")])
     other = cert("other CA", other_key, other_name, other_key, True)
@@ -189,4 +191,5 @@ def make_certs(hostname: str = "localhost") -> dict[str, bytes]:
     return {
         "ca.crt": ca.public_bytes(pem), "server.crt": srv.public_bytes(pem), "server.key": pem_key(srv_key),
         "other-ca.crt": other.public_bytes(pem),
+        "client.crt": client.public_bytes(pem), "client.key": pem_key(client_key),
     }

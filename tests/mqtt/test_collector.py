@@ -180,9 +180,10 @@ def test_sparkplug_aliases_survive_an_edge_restart(broker, tmp_path):
 
 
 @pytest.fixture
-def tls_broker():
+def tls_broker(request):
     certs = make_certs("broker.test")  # SAN: broker.test and 127.0.0.1
-    b = Broker(certs={k: v for k, v in certs.items() if k != "other-ca.crt"})
+    overrides = getattr(request, "param", None)
+    b = Broker(certs={k: certs[k] for k in ("ca.crt", "server.crt", "server.key")}, overrides=overrides)
     b.start()
     b.certs = certs
     try:
@@ -261,3 +262,23 @@ def test_pubacks_are_coalesced_into_one_write_in_order():
 
     send_pubacks(Client(), [1, 258, 65535])
     assert queued == [(0x40, b"\x40\x02\x00\x01" + b"\x40\x02\x01\x02" + b"\x40\x02\xff\xff")]
+
+
+@pytest.mark.parametrize("tls_broker", [{"require_certificate": "true"}], indirect=True)
+def test_client_certificate(tls_broker, tmp_path):
+    b = tls_broker
+    for name in ("ca.crt", "client.crt", "client.key"):
+        (tmp_path / name).write_bytes(b.certs[name])
+    url = f"mqtts://127.0.0.1:{b.tls_port}"
+    edge = InProcessEdge(edge_config(tmp_path / "nocert", b, url=url, ca_file=str(tmp_path / "ca.crt")))
+    try:
+        wait_until(lambda: edge.state()["state"] in ("tls_error", "connect_failed"), 15, "refusal without a certificate")
+        assert edge.source.counts["messages"] == 0
+    finally:
+        edge.stop()
+    edge = InProcessEdge(edge_config(tmp_path / "cert", b, url=url, ca_file=str(tmp_path / "ca.crt"),
+                                     cert_file=str(tmp_path / "client.crt"), key_file=str(tmp_path / "client.key")))
+    try:
+        edge.wait_state("connected")
+    finally:
+        edge.stop()
