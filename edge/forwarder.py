@@ -37,6 +37,7 @@ import os
 import re
 import threading
 import time
+import traceback
 from collections import deque
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -443,7 +444,7 @@ class Forwarder:
                 except _Stop:
                     break
                 except Exception as exc:  # a bug or a spool error: keep the data, retry later
-                    log.exception("forwarder loop error")
+                    log.error("forwarder loop error: %s", self._scrub("".join(traceback.format_exception(exc))))
                     self._on_failure(_Failure(Retry(self._scrub(f"{type(exc).__name__}: {exc}")), "internal"))
         finally:
             self._close_streams()
