@@ -212,20 +212,18 @@ class _Pipeline:
             return []
         if first is None:
             return []
-        msgs = [first]
-        deadline = time.monotonic() + self.cfg.batch_delay
         limit = self.cfg.batch_max
+        # Sleep through the group window rather than waking up for every message that
+        # arrives in it: one wake-up per group instead of one per message.
+        if self.cfg.batch_delay and self.inbox.qsize() < limit:
+            time.sleep(self.cfg.batch_delay)
+        msgs = [first]
+        get = self.inbox.get_nowait
         while len(msgs) < limit:
             try:
-                m = self.inbox.get_nowait()
+                m = get()
             except queue.Empty:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                try:
-                    m = self.inbox.get(timeout=left)
-                except queue.Empty:
-                    break
+                break
             if m is None:
                 break
             msgs.append(m)
