@@ -360,7 +360,8 @@ class Source:
             params.RequestedPublishingInterval = ms
             params.RequestedLifetimeCount = 10_000
             params.RequestedMaxKeepAliveCount = client.get_keepalive_count(ms)
-            params.MaxNotificationsPerPublish = 0  # no limit: the server sends what it has
+            # Bounds one publish response in our memory; a server holding more sets MoreNotifications.
+            params.MaxNotificationsPerPublish = 20_000
             params.PublishingEnabled = True
             params.Priority = 0
             sub = _Subscription(client.uaclient.session, params, self)
