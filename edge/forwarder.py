@@ -380,6 +380,17 @@ class Forwarder:
         self._wake.set()
 
     def state(self) -> dict:
+        """A JSON-able snapshot for people, the admin page and /metrics (never holds the secret).
+
+        ``state``: starting | connecting | streaming | idle (caught up) | backing_off | blocked |
+        stopped; ``reason`` and ``since`` (epoch s) explain it. ``acked_seq`` is the highest seq
+        the service acked (the spool's watermark follows it within one writer commit);
+        ``*_total`` are counters since start; ``ack_latency_buckets`` are cumulative
+        ``[upper_bound_s, count]`` pairs ending with ``"+Inf"`` (Prometheus histogram shape);
+        ``egress_cuts`` lists the last outages (a failure after a healthy period): ``outage_s``
+        until the first ack again, ``drain_s`` from there until caught up, backlog at the start
+        and its peak in rows; the current one carries ``"open": true``.
+        """
         with self._lock:
             c = self._c
             cum, buckets = 0, []
