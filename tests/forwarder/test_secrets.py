@@ -37,49 +37,49 @@ def strict_emulator():
         emu.stop()
 
 
-def test_wrong_secret_blocks_without_leaking_it(tmp_path, strict_emulator, caplog, capfd):
+def _texts_after_run(tmp_path, emu, secret, capfd, caplog, run) -> list[str]:
+    """Run a forwarder with ``secret``; ``run(rig)`` drives it and returns its state. Every text it left."""
     caplog.set_level(logging.DEBUG)
-    rig = Rig(tmp_path, strict_emulator)
+    rig = Rig(tmp_path, emu)
     try:
-        rig.append(10)
-        rig.fwd = Forwarder(make_cfg(strict_emulator, client_secret=WRONG), appliance_id=APP,
+        rig.fwd = Forwarder(make_cfg(emu, client_secret=secret), appliance_id=APP,
                             spool_path=str(rig.path), writer=rig.writer)
-        rig.fwd.start()
-        st = rig.wait_state("blocked")
-        assert "401" in st["reason"] or "credential" in st["reason"].lower()
+        st = run(rig)
         rig.fwd.stop(10)
         rig.fwd = None
         with SpoolReader(rig.path) as r:
             persisted = json.dumps(r.states("forwarder"))
         out, err = capfd.readouterr()
-        for text in (json.dumps(st), persisted, caplog.text, out, err):
-            _assert_clean(text, "edge-app", WRONG)
+        return [json.dumps(st), persisted, caplog.text, out, err, repr(make_cfg(emu, client_secret=secret))]
     finally:
         rig.close()
 
 
+def test_wrong_secret_blocks_without_leaking_it(tmp_path, strict_emulator, caplog, capfd):
+    def run(rig):
+        rig.append(10)
+        rig.fwd.start()
+        st = rig.wait_state("blocked")
+        assert "401" in st["reason"] or "credential" in st["reason"].lower()
+        return st
+
+    for text in _texts_after_run(tmp_path, strict_emulator, WRONG, capfd, caplog, run):
+        _assert_clean(text, "edge-app", WRONG)
+
+
 def test_right_secret_with_token_faults_never_leaks(tmp_path, strict_emulator, caplog, capfd):
-    caplog.set_level(logging.DEBUG)
-    rig = Rig(tmp_path, strict_emulator)
-    try:
+    def run(rig):
         res = rig.append(200)
         strict_emulator.set_faults({"token_error": {"status": 503, "times": 2},
                                     "fail_after_records": {"records": 50, "times": 1}})
-        rig.fwd = Forwarder(make_cfg(strict_emulator, client_id="edge-app", client_secret=SECRET), appliance_id=APP,
-                            spool_path=str(rig.path), writer=rig.writer)
         rig.fwd.start()
         rig.wait_delivered(res.last_seq)
         st = rig.fwd.state()
         assert st["failures_total"] >= 2
-        rig.fwd.stop(10)
-        rig.fwd = None
-        with SpoolReader(rig.path) as r:
-            persisted = json.dumps(r.states("forwarder"))
-        out, err = capfd.readouterr()
-        for text in (json.dumps(st), persisted, caplog.text, out, err, repr(make_cfg(strict_emulator, client_secret=SECRET))):
-            _assert_clean(text, "edge-app", SECRET)
-    finally:
-        rig.close()
+        return st
+
+    for text in _texts_after_run(tmp_path, strict_emulator, SECRET, capfd, caplog, run):
+        _assert_clean(text, "edge-app", SECRET)
 
 
 def test_scrubber_removes_secret_and_derived_forms():
