@@ -147,7 +147,22 @@ class Appliance:
             result = writer.call(lambda spool: spool.retry_dead_letter(dl_id)).result(timeout=60)
             return f"re-appended as seq {result.first_seq}"
 
-        handlers = {"checkpoint_wal": checkpoint, "retry_dead_letter": retry}
+        def preflight(_args: dict) -> str:
+            # Runs on the operator-requests worker thread (commands.process is under asyncio.to_thread),
+            # so collection and forwarding go on; requests queued behind it wait until it is done (in order).
+            import time
+
+            from edge.admin import preflight as pf
+            from edge.doctor import Doctor
+
+            started = time.time()
+            checks = Doctor(self.cfg, timeout=10).run(with_stream=True)
+            rec = pf.record(checks, started_ts=started, finished_ts=time.time(),
+                            secrets=[self.cfg.zerobus.client_secret])
+            writer.put_state(pf.KIND, pf.NAME, rec).result(timeout=60)
+            return pf.summary(rec)
+
+        handlers = {"checkpoint_wal": checkpoint, "retry_dead_letter": retry, "run_preflight": preflight}
         fwd = self.forwarder
         if fwd is not None and hasattr(fwd, "pause"):
             handlers["pause_forwarding"] = lambda _args: fwd.pause() or "forwarding paused"

@@ -25,6 +25,7 @@ ACTIONS = {
     "pause_forwarding": ("operator", "stop sending to ZeroBus; collection and spooling continue"),
     "resume_forwarding": ("operator", "resume sending to ZeroBus"),
     "checkpoint_wal": ("operator", "run PRAGMA wal_checkpoint(TRUNCATE) in the writer"),
+    "run_preflight": ("operator", "run the go-live preflight (edge doctor) from the appliance and store the result"),
     "retry_dead_letter": ("admin", "re-append a dead-lettered record as a new reading (new seq)"),
 }
 MAX_PENDING = 100
@@ -130,6 +131,11 @@ def process(directory: str | Path, handlers: dict[str, Callable[[dict], str | No
                 complete(directory, rec["id"], ok=True, detail=detail or "")
         n += 1
     return n
+
+
+def waiting(directory: str | Path, action: str) -> bool:
+    """Whether a request for ``action`` is still pending (the page does not queue a second one)."""
+    return any(r["action"] == action for r in pending(directory))
 
 
 def recent(directory: str | Path, limit: int = 20) -> list[dict]:

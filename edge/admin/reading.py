@@ -93,3 +93,14 @@ def read_items(spool_path: str, what: str, limit: int, timeout: float = 2.0) -> 
         return rows, None
     except Exception as exc:  # noqa: BLE001
         return [], f"{type(exc).__name__}: {exc}"[:300]
+
+
+def read_states(spool_path: str, kind: str, timeout: float = 2.0) -> tuple[dict[str, dict], str | None]:
+    """The state records of one kind, name -> record; an error instead of a 500."""
+    from edge.spool import SpoolReader
+
+    try:
+        with SpoolReader(spool_path, timeout=timeout) as r:
+            return model.normalize_states(r.states(kind)), None
+    except Exception as exc:  # noqa: BLE001
+        return {}, f"{type(exc).__name__}: {exc}"[:300]

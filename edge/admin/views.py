@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, abort, flash, g, jsonify, redirect, render_template, request, session, url_for
 
-from edge.admin import auth, commands, model, payloads, reading
+from edge.admin import auth, commands, model, payloads, preflight, reading
 from edge.admin.app import check_csrf, current_role, probe_allowed, require, st
 from edge.admin.charts import line_chart
 from edge.admin.metrics import render as render_metrics
@@ -105,6 +105,18 @@ def items_page(kind: str):
                            limit=limit, role=current_role(), now=time.time())
 
 
+def _preflight() -> dict:
+    states, err = reading.read_states(st().cfg.spool.path, preflight.KIND)
+    return preflight.document(states, commands.recent(st().commands_dir, 100), now=time.time(), spool_error=err)
+
+
+@bp.get("/preflight")
+def preflight_page():
+    require("viewer")
+    return render_template("preflight.html", p=_preflight(), role=current_role(), now=time.time(),
+                           refresh=int(st().admin.refresh), effect=commands.ACTIONS[preflight.ACTION][1])
+
+
 # ---------------------------------------------------------------- login
 
 
@@ -172,6 +184,9 @@ def _act(action: str) -> dict:
             args["id"] = int(raw)
         except (TypeError, ValueError):
             abort(400, description="retry_dead_letter needs the dead letter's id")
+    if action == preflight.ACTION and commands.waiting(st().commands_dir, action):
+        # A run takes up to a couple of minutes on the appliance; a second click would only queue a repeat.
+        abort(409, description="a preflight run is already requested; its result shows here when the appliance has run it")
     try:
         return commands.submit(st().commands_dir, action, args, by=current_role() or "?")
     except commands.CommandError as exc:
@@ -230,6 +245,12 @@ def api_commands():
     require("viewer")
     return jsonify(commands=commands.recent(st().commands_dir, 100), actions={
         k: {"role": r, "effect": e} for k, (r, e) in commands.ACTIONS.items()})
+
+
+@bp.get("/api/preflight")
+def api_preflight():
+    require("viewer")
+    return jsonify(_preflight())
 
 
 @bp.get("/api/whoami")
