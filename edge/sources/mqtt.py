@@ -306,7 +306,8 @@ class _Pipeline:
         else:
             self.ctx.status.error(f"spool write failed, retrying: {type(first_exc).__name__}: {first_exc}")
             self.src.set_blocked(f"spool write failed, retrying: {type(first_exc).__name__}: {first_exc}")
-            self.wake.wait(1.0)
+            # Not wake.wait(): the failed resubmission itself sets wake, which would spin.
+            time.sleep(1.0)
             self.wake.clear()
         if self.stopping:
             return True
@@ -335,6 +336,8 @@ class Source:
         self._last_disconnect = ""
         self._last_problem = ""
         self._state = "starting"
+        self._q_logged_at = 0.0
+        self._q_unlogged = 0
         self.counts = collections.Counter()
 
     # ---- conversion (worker thread)
@@ -367,18 +370,20 @@ class Source:
             except Exception as exc:  # a parser bug: keep the payload, keep going
                 quarantines.append(self._quarantine(m, topic, f"internal parse error {type(exc).__name__}: {exc}"))
                 continue
-            for p in parsed:
-                try:
-                    body = encode_reading(
+            try:
+                bodies = [
+                    (m.ts, encode_reading(
                         source=name, protocol="mqtt", point=p.point, value=p.value, quality=p.quality,
                         status_code=p.status_code, source_ts=p.source_ts, collected_ts=m.ts,
                         unit=p.unit, data_type=p.data_type,
-                    )
-                except Exception as exc:
-                    quarantines.append(self._quarantine(m, topic, f"cannot encode {p.point!r}: {exc}"))
-                    break
-                items.append((m.ts, body))
-                n_readings += 1
+                    ))
+                    for p in parsed
+                ]
+            except Exception as exc:  # all of a message or none of it: the quarantine keeps it whole
+                quarantines.append(self._quarantine(m, topic, f"cannot encode a reading: {type(exc).__name__}: {exc}"))
+                continue
+            items.extend(bodies)
+            n_readings += len(bodies)
         self.counts["messages"] += len(msgs)
         self.counts["duplicates_flagged"] += sum(1 for m in msgs if m.dup)
         if n_readings:
@@ -404,10 +409,16 @@ class Source:
             "topic": topic[:1024], "qos": m.qos, "bytes": len(m.payload), "truncated": len(m.payload) > limit,
             "received_ts": m.ts, "dup": m.dup,
         }
-        self.ctx.log.warning("quarantined MQTT message on %s: %s", topic[:200], reason)
+        # A device sending garbage at 1 kHz must not flood the log: one line per second at most.
+        now = time.monotonic()
+        self._q_unlogged += 1
+        if now - self._q_logged_at >= 1.0:
+            more = f" (+{self._q_unlogged - 1} more since the last line)" if self._q_unlogged > 1 else ""
+            self.ctx.log.warning("quarantined MQTT message on %s: %s%s", topic[:200], reason, more)
+            self._q_logged_at, self._q_unlogged = now, 0
         return (self.cfg.name, reason, bytes(m.payload[:limit]), meta)
 
-    # ---- acknowledgements (writer thread, via the pipeline)
+    # ---- acknowledgements (the pipeline's acker thread)
 
     def ack(self, msgs: list[_Msg]) -> None:
         client = self._client
