@@ -81,8 +81,10 @@ def _charts(doc: dict, snap: reading.Snapshot) -> dict:
 def index():
     require("viewer")
     doc, snap = _status(with_samples=True)
+    last_preflight = preflight.document(snap.states.get(preflight.KIND) or {}, [], now=doc["generated_ts"])["last"]
     return render_template("dashboard.html", s=doc, charts=_charts(doc, snap), role=current_role(),
                            recent=commands.recent(st().commands_dir, 8), actions=commands.ACTIONS,
+                           preflight=last_preflight,
                            refresh=int(st().admin.refresh), now=doc["generated_ts"], read_ms=snap.read_ms)
 
 

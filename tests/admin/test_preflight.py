@@ -168,3 +168,13 @@ def test_page_without_a_spool_says_so(tmp_path):
     r = c.get("/preflight")
     assert r.status_code == 200 and b"Spool not readable" in r.data
     assert c.get("/api/preflight").json["error"].startswith("SpoolError")
+
+
+def test_dashboard_links_the_last_run(app, cfg):
+    c = client_for(app, "viewer")
+    assert "not run yet" in c.get("/").data.decode().split('id="preflight-last"')[1][:200]
+    now = time.time()
+    store(cfg, preflight.record(doctor_checks(), started_ts=now - 1, finished_ts=now))
+    cell = c.get("/").data.decode().split('id="preflight-last"')[1][:300]
+    assert 'href="/preflight"' in cell and ">FAIL</span> 3 of 5" in cell
+    assert c.get("/api/status").status_code == 200  # the status document ignores the preflight record
