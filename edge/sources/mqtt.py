@@ -534,17 +534,28 @@ class Source:
         if cfg.username:
             client.username_pw_set(cfg.username, str(cfg.password) or None)
         if self.tls:
-            ctx = ssl.create_default_context(cafile=cfg.ca_file) if cfg.ca_file else ssl.create_default_context()
-            ctx.check_hostname = True  # never off: a broker must prove its name
-            ctx.verify_mode = ssl.CERT_REQUIRED
-            if cfg.cert_file:
-                ctx.load_cert_chain(cfg.cert_file, cfg.key_file, password=str(cfg.key_password) or None)
-            client.tls_set_context(ctx)
+            client.tls_set_context(self._tls_context())
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
         return client
+
+    def _tls_context(self) -> ssl.SSLContext:
+        cfg = self.cfg
+        try:
+            ctx = ssl.create_default_context(cafile=cfg.ca_file) if cfg.ca_file else ssl.create_default_context()
+        except (OSError, ssl.SSLError) as exc:
+            raise TlsFilesError(f"cannot load ca_file {cfg.ca_file}: {_oserror(exc)}") from None
+        ctx.check_hostname = True  # never off: a broker must prove its name
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        if cfg.cert_file:
+            try:
+                ctx.load_cert_chain(cfg.cert_file, cfg.key_file, password=str(cfg.key_password) or None)
+            except (OSError, ssl.SSLError) as exc:
+                raise TlsFilesError(
+                    f"cannot load cert_file {cfg.cert_file} / key_file {cfg.key_file}: {_oserror(exc)}") from None
+        return ctx
 
     def _connect_props(self) -> Properties | None:
         if self.cfg.protocol != "5":
@@ -561,8 +572,14 @@ class Source:
         self._pipeline = _Pipeline(self)
         self._pipeline.start()
         backoff = Backoff(initial=float(cfg.backoff_initial), cap=float(cfg.backoff_max))
-        client = self._client = self._new_client()
         try:
+            while True:
+                try:
+                    client = self._client = self._new_client()
+                    break
+                except TlsFilesError as exc:  # fix the files: retried without restarting the appliance
+                    self._fail("tls_error", str(exc))
+                    await asyncio.sleep(float(cfg.auth_backoff))
             while True:
                 self._disconnected.clear()
                 self._last_connack = None
@@ -669,6 +686,10 @@ class Source:
             out.update(self._pipeline.counts)
             out["window_groups"] = len(self._pipeline.window)
         return out
+
+
+class TlsFilesError(Exception):
+    """ca_file / cert_file / key_file cannot be read or do not fit together."""
 
 
 def send_pubacks(client: mqtt.Client, mids: list[int]) -> None:

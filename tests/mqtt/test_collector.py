@@ -216,6 +216,13 @@ def test_tls_with_verification_and_a_wrong_ca_is_refused(tls_broker, tmp_path):
         assert edge.source.counts["messages"] == 0
     finally:
         edge.stop()
+    edge = InProcessEdge(edge_config(tmp_path / "nofile", b, url=f"mqtts://127.0.0.1:{b.tls_port}",
+                                     ca_file=str(tmp_path / "missing.crt")))
+    try:
+        st = edge.wait_state("tls_error")
+        assert "cannot load ca_file" in st["detail"] and "missing.crt" in st["detail"]
+    finally:
+        edge.stop()
     # The name is verified too: localhost reaches the same broker but is not in its certificate.
     edge = InProcessEdge(edge_config(tmp_path / "name", b, url=f"mqtts://localhost:{b.tls_port}",
                                      ca_file=str(tmp_path / "ca.crt")))
