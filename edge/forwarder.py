@@ -326,6 +326,7 @@ class Forwarder:
                                           SDK_CALL_LIMIT - CALL_MARGIN - int(cfg.batch_max_records) * per_record))
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._retry = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._c = _Counters()
@@ -377,6 +378,11 @@ class Forwarder:
 
     def notify(self) -> None:
         """New rows were committed: skip the idle poll delay."""
+        self._wake.set()
+
+    def retry_now(self) -> None:
+        """Cut a backoff or blocked wait short (an operator fixed the cause: admin "retry now")."""
+        self._retry.set()
         self._wake.set()
 
     def state(self) -> dict:
@@ -491,11 +497,13 @@ class Forwarder:
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
+        self._retry.clear()
         while not self._stop.is_set():
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or self._retry.is_set():
                 return
-            self._stop.wait(min(left, 1.0))
+            self._wake.wait(min(left, 1.0))
+            self._wake.clear()
             self._update_cut_backlog()
             self._persist()
 

@@ -255,3 +255,15 @@ def test_record_over_the_service_limit_is_dead_lettered_not_retried_forever(rig)
     assert [d["seq"] for d in dead] == [big.first_seq]
     assert "limit" in dead[0]["reason"]
     assert fwd.state()["dead_lettered_total"] == 1
+
+
+def test_retry_now_cuts_a_blocked_wait_short(rig):
+    res = rig.append(100)
+    rig.emu.set_faults({"create_error": {"code": "PERMISSION_DENIED", "message": "no MODIFY"}})
+    fwd = rig.start(blocked_retry=600)
+    rig.wait_state("blocked")
+    rig.emu.clear_faults()
+    time.sleep(0.3)
+    assert fwd.state()["state"] == "blocked"  # waits its blocked_retry...
+    fwd.retry_now()  # ...unless an operator says the cause is fixed
+    rig.wait_delivered(res.last_seq, timeout=10)
