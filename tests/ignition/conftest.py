@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.edgeproc import EdgeRun
+
 TOKEN = "test-token-0123456789abcdef"
 
 
@@ -25,47 +20,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class EdgeProcess:
-    """`edge run` as a child process; `kill()` is SIGKILL, `start()` again reuses the same spool."""
+class EdgeProcess(EdgeRun):
+    """`edge run` with one http source; `kill()` is SIGKILL, `start()` again reuses the same spool."""
 
     def __init__(self, tmp: Path, *, forward: bool = False, zerobus: dict | None = None, spool: dict | None = None,
                  http: dict | None = None):
-        self.tmp = tmp
         self.port = free_port()
-        self.spool_path = tmp / "spool.db"
-        self.forward = forward
-        self.config = tmp / "edge.yaml"
         cfg = {
             "appliance_id": "plant-test",
-            "data_dir": str(tmp / "data"),
-            "spool": {"path": str(self.spool_path), "max_bytes": "64MiB", **(spool or {})},
+            "spool": {"path": str(tmp / "spool.db"), "max_bytes": "64MiB", **(spool or {})},
             "sources": [{"name": "gw", "type": "http", "listen": f"127.0.0.1:{self.port}", "token": "${GW_TOKEN}",
                          **(http or {})}],
             "logging": {"level": "info"},
         }
         if zerobus:
             cfg["zerobus"] = zerobus
-        self.config.write_text(yaml.safe_dump(cfg))
-        self.proc: subprocess.Popen | None = None
-        self.log = tmp / "edge.log"
+        super().__init__(tmp, cfg, env={"GW_TOKEN": TOKEN}, forward=forward)
 
     def start(self, timeout: float = 20.0) -> "EdgeProcess":
-        args = [sys.executable, "-m", "edge.cli", "run", "--config", str(self.config)]
-        if not self.forward:
-            args.append("--no-forward")
-        env = {**os.environ, "GW_TOKEN": TOKEN, "PYTHONPATH": str(ROOT)}
-        self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"edge exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-            try:
-                if self.request("GET", "/system/zerobus/health")[0] == 200:
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"edge did not listen in {timeout}s:\n{self.log.read_text()[-3000:]}")
+        super().start()
+        if not self.wait_for(self._listening, timeout, every=0.1):
+            raise TimeoutError(f"edge did not listen in {timeout}s:\n{self.log_tail()}")
+        return self
+
+    def _listening(self) -> bool:
+        try:
+            return self.request("GET", "/system/zerobus/health")[0] == 200
+        except OSError:
+            return False
 
     def request(self, method: str, path: str, body=None, headers=None, conn=None):
         own = conn is None
@@ -89,19 +71,6 @@ class EdgeProcess:
         if token is not None:
             headers[header] = f"Bearer {token}" if header == "Authorization" else token
         return self.request("POST", "/system/zerobus/ingest/batch", events, headers, conn)
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 @pytest.fixture

@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class EdgeRun:
-    def __init__(self, tmp: Path, config: dict, *, emulator=None, env: dict | None = None):
+    def __init__(self, tmp: Path, config: dict, *, emulator=None, env: dict | None = None, forward: bool = True):
+        self.forward = forward
         self.tmp = Path(tmp)
         cfg = {"data_dir": str(self.tmp / "data"), **config}
         cfg.setdefault("spool", {}).setdefault("path", str(self.tmp / "spool.db"))
@@ -43,8 +44,10 @@ class EdgeRun:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "EdgeRun":
-        self.proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(self.config_path)],
-                                     cwd=ROOT, env=self.env, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT)
+        args = [sys.executable, "-m", "edge.cli", "run", "--config", str(self.config_path)]
+        if not self.forward:
+            args.append("--no-forward")
+        self.proc = subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT)
         if not self.wait_for(self.spool_path.exists, 20):
             raise RuntimeError(f"edge did not create its spool:\n{self.log_tail()}")
         return self
