@@ -53,7 +53,7 @@ def test_sigkill_many_times_loses_nothing(tmp_path, emulator):
         assert time.monotonic() - started < 90, "crash loop too slow"
     final = _child({**base, "drain": True, "seed": 0, "timeout": 60})
     out, err = final.communicate(timeout=90)
-    assert final.returncode == 0, err.decode()[-3000:]
+    assert final.returncode == 0, f"{err.decode()[-2000:]}\n--- emulator log ---\n{emulator.log_tail(40)}"
     last = json.loads(out.decode().strip().splitlines()[-1])["last"]
 
     committed = [tuple(map(int, line.split())) for line in log.read_text().splitlines() if line.strip()]
