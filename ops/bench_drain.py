@@ -166,9 +166,10 @@ def first_ack_child(cfg_json: str) -> int:
     while fwd.state()["last_ack_ts"] is None and time.monotonic() < deadline:
         time.sleep(0.002)
     t_ack = time.time()
-    # A few seconds of steady draining from the big spool, for the rate at depth.
+    # A few seconds of steady draining from the big spool (after a 1 s warm-up), for the rate at depth.
+    time.sleep(1.0)
     st0, t_rate0 = fwd.state()["acked_total"], time.perf_counter()
-    time.sleep(c.get("rate_window", 3.0))
+    time.sleep(c.get("rate_window", 5.0))
     rate = (fwd.state()["acked_total"] - st0) / (time.perf_counter() - t_rate0)
     fwd.stop(10)
     writer.close()
