@@ -10,6 +10,8 @@
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS build
+# Marks the legacy builder's leftover build-stage images so they can be pruned selectively.
+LABEL org.zerobus-edge.stage=build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore
 RUN python3 -m venv /opt/venv
 # A wheelhouse with wheels in it makes the build strictly offline (--no-index):

@@ -170,3 +170,9 @@ else
   echo "$wheel_key" >"$wheel_stamp"
   say "built   $wheelhouse ($(ls "$wheelhouse"/*.whl | wc -l) wheels)"
 fi
+
+# The legacy builder keeps every build stage as a dangling image (~300 MB each);
+# drop ours once they are an hour old (never another project's, never one in use).
+pruned=$(docker image prune -f --filter label=org.zerobus-edge.stage=build --filter until=1h 2>/dev/null | tail -1)
+case "$pruned" in *" 0B"|"") ;; *) say "pruned old build stages: $pruned" ;; esac
+exit 0
