@@ -72,6 +72,11 @@ def test_kill9_of_the_edge_mid_stream_loses_nothing(broker, emulator, tmp_path):
         # Spool seqs never repeat: the table's own key is unique (the forwarder's duplicates are 0 or bounded).
         st = emulator.table_stats()
         assert st["appliances"]["edge-e2e"]["unexplained_missing_count"] == 0
+        # Sparkplug DDATA by alias stayed resolvable across the kills (aliases saved before the BIRTH ack).
+        from edge.spool import SpoolReader
+
+        with SpoolReader(edge.workdir / "data" / "spool.db") as r:
+            assert r.quarantined(10) == []
         print(f"kills={kills} dup rows by MQTT redelivery: "
               f"{ {p: len(got[p]) - len(set(got[p])) for p in got} }, dup keys in table: {st['duplicates']}")
     finally:
