@@ -267,3 +267,15 @@ def test_retry_now_cuts_a_blocked_wait_short(rig):
     assert fwd.state()["state"] == "blocked"  # waits its blocked_retry...
     fwd.retry_now()  # ...unless an operator says the cause is fixed
     rig.wait_delivered(res.last_seq, timeout=10)
+
+
+def test_stop_is_bounded_even_when_the_server_never_acks(rig):
+    rig.append(2000)
+    rig.emu.set_faults({"never_ack": True})
+    fwd = rig.start(ack_timeout=60)
+    rig.wait_state("streaming")
+    t0 = time.monotonic()
+    assert fwd.stop(15)
+    assert time.monotonic() - t0 < 8  # STOP_GRACE for the window, then the streams are dropped
+    assert fwd.state()["state"] == "stopped"
+    rig.fwd = None
