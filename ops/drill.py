@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -134,18 +135,41 @@ def _keep(st: dict) -> dict:
     return {k: st.get(k) for k in keys}
 
 
-def kill_and_revive(container: str, wait_s: float = 15) -> str:
-    """kill -9 the edge; the restart policy should bring it back, else start it (as an operator would)."""
-    docker("kill", "-s", "KILL", container, timeout=30)
+def _crash(container: str) -> str:
+    """SIGKILL the edge process itself, as a crash would (the OOM killer, a segfault).
+
+    `docker kill` counts as an operator's stop, after which Docker's restart policy
+    does not restart the container; a process that dies on its own is restarted.
+    So kill the container's main process (the child of docker-init) from the host,
+    and fall back to `docker kill` where that is not possible (not root, Docker Desktop).
+    """
+    pid = docker("inspect", "-f", "{{.State.Pid}}", container, timeout=30).stdout.strip()
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        os.kill(int(children[0] if children else pid), signal.SIGKILL)
+        return "its process got SIGKILL"
+    except (OSError, ValueError, IndexError):
+        docker("kill", "-s", "KILL", container, timeout=30)
+        return "docker kill -s KILL"
+
+
+def kill_and_revive(container: str, wait_s: float = 20) -> str:
+    """kill -9 the edge; its restart policy should bring it back, else start it as an operator would."""
+
+    def state() -> list[str]:
+        fmt = "{{.State.Running}} {{.State.StartedAt}} {{.RestartCount}}"
+        return docker("inspect", "-f", fmt, container, timeout=30).stdout.split()
+
+    started_before = state()[1]
+    how = _crash(container)
     t0 = time.monotonic()
-    time.sleep(1)
     while time.monotonic() - t0 < wait_s:
-        running = docker("inspect", "-f", "{{.State.Running}}", container, timeout=30).stdout.strip()
-        if running == "true":
-            return "restarted by its restart policy"
         time.sleep(0.5)
+        running, started, restarts = state()
+        if running == "true" and started != started_before:
+            return f"{how}; restarted by its restart policy (restart count {restarts})"
     docker("start", container, timeout=60)
-    return "started by the drill (restart policy did not)"
+    return f"{how}; started by the drill (the restart policy did not)"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -219,8 +243,11 @@ def run(args: argparse.Namespace) -> int:
         deadline = time.monotonic() + args.drain_timeout
         while time.monotonic() < deadline and (verifier.progress(appliance) or -1) <= (sink_at_restore or -1):
             time.sleep(0.1)
+        at_kill = verifier.progress(appliance)
         how = kill_and_revive(container)
-        note(f"edge KILLED (-9) mid-drain at sink max_seq {verifier.progress(appliance)}; {how}")
+        when = ("mid-drain" if at_kill is not None and at_kill < backlog_last
+                else "after the sink had the whole backlog (the drain outran the poll)")
+        note(f"edge KILLED (-9) {when}, sink max_seq {at_kill} of {backlog_last}: {how}")
 
     t_restore = time.monotonic()
     drained, last_seq, drain_s = False, backlog_last, None
