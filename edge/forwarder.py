@@ -82,6 +82,10 @@ class _Stop(Exception):
     pass
 
 
+class _Paused(Exception):
+    pass
+
+
 class _Acks:
     """Acks and the first error of one stream, pushed by the SDK's ack callback.
 
@@ -327,6 +331,7 @@ class Forwarder:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._retry = threading.Event()
+        self._paused = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._c = _Counters()
@@ -380,6 +385,19 @@ class Forwarder:
         """New rows were committed: skip the idle poll delay."""
         self._wake.set()
 
+    def pause(self) -> None:
+        """Stop sending (operator request): the window in flight is finished, then the streams close.
+
+        Collection and spooling go on; the state says ``paused`` until ``resume()``.
+        """
+        self._paused.set()
+        self._wake.set()
+
+    def resume(self) -> None:
+        self._paused.clear()
+        self._retry.set()
+        self._wake.set()
+
     def retry_now(self) -> None:
         """Cut a backoff or blocked wait short (an operator fixed the cause: admin "retry now")."""
         self._retry.set()
@@ -389,7 +407,7 @@ class Forwarder:
         """A JSON-able snapshot for people, the admin page and /metrics (never holds the secret).
 
         ``state``: starting | connecting | streaming | idle (caught up) | backing_off | blocked |
-        stopped; ``reason`` and ``since`` (epoch s) explain it. ``acked_seq`` is the highest seq
+        paused | stopped; ``reason`` and ``since`` (epoch s) explain it. ``acked_seq`` is the highest seq
         the service acked (the spool's watermark follows it within one writer commit);
         ``*_total`` are counters since start; ``ack_latency_buckets`` are cumulative
         ``[upper_bound_s, count]`` pairs ending with ``"+Inf"`` (Prometheus histogram shape);
@@ -447,19 +465,18 @@ class Forwarder:
         try:
             self._persist(force=True)
             while not self._stop.is_set():
+                if self._paused.is_set():
+                    self._wait_paused()
+                    continue
                 try:
-                    self._session()
+                    self._session_or_isolate()
                 except _Failure as f:
-                    if isinstance(f.outcome, RejectRecord):
-                        self._close_streams()
-                        try:
-                            self._isolate(f.outcome)
-                        except _Failure as f2:
-                            self._on_failure(f2)
-                    else:
-                        self._on_failure(f)
+                    self._on_failure(f)
                 except _Stop:
                     break
+                except _Paused:
+                    self._close_streams()
+                    self._lower_protection(self._acked_hi)
                 except Exception as exc:  # a bug or a spool error: keep the data, retry later
                     log.error("forwarder loop error: %s", self._scrub("".join(traceback.format_exception(exc))))
                     self._on_failure(_Failure(Retry(self._scrub(f"{type(exc).__name__}: {exc}")), "internal"))
@@ -495,12 +512,31 @@ class Forwarder:
             self._set_state("backing_off", out.reason)
             self._sleep(delay)
 
+    def _session_or_isolate(self) -> None:
+        try:
+            self._session()
+        except _Failure as f:
+            if not isinstance(f.outcome, RejectRecord):
+                raise
+            self._close_streams()
+            self._isolate(f.outcome)  # its own failures, stop and pause reach _main's handlers
+
+    def _wait_paused(self) -> None:
+        self._set_state("paused", "paused by an operator request")
+        with self._lock:
+            self._inflight = 0
+        while self._paused.is_set() and not self._stop.is_set():
+            self._wake.wait(1.0)
+            self._wake.clear()
+            self._record_acks()
+            self._persist()
+
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         self._retry.clear()
         while not self._stop.is_set():
             left = deadline - time.monotonic()
-            if left <= 0 or self._retry.is_set():
+            if left <= 0 or self._retry.is_set() or self._paused.is_set():
                 return
             self._wake.wait(min(left, 1.0))
             self._wake.clear()
@@ -546,6 +582,8 @@ class Forwarder:
 
         if self._stop.is_set():
             raise _Stop()
+        if self._paused.is_set():
+            raise _Paused()
         acks = _Acks()
         try:
             stream = sdk.create_stream(
@@ -603,12 +641,12 @@ class Forwarder:
         idle_since = None
         stop_by = None
         while True:
-            if self._stop.is_set():
+            if self._stop.is_set() or self._paused.is_set():
                 # Let the batches already in flight be acked (fewer duplicates after a clean
                 # restart), but never wait longer than STOP_GRACE.
                 stop_by = stop_by or time.monotonic() + STOP_GRACE
                 if not window or time.monotonic() > stop_by:
-                    raise _Stop()
+                    raise _Stop() if self._stop.is_set() else _Paused()
                 cap = 0
             # Fill every stream's window.
             # Batches acked by the service but not yet recorded in the spool count against the

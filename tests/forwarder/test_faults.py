@@ -279,3 +279,27 @@ def test_stop_is_bounded_even_when_the_server_never_acks(rig):
     assert time.monotonic() - t0 < 8  # STOP_GRACE for the window, then the streams are dropped
     assert fwd.state()["state"] == "stopped"
     rig.fwd = None
+
+
+def test_pause_finishes_the_window_then_holds_until_resume(rig):
+    res = rig.append(3000)
+    rig.emu.set_faults({"ack_delay_ms": 30})
+    fwd = rig.start(batch_max_records=100)
+    deadline = time.monotonic() + 20
+    while rig.watermark() < res.first_seq + 300 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    fwd.pause()
+    st = rig.wait_state("paused")
+    assert "operator" in st["reason"] and st["batches_in_flight"] == 0
+    time.sleep(0.3)
+    held = rig.watermark()
+    rows = rig.emu.table_stats()["rows"]
+    time.sleep(0.5)
+    assert rig.watermark() == held and rig.emu.table_stats()["rows"] == rows  # nothing sent while paused
+    assert held < res.last_seq
+    assert rig.emu.table_stats()["duplicates"] == 0  # the window was finished, not abandoned
+    more = rig.append(100)  # collection goes on
+    fwd.resume()
+    rig.wait_delivered(more.last_seq)
+    _assert_complete(rig, res.first_seq, more.last_seq)
+    assert rig.emu.table_stats()["duplicates"] == 0
