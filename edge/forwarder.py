@@ -338,6 +338,7 @@ class Forwarder:
         self._state = "starting"
         self._reason = ""
         self._since = time.time()
+        self._started_ts: float | None = None
         self._last_ack_ts: float | None = None
         self._last_ack_seq: int | None = None
         self._acked_hi = 0
@@ -369,6 +370,7 @@ class Forwarder:
     def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError("forwarder already started")
+        self._started_ts = time.time()
         self._thread = threading.Thread(target=self._main, name="forwarder", daemon=True)
         self._thread.start()
 
@@ -428,6 +430,7 @@ class Forwarder:
                 "state": self._state,
                 "reason": self._reason,
                 "since": self._since,
+                "started_ts": self._started_ts,
                 "updated_ts": time.time(),
                 "endpoint": self.cfg.endpoint,
                 "workspace_url": self.cfg.workspace_url,
