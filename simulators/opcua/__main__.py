@@ -36,7 +36,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--processes", type=int, default=1)
     p.add_argument("--report-dir", default=None)
-    p.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0: run until killed)")
+    p.add_argument("--duration", type=float, default=0,
+                   help="stop changing values after this many seconds, keep serving (0: change until killed)")
+    p.add_argument("--hold", type=float, default=0, help="serve initial values only for this many seconds first")
     return p.parse_args(argv)
 
 
@@ -45,7 +47,7 @@ async def _serve(a: argparse.Namespace) -> None:
     sim = SimServer(
         port=a.port, nodes=a.nodes, rate=a.rate, security=a.security, cert_dir=a.cert_dir, users=users,
         history=a.history, history_enabled=not a.no_history, seed=a.seed + a.port, faults=not a.no_faults,
-        extras=not a.no_extras, plant_limit=a.plant_limit,
+        extras=not a.no_extras, plant_limit=a.plant_limit, hold=a.hold,
     )
     sim.endpoint = f"opc.tcp://{a.host}:{a.port}/sim"
     await sim.start()
@@ -57,18 +59,19 @@ async def _serve(a: argparse.Namespace) -> None:
     report = Path(a.report_dir) / f"opcua-sim-{a.port}.json" if a.report_dir else None
     if report:
         report.parent.mkdir(parents=True, exist_ok=True)
-    elapsed = 0.0
+    started = loop.time()
     try:
         while not stop.is_set():
             try:
-                await asyncio.wait_for(stop.wait(), 2.0)
+                await asyncio.wait_for(stop.wait(), 0.5 if a.duration else 2.0)
             except asyncio.TimeoutError:
                 pass
-            elapsed += 2.0
+            if a.duration and loop.time() - started >= a.duration + a.hold and not sim.paused:
+                # Stop changing values but keep serving, so every change made can still be collected.
+                sim.pause()
+                print(f"DONE produced={sim.produced_total}", flush=True)
             if report:
                 sim.write_report(report)
-            if a.duration and elapsed >= a.duration:
-                break
     finally:
         sim.pause()
         if report:

@@ -127,6 +127,7 @@ class SimServer:
         units: bool | None = None,
         plant_limit: int = 2000,
         tick: float = 0.05,
+        hold: float = 0.0,
     ):
         if security not in SECURITY:
             raise ValueError(f"security must be one of {', '.join(SECURITY)}")
@@ -144,6 +145,7 @@ class SimServer:
         self.units = units if units is not None else nodes <= 5000
         self.plant_limit = plant_limit
         self.tick = tick
+        self.hold = hold  # seconds to serve initial values only (lets a collector subscribe first)
         self.endpoint = f"opc.tcp://127.0.0.1:{self.port}/sim"
         self.nodes: list[SimNode] = []
         self.by_path: dict[str, SimNode] = {}
@@ -296,6 +298,8 @@ class SimServer:
         return v, status
 
     async def _run(self) -> None:
+        if self.hold:
+            await asyncio.sleep(self.hold)
         owed = 0.0
         last = time.monotonic()
         n = len(self.nodes)
@@ -316,7 +320,7 @@ class SimServer:
             ts = datetime.now(timezone.utc)
             made = tries = 0
             # Skip nodes that do not change right now, but never spin through the plant forever.
-            while made < k and tries < 4 * k:
+            while made < k and tries < 4 * k and not self._paused:
                 node = self.nodes[self._cursor]
                 self._cursor = (self._cursor + 1) % n
                 tries += 1
@@ -327,6 +331,10 @@ class SimServer:
                 made += 1
                 if made % 500 == 0:
                     await asyncio.sleep(0)  # let requests (subscribe, publish) through
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
 
     def pause(self) -> None:
         self._paused = True

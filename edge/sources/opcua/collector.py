@@ -299,7 +299,7 @@ class Source:
                     await read_units(client, res.targets)
                 plans.append((group, res.targets))
             backfill = cfg.backfill.enabled and any(
-                t.point in self.checkpoint.points for _, targets in plans for t in targets)
+                t.point in self.checkpoint.points or t.point in self._last for _, targets in plans for t in targets)
             if backfill:
                 self._hold, self._held = [], 0
             total = ok = 0
@@ -430,7 +430,7 @@ class Source:
             if it.point in known:
                 continue
             known.add(it.point)
-            ts = self.checkpoint.points.get(it.point)
+            ts = self._have_until(it.point)
             if ts is not None:
                 wanted.append((it.point, it.nodeid, ts))
         ctx.status.set_state("backfilling", f"reading history of {len(wanted)} nodes")
@@ -439,7 +439,8 @@ class Source:
         name = cfg.name
 
         async def on_values(point: str, dvs: list) -> None:
-            start = self.checkpoint.points.get(point, -1)
+            start = self._have_until(point)
+            start = -1 if start is None else start
             item = by_point[point]
             collected = now_us()
             s = seen.setdefault(point, set())
@@ -476,6 +477,17 @@ class Source:
         if rep.unsupported:
             ctx.status.error(f"no history on the server for {len(rep.unsupported)} nodes: gap not back-filled")
         self._release_hold(seen)
+
+    def _have_until(self, point: str) -> int | None:
+        """Source time up to which we hold the point's values: committed (checkpoint), or taken
+        and waiting in the buffer (they commit unless the process dies, and then the checkpoint
+        is what the next start goes by)."""
+        ckpt = self.checkpoint.points.get(point)
+        last = self._last.get(point)
+        taken = last[0] if last is not None else None
+        if ckpt is None or (taken is not None and taken > ckpt):
+            return taken
+        return ckpt
 
     def _release_hold(self, seen: dict[str, set] | None = None) -> None:
         held, self._hold, self._held = self._hold, None, 0

@@ -1,0 +1,85 @@
+"""The simulator as several processes, and produced-vs-landed reconciliation from its reports."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from simulators.opcua.server import free_port
+from tests.opcua.conftest import running, wait_until
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(150)]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def test_two_processes_produced_equals_landed(rig, tmp_path):
+    port = free_port()
+    while True:  # the second process takes port + 1
+        try:
+            import socket
+
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 1))
+            break
+        except OSError:
+            port = free_port()
+    reports = tmp_path / "reports"
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "simulators.opcua", "--port", str(port), "--processes", "2", "--nodes", "54",
+         "--rate", "150", "--hold", "8", "--duration", "4", "--report-dir", str(reports)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        group = {"name": "g", "publishing_interval": "100ms", "sampling_interval": "0", "folders": [{"root": "Plant"}]}
+        a = rig.source(f"opc.tcp://127.0.0.1:{port}/sim", [group], name="a")
+        b = rig.source(f"opc.tcp://127.0.0.1:{port + 1}/sim", [group], name="b")
+        by_endpoint = {a.cfg.endpoint: a, b.cfg.endpoint: b}
+        async with contextlib.AsyncExitStack() as stack:
+            # Each process holds its values for --hold seconds from its own start: subscribe to each
+            # as soon as it is up, so every change it makes is one we can expect.
+            for _ in range(2):
+                line = await asyncio.to_thread(sim.stdout.readline)
+                assert line.startswith("READY"), line
+                await stack.enter_async_context(running(by_endpoint[line.split()[1]]))
+            await wait_until(lambda: all(s.data["state"] == "running" for s in rig.statuses.values()), what="running")
+            # Both processes stopped changing values (read in a thread: a blocked loop would stall the collectors).
+            done = [await asyncio.to_thread(sim.stdout.readline) for _ in range(2)]
+            assert all(d.startswith("DONE") for d in done), done
+
+            def produced() -> dict[tuple[str, str], int]:
+                out = {}
+                for name, p in (("a", port), ("b", port + 1)):
+                    rep = json.loads((reports / f"opcua-sim-{p}.json").read_text())
+                    for nid, n in rep["per_node"].items():
+                        out[(name, nid)] = n
+                return out
+
+            def landed() -> dict[tuple[str, str], int]:
+                c = Counter()
+                for r in rig.readings():
+                    c[(r.source, "ns=2;s=" + r.point.removeprefix("Plant/").replace("/", "."))] += 1
+                return dict(c)
+            try:
+                await wait_until(lambda: produced() == landed(), timeout=30, every=0.5, what="produced == landed")
+            except AssertionError:
+                p, got = produced(), landed()
+                diff = {k: (p.get(k), got.get(k)) for k in set(p) | set(got) if p.get(k) != got.get(k)}
+                raise AssertionError(f"{len(diff)} nodes differ (produced, landed): {sorted(diff.items())[:3]} "
+                                     f"{[s.snapshot() for s in rig.statuses.values()]} {a.stats} {b.stats}")
+        total = sum(produced().values())
+        assert total > 600 and len(produced()) == 2 * 60  # 54 plant signals + 6 extras per process
+    finally:
+        sim.terminate()
+        try:
+            sim.wait(20)
+        except subprocess.TimeoutExpired:
+            sim.kill()
