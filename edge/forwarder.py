@@ -348,6 +348,7 @@ class Forwarder:
         self._cuts: deque = deque(maxlen=RECENT_CUTS)
         self._cut: _Cut | None = None
         self._healthy = False
+        self._rotation_ok = True
         self._last_persist = 0.0
         self._dirty = True
         # Last seqs of batches the service acked that the spool has not recorded yet; one
@@ -492,7 +493,12 @@ class Forwarder:
     def _on_failure(self, f: _Failure) -> None:
         out = f.outcome
         self._close_streams()
-        starts_cut = self._healthy and self._cut is None and f.phase != "idle"
+        # A server that rotates a healthy stream (close signal, status OK) is no outage: one
+        # immediate reconnect, no cut. Rotation again before any ack falls back to backoff.
+        rotation = isinstance(out, Retry) and out.graceful and self._healthy and self._rotation_ok
+        if rotation:
+            self._rotation_ok = False
+        starts_cut = self._healthy and self._cut is None and f.phase != "idle" and not rotation
         backlog = self._backlog_now() if starts_cut else 0
         with self._lock:
             self._c.failures += 1
@@ -503,12 +509,14 @@ class Forwarder:
                 self._cut = _Cut(started_ts=time.time(), backlog_start=backlog, backlog_peak=backlog)
             if self._cut is not None:
                 self._cut.errors += 1
-            self._healthy = False
+            self._healthy = rotation
         self._lower_protection(self._acked_hi)
         if isinstance(out, Blocked):
             log.error("forwarding blocked: %s (retrying every %.0fs)", out.reason, self.cfg.blocked_retry)
             self._set_state("blocked", out.reason)
             self._sleep(float(self.cfg.blocked_retry))
+        elif rotation:
+            log.info("the server closed the stream (%s); reconnecting", out.reason)
         else:
             delay = self._backoff.next_delay()
             log.warning("forwarding failed (%s): %s; retrying in %.2fs", f.phase, out.reason, delay)
@@ -744,6 +752,7 @@ class Forwarder:
             else:
                 c.latency_counts[-1] += 1
             self._acked_hi = max(self._acked_hi, b.last_seq)
+            self._rotation_ok = True
             self._last_ack_seq = b.last_seq
             self._last_ack_ts = time.time()
             if not self._healthy:

@@ -27,6 +27,9 @@ Phase = Literal["create", "ingest", "ack", "internal"]
 @dataclass(frozen=True)
 class Retry:
     reason: str
+    # The server ended the stream on purpose (close signal, status OK): a routine rotation,
+    # not an outage; reconnect at once.
+    graceful: bool = False
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ _DESCRIPTIONS = {
     "the operation was aborted": "ABORTED",
     "unknown error": "UNKNOWN",
     "unrecoverable data loss or corruption": "DATA_LOSS",
+    "the operation completed successfully": "OK",
     "some entity that we attempted to create already exists": "ALREADY_EXISTS",
 }
 _NAMES = {
@@ -145,6 +149,8 @@ def classify(message: str, *, nonretriable: bool = False, phase: Phase = "ack") 
     if code is None and nonretriable and "exceed" in low and ("size" in low or "bytes" in low or "limit" in low):
         # The SDK refuses an oversized call before sending; bisecting shrinks it.
         return RejectRecord(f"batch too large: {short}")
+    if code == "OK" or "closed gracefully" in low:
+        return Retry(f"the server closed the stream: {short}", graceful=True)
     if "stream is closed" in low or "stream closed" in low:
         return Retry(f"stream closed: {short}")
     return Retry(short)

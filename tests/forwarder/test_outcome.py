@@ -45,6 +45,17 @@ def test_classify(message, nonretriable, phase, expected):
     assert out.reason  # every outcome says why, for the state page
 
 
+@pytest.mark.parametrize("message,graceful", [
+    ("Stream is closed: code: 'The operation completed successfully', message: \"Stream closed by server without errors.\"", True),
+    ("Stream closed gracefully by server", True),
+    ("Stream is closed: code: 'The service is currently unavailable', message: \"boom\"", False),
+    ("Stream is closed: code: 'Internal error', message: \"Stream closed\"", False),
+])
+def test_a_server_side_rotation_is_a_graceful_retry(message, graceful):
+    out = classify(message, phase="ack")
+    assert isinstance(out, Retry) and out.graceful is graceful
+
+
 def test_blocked_reason_keeps_the_server_message():
     out = classify("Failed to create stream: code: 'Some requested entity was not found', "
                    "message: \"table main.edge.readings not found\".", nonretriable=True, phase="create")
