@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import queue
 import sqlite3
@@ -27,6 +28,8 @@ from typing import Any
 
 from .ledger import Ledger
 from .records import Decoded
+
+log = logging.getLogger("zerobus_emulator.store")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (
@@ -227,8 +230,14 @@ class Store:
                         break
                     group.append(nxt)
                     rows += len(nxt.args[3]) if nxt.kind == "batch" else 0
-                self._commit(conn, group)
-                self._bound_wal(conn)
+                try:
+                    self._commit(conn, group)
+                    self._bound_wal(conn)
+                except Exception as exc:  # never let the writer die: every later stream would hang
+                    log.exception("store writer: unexpected error")
+                    for o in group:
+                        if not o.future.done():
+                            o.future.set_exception(exc)
                 if stop:
                     return
         finally:
@@ -245,7 +254,7 @@ class Store:
         try:
             if os.path.getsize(self.path + "-wal") > WAL_LIMIT_BYTES:
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        except OSError:
+        except (OSError, sqlite3.Error):
             pass
 
     def _commit(self, conn: sqlite3.Connection, group: list[_Op]) -> None:
@@ -261,7 +270,10 @@ class Store:
             conn.execute("COMMIT")
         except Exception as exc:  # the stream turns this into a retriable INTERNAL
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    log.exception("store writer: rollback failed")
             for op in group:
                 op.future.set_exception(exc)
             return
@@ -269,9 +281,13 @@ class Store:
         self.commit_wall_s += time.perf_counter() - t_wall
         self.commit_cpu_s += time.thread_time() - t_cpu
         for op in group:
+            # The rows are committed: the ack must go out whatever the accounting does.
             if op.kind == "batch":
                 table, _, _, d = op.args
-                self.ledger.observe(table, d.apps, d.seqs, d.kinds, d.extra, ingest_us)
+                try:
+                    self.ledger.observe(table, d.apps, d.seqs, d.kinds, d.extra, ingest_us)
+                except Exception:
+                    log.exception("store writer: /stats accounting failed for a committed batch")
             op.future.set_result(ingest_us)
 
     @staticmethod
