@@ -482,8 +482,14 @@ class Source:
         wanted = sorted({(s.topic, s.qos) for s in self.cfg.subscriptions})
         # The broker still has our subscriptions when the session survived; subscribing again
         # would make it resend every retained message (duplicates on every reconnect).
-        if session_present and self._load_json(self._subs_path) == {"subs": [list(w) for w in wanted]}:
+        saved = self._load_json(self._subs_path)
+        if session_present and saved == {"subs": [list(w) for w in wanted]}:
             return
+        # Filters dropped from the config would otherwise keep delivering into the old session.
+        old = {t for t, _ in (saved or {}).get("subs", [])} if isinstance(saved, dict) else set()
+        dropped = sorted(old - {t for t, _ in wanted})
+        if session_present and dropped:
+            client.unsubscribe(dropped)
         if self.cfg.protocol == "5":
             topics = [(t, SubscribeOptions(qos=q, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)) for t, q in wanted]
         else:

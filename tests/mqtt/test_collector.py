@@ -289,3 +289,26 @@ def test_client_certificate(tls_broker, tmp_path):
         edge.wait_state("connected")
     finally:
         edge.stop()
+
+
+def test_a_filter_removed_from_the_config_is_unsubscribed(broker, tmp_path):
+    edge = InProcessEdge(edge_config(tmp_path, broker, subs=({"topic": "plant/sim1/#"}, {"topic": "plant/sim2/#"})))
+    edge.wait_state("connected")
+    wait_until(lambda: (tmp_path / "sources" / "mqtt1" / "mqtt-subscriptions.json").exists(), 10, "SUBACK")
+    edge.stop()
+    edge = InProcessEdge(edge_config(tmp_path, broker, subs=({"topic": "plant/sim1/#"},)))
+    try:
+        edge.wait_state("connected")
+        wait_until(lambda: '"plant/sim2/#"' not in (tmp_path / "sources" / "mqtt1" / "mqtt-subscriptions.json").read_text(),
+                   10, "the new subscription set")
+        c = publisher(broker, "sim2")
+        publish_all(c, [("plant/sim2/a", b'{"value": 1}')])
+        c.loop_stop()
+        c = publisher(broker, "sim1")
+        publish_all(c, [("plant/sim1/a", b'{"value": 2}')])
+        c.loop_stop()
+        wait_until(lambda: edge.source.counts["acked"] >= 1, 10, "the sim1 message")
+        time.sleep(0.5)
+        assert edge.source.counts["messages"] == 1 and edge.state()["quarantined_total"] == 0
+    finally:
+        edge.stop()
