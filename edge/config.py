@@ -2,8 +2,9 @@
 
 Every error names the field path (``zerobus.batch_max_records: expected an
 integer, got 'many'``) and the CLI exits non-zero with it. Values may use
-``${VAR}`` / ``${VAR:-default}``; when ``VAR`` is unset but ``VAR_FILE`` names a
-file (a Docker secret), the file's content is used. Secret values never appear
+``${VAR}`` / ``${VAR:-default}``; when ``VAR`` is unset or empty and ``VAR_FILE``
+names a file (a Docker secret, or a credential generated at first start), the
+file's content is used. Secret values never appear
 in errors or reprs.
 
 Each source type owns its options: ``edge/sources/<type>.py`` defines a
@@ -144,9 +145,9 @@ def interpolate(value: Any, env: dict[str, str], path: str = "", only: str | Non
 
     def sub(m: re.Match) -> str:
         var, default = m.group(1), m.group(2)
-        if var in env:
-            return env[var]
         file_var = env.get(f"{var}_FILE")
+        if env.get(var) or (var in env and not file_var):
+            return env[var]
         if file_var:
             try:
                 return Path(file_var).read_text().strip()

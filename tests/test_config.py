@@ -146,3 +146,11 @@ def test_admin_section_only_needs_its_own_secrets():
         parse(data, {})
     cfg = parse(data, {}, section="admin")
     assert cfg.zerobus.client_secret == ""
+
+
+def test_empty_variable_falls_back_to_its_file(tmp_path):
+    (tmp_path / "p").write_text("generated-at-first-start\n")
+    data = {"appliance_id": "a", "zerobus": {"client_secret": "${S}"}}
+    assert parse(data, {"S": "", "S_FILE": str(tmp_path / "p")}).zerobus.client_secret == "generated-at-first-start"
+    assert parse(data, {"S": "given", "S_FILE": str(tmp_path / "p")}).zerobus.client_secret == "given"
+    assert parse(data, {"S": ""}).zerobus.client_secret == ""
