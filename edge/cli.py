@@ -10,6 +10,7 @@
     edge table create --config F     create the table and grant the service principal (SQL warehouse)
     edge doctor --config F           preflight: reachability, TLS, token, table, schema, write, clock
     edge verify --config F           sequence accounting against the real table (SQL warehouse)
+    edge init-secrets --dir D        first start: credentials from the environment or generated once
 """
 
 from __future__ import annotations
@@ -181,6 +182,19 @@ def cmd_verify(args) -> int:
     return 0 if rep["unexplained_missing_count"] == 0 else 1
 
 
+def cmd_init_secrets(args) -> int:
+    from edge.firststart import ensure
+
+    try:
+        done = ensure(args.dir)
+    except (ValueError, OSError) as exc:
+        print(f"edge: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    for name, how in done.items():
+        print(f"{name}: {how}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge", description="Zerobus Edge store-and-forward appliance")
     p.add_argument("--version", action="version", version=f"zerobus-edge {__version__}")
@@ -232,6 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
     doc.add_argument("--timeout", type=float, default=10.0, help="seconds per network step (default 10)")
     doc.add_argument("--no-stream", action="store_true", help="skip opening a real ZeroBus stream")
     doc.set_defaults(func=cmd_doctor)
+
+    ini = sub.add_parser("init-secrets", help="first start: write missing credentials (admin, MQTT) into a directory")
+    ini.add_argument("--dir", default="/secrets", help="where the credential files go (default /secrets)")
+    ini.set_defaults(func=cmd_init_secrets)
 
     ver = sub.add_parser("verify", help="seq accounting of this appliance in the real table; exit 1 on unexplained gaps")
     _config_arg(ver)

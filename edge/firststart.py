@@ -1,0 +1,58 @@
+"""First-start credentials for a Compose deployment that was started without any.
+
+`docker compose up` on a fresh host must work with no `.env`, and still ship no
+shared default password. A one-shot service runs `edge init-secrets`: for each
+credential it writes a file into the `secrets` volume - the value given in the
+environment when there is one (so `.env` always wins, also after a change), or a
+random one generated once and kept. The broker, the edge, the admin page and
+the simulators all read the same file (``*_FILE`` variables), so they agree.
+Values are never printed; `README.md` says how to read the admin password.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+# file name -> the environment variable that may supply the value
+CREDENTIALS = {
+    "admin_password": "EDGE_ADMIN_PASSWORD",
+    "mqtt_edge_password": "MQTT_PASSWORD_EDGE",
+    "mqtt_sim1_password": "MQTT_PASSWORD_SIM1",
+}
+MIN_LEN = 12
+
+
+def ensure(directory: str | os.PathLike, env: dict[str, str] | None = None) -> dict[str, str]:
+    """Make every credential file exist; returns name -> "given" | "generated" | "kept" (never values)."""
+    env = dict(os.environ) if env is None else env
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name, var in CREDENTIALS.items():
+        path = d / name
+        given = env.get(var, "")
+        if given:
+            if len(given) < MIN_LEN:
+                raise ValueError(f"{var} must be at least {MIN_LEN} characters")
+            value, how = given, "given"
+        elif path.exists() and path.read_text().strip():
+            out[name] = "kept"
+            continue
+        else:
+            value, how = secrets.token_urlsafe(18), "generated"
+        _write(path, value)
+        out[name] = how
+    return out
+
+
+def _write(path: Path, value: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, value.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
