@@ -19,8 +19,9 @@
 # .env, so the Compose files run exactly the images the bundle carries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+py=python3; [ -x .venv/bin/python ] && py=.venv/bin/python
 
-version=$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
+version=$("$py" -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
 EDGE_IMAGE=${EDGE_IMAGE:-zerobus-edge:$version}
 MOSQUITTO_IMAGE=${MOSQUITTO_IMAGE:-eclipse-mosquitto:2}
 out=${BUNDLE_OUT:-dist}

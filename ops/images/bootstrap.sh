@@ -23,6 +23,8 @@
 #   FORCE=1 bash ops/images/bootstrap.sh    # rebuild everything
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# Any Python 3.11+ (tomllib) reads pyproject.toml; the project's venv when there is one.
+py=python3; [ -x .venv/bin/python ] && py=.venv/bin/python
 
 BASE_TAG=${EDGE_TEST_BASE_IMAGE:-zerobus-edge-local/bookworm-python:3.11}
 MOSQ_TAG=${EDGE_TEST_MOSQUITTO_IMAGE:-zerobus-edge-local/mosquitto:2}
@@ -141,7 +143,7 @@ import_image mosquitto "$MOSQ_TAG" "$mosq_tar" $mosq_fresh \
 # ------------------------------------------------------------- wheelhouse
 # The pinned runtime dependencies plus what building the project itself needs
 # (setuptools, wheel: pip's isolated build env also installs from here).
-reqs=$(python3 - <<'PY'
+reqs=$($py - <<'PY'
 import tomllib
 with open("pyproject.toml", "rb") as f:
     p = tomllib.load(f)
@@ -163,7 +165,7 @@ else
   # loudly, instead of needing a compiler inside the image.
   # shellcheck disable=SC2086
   printf '%s\n' "$reqs" >"$cache/requirements.txt"
-  python3 -m pip download -q --dest "$wheelhouse" --only-binary=:all: \
+  "$py" -m pip download -q --dest "$wheelhouse" --only-binary=:all: \
     --implementation cp --python-version 3.11 --abi cp311 --abi abi3 --abi none \
     $platforms --platform manylinux2014_x86_64 --platform any \
     -r "$cache/requirements.txt" || die "pip download failed"

@@ -24,6 +24,22 @@ APPLIANCE_ID = "compose-test-1"  # tests/compose/test.env
 BUILD_SERVICE = "zerobus"  # every Python service shares this one image
 
 
+# Figures worth seeing on every run (not only with -s): printed in the terminal summary.
+FIGURES: list[str] = []
+
+
+def figure(line: str) -> None:
+    FIGURES.append(line)
+    print(line)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if FIGURES:
+        terminalreporter.section("compose figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "compose_tool" in getattr(item, "fixturenames", ()):
@@ -59,7 +75,7 @@ def docker_images(compose_tool):
         pytest.fail(f"ops/images/bootstrap.sh failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     builder = Compose(f"zbebuild{os.getpid()}", FILES, env_file=ENV_FILE)
     builder.build(BUILD_SERVICE)
-    print(f"images ready in {time.monotonic() - t0:.1f}s (compose tool: {' '.join(builder.tool)})")
+    figure(f"bootstrap + image build: {time.monotonic() - t0:.1f}s (compose tool: {' '.join(builder.tool)})")
     return builder
 
 

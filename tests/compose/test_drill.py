@@ -12,7 +12,7 @@ import pytest
 
 from ops.composectl import ROOT, docker, emulator_rows, http_json, wait_for
 
-from .conftest import APPLIANCE_ID, ENV_FILE
+from .conftest import APPLIANCE_ID, ENV_FILE, figure
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
@@ -27,7 +27,12 @@ def run_drill(stack, url: str, out, extra: list[str]) -> dict:
     proc = subprocess.run(cmd, cwd=ROOT, env=stack.env, capture_output=True, text=True, timeout=1200)
     print(proc.stdout, proc.stderr)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads(out.read_text())
+    r = json.loads(out.read_text())
+    v = r["verdict"]
+    figure(f"drill {' '.join(extra)}: cut {r['cut_s']:.0f}s, backlog {r['peak_depth']} seqs, "
+           f"drained in {r['drain_s']:.1f}s ({r['drain_rate']:.0f} seqs/s), window {v['window_seqs']} seqs, "
+           f"unexplained loss {len(v['unexplained_missing'])} ranges, duplicates {v['duplicates_during_drill']}")
+    return r
 
 
 def test_air_gap_drill_60s_cut_kill_during_drain_loses_nothing(stack, tmp_path):
