@@ -22,52 +22,19 @@ from pathlib import Path
 from typing import Any
 
 from asyncua import Client, ua
-from asyncua.common.subscription import Subscription
 from asyncua.crypto import security_policies
 
 from edge.backoff import Backoff
 from edge.sources.base import SourceContext, emit_with_backpressure, now_us
 from edge.sources.opcua_map import datavalue_body, fingerprint
 
-from .config import Config, GroupConfig
+from .config import Config
 from .history import Checkpoint, read_gap, utcnow_us
-from .resolve import Target, read_units, resolve_group
+from .resolve import read_units, resolve_group
 from .security import Pki
+from .subscribe import Item, subscribe_group
 
 log = logging.getLogger("edge.sources.opcua")
-
-_FILTER_CODES = {
-    ua.StatusCodes.BadFilterNotAllowed, ua.StatusCodes.BadMonitoredItemFilterUnsupported,
-    ua.StatusCodes.BadMonitoredItemFilterInvalid, ua.StatusCodes.BadDeadbandFilterInvalid,
-}
-
-
-class _Item:
-    __slots__ = ("point", "nodeid", "unit")
-
-    def __init__(self, point: str, nodeid: ua.NodeId, unit: str | None):
-        self.point, self.nodeid, self.unit = point, nodeid, unit
-
-
-class _Subscription(Subscription):
-    """asyncua's Subscription, minus one task/object per notification: raw items go straight to us."""
-
-    def __init__(self, session: Any, params: ua.CreateSubscriptionParameters, collector: "Source"):
-        super().__init__(session, params, handler=collector)
-        self._collector = collector
-
-    async def publish_callback(self, publish_result: ua.PublishResult) -> None:
-        self.last_publish_at = time.monotonic()
-        msg = publish_result.NotificationMessage
-        if not msg.NotificationData:
-            return
-        self.last_sequence_number = int(msg.SequenceNumber)
-        for notif in msg.NotificationData:
-            if isinstance(notif, ua.DataChangeNotification):
-                await self._collector._on_items(self, notif.MonitoredItems)
-            elif isinstance(notif, ua.StatusChangeNotification):
-                self._collector._on_subscription_status(self, notif.Status)
-
 
 class Source:
     def __init__(self, cfg: Config, ctx: SourceContext):
@@ -78,7 +45,7 @@ class Source:
         pki_dir = Path(cfg.security.pki_dir)
         self.pki = Pki(pki_dir if pki_dir.is_absolute() else base / pki_dir)
         self.checkpoint = Checkpoint(base / f"{cfg.name}.opcua-checkpoint.json", cfg.endpoint)
-        self._items: dict[int, _Item] = {}
+        self._items: dict[int, Item] = {}
         self._next_handle = 1
         self._last: dict[str, tuple] = {}  # point -> fingerprint of the newest value taken
         self._seed: dict[str, int] = {}  # point -> checkpointed source time, until a newer value arrives
@@ -106,7 +73,7 @@ class Source:
 
     # ---------------------------------------------------------------- notifications (hot path)
 
-    async def _on_items(self, sub: _Subscription, items: list) -> None:
+    async def _on_items(self, sub: Any, items: list) -> None:
         if self._hold is not None:
             self._hold.append(items)
             self._held += len(items)
@@ -159,7 +126,7 @@ class Source:
         if buf:
             self._have_data.set()
 
-    def _on_subscription_status(self, sub: _Subscription, status: ua.StatusCode) -> None:
+    def _on_subscription_status(self, sub: Any, status: ua.StatusCode) -> None:
         if status.is_good():
             return
         msg = f"subscription {sub.subscription_id} status {status.name}"
@@ -306,7 +273,7 @@ class Source:
             notes: list[str] = []
             for group, targets in plans:
                 total += len(targets)
-                good, failed, note = await self._subscribe_group(client, group, targets)
+                good, failed, note = await subscribe_group(self, client, group, targets)
                 ok += good
                 errors += failed
                 if note:
@@ -341,83 +308,6 @@ class Source:
             log.warning("%s: ... and %d more nodes not subscribed", self.cfg.name, len(errors) - 20)
         if errors:
             self.ctx.status.error(f"{len(errors)} nodes not subscribed, first: {errors[0][0]}: {errors[0][1]}")
-
-    async def _subscribe_group(self, client: Client, group: GroupConfig, targets: list[Target]):
-        cfg = self.cfg
-        failed: list[tuple[str, str]] = []
-        ok = 0
-        dropped_filter = 0
-        ms = float(group.publishing_interval) * 1000
-        mfilter = None
-        if group.deadband_type != "none":
-            mfilter = ua.DataChangeFilter()
-            mfilter.Trigger = ua.DataChangeTrigger.StatusValue
-            mfilter.DeadbandType = 1 if group.deadband_type == "absolute" else 2
-            mfilter.DeadbandValue = float(group.deadband_value)
-        for s0 in range(0, len(targets), cfg.max_items_per_subscription):
-            part = targets[s0:s0 + cfg.max_items_per_subscription]
-            params = ua.CreateSubscriptionParameters()
-            params.RequestedPublishingInterval = ms
-            params.RequestedLifetimeCount = 10_000
-            params.RequestedMaxKeepAliveCount = client.get_keepalive_count(ms)
-            # Bounds one publish response in our memory; a server holding more sets MoreNotifications.
-            params.MaxNotificationsPerPublish = 20_000
-            params.PublishingEnabled = True
-            params.Priority = 0
-            sub = _Subscription(client.uaclient.session, params, self)
-            sub.set_overflow_disconnect_handler(client.uaclient.notify_transport_lost)
-            await sub.init()
-            # Registered with the client so its stale-subscription watchdog covers ours too.
-            client._subscriptions.append(sub)
-            for b0 in range(0, len(part), cfg.subscribe_batch):
-                batch = part[b0:b0 + cfg.subscribe_batch]
-                results = await self._create_items(sub, group, batch, mfilter)
-                retry = []
-                for t, r in zip(batch, results):
-                    if isinstance(r, ua.StatusCode):
-                        if mfilter is not None and r.value in _FILTER_CODES:
-                            retry.append(t)
-                        else:
-                            failed.append((t.point, r.name))
-                    else:
-                        ok += 1
-                if retry:
-                    # The server cannot apply the deadband to these: take every change rather than none.
-                    for t, r in zip(retry, await self._create_items(sub, group, retry, None)):
-                        if isinstance(r, ua.StatusCode):
-                            failed.append((t.point, r.name))
-                        else:
-                            ok += 1
-                            dropped_filter += 1
-        note = f"group {group.name}: deadband not supported for {dropped_filter} nodes, subscribed without" if dropped_filter else ""
-        return ok, failed, note
-
-    async def _create_items(self, sub: _Subscription, group: GroupConfig, targets: list[Target], mfilter):
-        mirs = []
-        for t in targets:
-            handle = self._next_handle
-            self._next_handle += 1
-            self._items[handle] = _Item(t.point, t.nodeid, t.unit)
-            rv = ua.ReadValueId()
-            rv.NodeId = t.nodeid
-            rv.AttributeId = ua.AttributeIds.Value
-            mp = ua.MonitoringParameters()
-            mp.ClientHandle = handle
-            mp.SamplingInterval = float(group.sampling_interval) * 1000
-            mp.QueueSize = group.effective_queue_size()
-            mp.DiscardOldest = True
-            if mfilter is not None:
-                mp.Filter = mfilter
-            mir = ua.MonitoredItemCreateRequest()
-            mir.ItemToMonitor = rv
-            mir.MonitoringMode = ua.MonitoringMode.Reporting
-            mir.RequestedParameters = mp
-            mirs.append(mir)
-        results = await sub.create_monitored_items(mirs)
-        for mir, r in zip(mirs, results):
-            if isinstance(r, ua.StatusCode):
-                self._items.pop(mir.RequestedParameters.ClientHandle, None)
-        return results
 
     # ---------------------------------------------------------------- back-fill
 
