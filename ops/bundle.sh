@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Offline bundle for an air-gapped host: the images (`docker save`), the Compose
-# files, the config, .env.example and install.sh, in one tarball.
+# files, the config, .env.example, the drill tool and install.sh, in one tarball.
 #
 #   docker compose build                  # or: the images already exist locally
 #   bash ops/bundle.sh                    # -> dist/zerobus-edge-<version>-bundle.tar
@@ -43,6 +43,8 @@ mkdir -p "$dir/ops/compose" "$dir/ops/config"
 cp docker-compose.yml docker-compose.production.yml .env.example "$dir/"
 cp ops/compose/*.yaml "$dir/ops/compose/"
 cp ops/config/example.yaml "$dir/ops/config/"
+# The air-gap drill runs on the host itself (python3 + the docker CLI, nothing else).
+cp ops/drill.py ops/drillcheck.py ops/composectl.py ops/drill.md "$dir/ops/"
 [ -d mosquitto ] && cp -r mosquitto "$dir/mosquitto"
 
 printf 'EDGE_IMAGE=%s\nMOSQUITTO_IMAGE=%s\n' "$EDGE_IMAGE" "$MOSQUITTO_IMAGE" >"$dir/images.env"

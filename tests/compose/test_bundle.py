@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import tarfile
 import uuid
 
@@ -41,7 +42,7 @@ def test_bundle_loads_and_runs_on_a_host_without_the_images(docker_images, tmp_p
             tar.extractall(tmp_path / "host", filter="data")
         (bundle_dir,) = (tmp_path / "host").iterdir()
         for f in ("install.sh", "docker-compose.yml", "docker-compose.production.yml", ".env.example",
-                  "ops/compose/edge.yaml", "images.tar.gz", "SHA256SUMS"):
+                  "ops/compose/edge.yaml", "images.tar.gz", "SHA256SUMS", "ops/drill.py", "ops/drill.md"):
             assert (bundle_dir / f).exists(), f
         assert not (bundle_dir / ".env").exists()  # never ships anyone's secrets
 
@@ -60,6 +61,11 @@ def test_bundle_loads_and_runs_on_a_host_without_the_images(docker_images, tmp_p
         host, port = project.port("zerobus", 8090)
         wait_for(lambda: emulator_rows(http_json(f"http://{host}:{port}/stats")) > 0, timeout=90,
                  what="first reading through the bundled images")
+
+        # The drill tool runs from the bundle alone (it imports nothing from the repo).
+        drill = subprocess.run([sys.executable, "-I", "ops/drill.py", "--help"], cwd=bundle_dir,
+                               capture_output=True, text=True, timeout=60)
+        assert drill.returncode == 0 and "--kill-during-drain" in drill.stdout, drill.stderr
 
         damaged = bundle_dir / "docker-compose.yml"
         damaged.write_text(damaged.read_text() + "\n# tampered\n")
