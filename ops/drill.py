@@ -21,9 +21,9 @@ drill could not run (no project, no edge container, no sink). The egress link is
 restored on every exit path, Ctrl-C included.
 
 Verifiers are pluggable (VERIFIERS below): `emulator` reads the bundled
-emulator's GET /stats. A real-workspace verifier (a SQL query over the Delta
-table for min/max/gaps/duplicates per appliance_id) implements the same three
-methods.
+emulator's GET /stats; `databricks` runs `edge verify` in the edge container,
+which queries the real Delta table through a SQL warehouse (gaps, loss
+markers, duplicates per appliance_id) and reports the same accounting.
 """
 
 from __future__ import annotations
@@ -103,7 +103,47 @@ class EmulatorVerifier:
         return self.view(appliance_id).max_seq
 
 
-VERIFIERS = {"emulator": EmulatorVerifier}
+class TableVerifier:
+    """A real workspace: `edge verify` runs the seq accounting as SQL on the Delta table.
+
+    It runs where the config, the credentials and the egress are: inside the edge
+    container (``command`` = ``docker exec <edge> edge``), through a SQL warehouse.
+    """
+
+    name = "databricks"
+
+    def __init__(self, command: list[str], config: str, warehouse_id: str | None, table: str):
+        self.command, self.config, self.warehouse_id, self.table = command, config, warehouse_id, table
+
+    def _report(self, appliance_id: str) -> dict:
+        import subprocess
+
+        args = [*self.command, "verify", "--config", self.config, "--appliance-id", appliance_id]
+        if self.warehouse_id:
+            args += ["--warehouse-id", self.warehouse_id]
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
+        if proc.returncode not in (0, 1):  # 1 = unexplained gaps, still a report
+            raise DrillError(f"edge verify failed: {(proc.stderr or proc.stdout).strip()[-500:]}")
+        doc = json.loads(proc.stdout)
+        table = next(iter(doc["tables"].values()))
+        return table["appliances"][appliance_id]
+
+    def view(self, appliance_id: str) -> dc.SinkView:
+        app = self._report(appliance_id)
+        return dc.SinkView(
+            min_seq=app.get("min_seq"),
+            max_seq=app.get("max_seq"),
+            missing=[tuple(r) for r in app.get("missing") or []],
+            unexplained=[tuple(r) for r in app.get("unexplained_missing") or []],
+            duplicates=int(app.get("duplicates") or 0),
+            rows=int(app.get("rows") or 0),
+        )
+
+    def progress(self, appliance_id: str) -> int | None:
+        return self.view(appliance_id).max_seq
+
+
+VERIFIERS = {"emulator": EmulatorVerifier, "databricks": TableVerifier}
 
 
 class EgressLink:
@@ -181,11 +221,14 @@ def run(args: argparse.Namespace) -> int:
     probe = SpoolProbe(lambda: compose.container(args.edge_service), args.config)
     if args.verify not in VERIFIERS:
         raise DrillError(f"unknown verifier {args.verify!r} (have: {', '.join(VERIFIERS)})")
-    url = args.emulator_url
-    if not url:
-        host, port = compose.port(args.emulator_service, 8090)
-        url = f"http://{host}:{port}"
-    verifier = VERIFIERS[args.verify](url, args.table)
+    if args.verify == "databricks":
+        verifier = TableVerifier(["docker", "exec", container, "edge"], args.config, args.warehouse_id, args.table)
+    else:
+        url = args.emulator_url
+        if not url:
+            host, port = compose.port(args.emulator_service, 8090)
+            url = f"http://{host}:{port}"
+        verifier = EmulatorVerifier(url, args.table)
     link = EgressLink(compose.network(args.egress_network), container, args.edge_service)
 
     t0 = time.monotonic()
@@ -306,6 +349,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", default="emulator", help=f"sink verifier: {', '.join(VERIFIERS)}")
     p.add_argument("--emulator-url", default=None, help="default: the emulator service's published port 8090")
     p.add_argument("--table", default="main.edge.readings")
+    p.add_argument("--warehouse-id", default=None,
+                   help="--verify databricks: SQL warehouse for `edge verify` (default: zerobus.warehouse_id)")
     p.add_argument("--edge-service", default="edge")
     p.add_argument("--emulator-service", default="zerobus")
     p.add_argument("--egress-network", default="egress", help="the Compose network to cut (default egress)")
