@@ -41,7 +41,7 @@ class Rig:
     def source(self, endpoint: str, groups: list[dict], **options: Any) -> Source:
         name = options.pop("name", "plc")
         raw = {"name": name, "type": "opcua", "endpoint": endpoint, "groups": groups, "timeout": 3,
-               "watchdog_interval": 2, "reconnect_initial": 0.2, "reconnect_max": 1, **options}
+               "watchdog_interval": 3, "reconnect_initial": 0.2, "reconnect_max": 1, **options}
         return Source(build(Config, raw, "sources[0]"), self.context(name))
 
     def readings(self) -> list[Any]:

@@ -48,7 +48,15 @@ async def test_blocked_spool_holds_then_drains_without_loss(tmp_path):
                 got = {(r.point, r.source_ts) for r in delivered}
                 return all(("Plant/" + n.path, int(dv.SourceTimestamp.timestamp() * 1e6)) in got
                            for n in sim.nodes for dv in sim.history.values(n.nodeid))
-            await wait_until(all_landed, timeout=30, every=0.3, what="every change delivered")
+            try:
+                await wait_until(all_landed, timeout=30, every=0.3, what="every change delivered")
+            except AssertionError:
+                got = {(r.point, r.source_ts) for r in delivered}
+                miss = [(n.path, dv.SourceTimestamp.isoformat(), dv.StatusCode.name) for n in sim.nodes
+                        for dv in sim.history.values(n.nodeid)
+                        if ("Plant/" + n.path, int(dv.SourceTimestamp.timestamp() * 1e6)) not in got]
+                raise AssertionError(f"{len(miss)} missing of {want_total}, first {miss[:5]}; {src.stats}; "
+                                     f"{rig.statuses['plc'].snapshot()}; buffered {len(src._buf)}")
         assert states.count("blocked") == 4
         assert len(delivered) == want_total  # every change the server made, initial values included
         assert not [k for k, c in Counter((r.point, r.source_ts) for r in delivered).items() if c > 1]
