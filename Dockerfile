@@ -36,8 +36,9 @@ ARG EDGE_UID=10001
 ARG EDGE_GID=10001
 RUN groupadd -g "${EDGE_GID}" edge \
     && useradd -u "${EDGE_UID}" -g edge -d /var/lib/edge -M -s /usr/sbin/nologin edge \
-    && mkdir -p /var/lib/edge /etc/edge /data \
-    && chown edge:edge /var/lib/edge /data
+    && mkdir -p /var/lib/edge /etc/edge /data /secrets \
+    && chown edge:edge /var/lib/edge /data /secrets \
+    && chmod 0700 /secrets
 COPY --from=build /opt/venv /opt/venv
 # The schema files (the emulator serves the table readings.sql describes: --ddl).
 COPY proto/ /opt/zerobus-edge/proto/

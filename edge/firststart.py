@@ -15,13 +15,13 @@ import os
 import secrets
 from pathlib import Path
 
-# file name -> the environment variable that may supply the value
+# file name -> (the environment variable that may supply the value, its minimum length:
+# the admin page's and the broker's own rules, so a value refused here is one they would refuse)
 CREDENTIALS = {
-    "admin_password": "EDGE_ADMIN_PASSWORD",
-    "mqtt_edge_password": "MQTT_PASSWORD_EDGE",
-    "mqtt_sim1_password": "MQTT_PASSWORD_SIM1",
+    "admin_password": ("EDGE_ADMIN_PASSWORD", 8),
+    "mqtt_edge_password": ("MQTT_PASSWORD_EDGE", 12),
+    "mqtt_sim1_password": ("MQTT_PASSWORD_SIM1", 12),
 }
-MIN_LEN = 12
 
 
 def ensure(directory: str | os.PathLike, env: dict[str, str] | None = None) -> dict[str, str]:
@@ -30,12 +30,12 @@ def ensure(directory: str | os.PathLike, env: dict[str, str] | None = None) -> d
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     out = {}
-    for name, var in CREDENTIALS.items():
+    for name, (var, min_len) in CREDENTIALS.items():
         path = d / name
         given = env.get(var, "")
         if given:
-            if len(given) < MIN_LEN:
-                raise ValueError(f"{var} must be at least {MIN_LEN} characters")
+            if len(given) < min_len:
+                raise ValueError(f"{var} must be at least {min_len} characters")
             value, how = given, "given"
         elif path.exists() and path.read_text().strip():
             out[name] = "kept"

@@ -6,7 +6,10 @@ from `compose up` to the first reading in the emulator (target < 60 s).
 
 from __future__ import annotations
 
+import base64
 import json
+import urllib.error
+import urllib.request
 import time
 
 import pytest
@@ -82,6 +85,20 @@ def test_compose_up_whole_appliance_every_source_reaches_the_emulator(stack):
     admin_host, admin_port = stack.port("admin", 8080)
     assert admin_host == "127.0.0.1"  # the default binds the management port to loopback only
     wait_for(lambda: http_json(f"http://{admin_host}:{admin_port}/readyz") is not None, timeout=30, what="admin /readyz")
+
+    # No .env passwords: the init service generated them; the README says how to read the admin one.
+    password = stack.exec("admin", "cat", "/secrets/admin_password").stdout.strip()
+    assert len(password) >= 20
+    auth = "Basic " + base64.b64encode(f"admin:{password}".encode()).decode()
+    req = urllib.request.Request(f"http://{admin_host}:{admin_port}/api/status", headers={"Authorization": auth})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 200 and json.loads(resp.read())
+    wrong = urllib.request.Request(f"http://{admin_host}:{admin_port}/api/status",
+                                   headers={"Authorization": "Basic " + base64.b64encode(b"admin:guess").decode()})
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        urllib.request.urlopen(wrong, timeout=10)
+    assert denied.value.code == 401
+    assert password not in stack.logs(tail=2000)  # generated, never printed
 
 
 def test_dmz_networks_isolate_the_ot_side(stack):

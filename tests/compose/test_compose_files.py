@@ -60,7 +60,12 @@ def test_the_dmz_shape_of_the_stack():
     assert "spool:/data" in services["edge"]["volumes"] and "spool:/data" in services["admin"]["volumes"]
     for name, svc in services.items():
         assert svc.get("read_only") is True, name
-        assert svc.get("restart") == "unless-stopped", name
+        assert svc.get("restart") == ("no" if name == "init" else "unless-stopped"), name
+    # First-start credentials: a one-shot with no network; everyone who logs in waits for it.
+    assert services["init"]["network_mode"] == "none"
+    assert services["init"]["command"][:2] == ["edge", "init-secrets"]
+    for name in ("mosquitto", "edge", "admin"):
+        assert services[name]["depends_on"]["init"]["condition"] == "service_completed_successfully", name
 
 
 def test_the_compose_config_of_the_appliance_validates():
