@@ -18,6 +18,7 @@ Schedules (seconds since start, END optional = until exit):
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import asyncio
 import json
 import signal
@@ -36,7 +37,8 @@ def _span(text: str) -> tuple[float, float | None]:
 def _args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m simulators.modbus", description=__doc__.split("\n\n")[1],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--map", required=True, help="register map YAML (devices + plant)")
+    ap.add_argument("--map", default=str(Path(__file__).with_name("plant_map.yaml")),
+                    help="register map YAML (devices + plant); default: the plant map the sample config reads")
     ap.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     ap.add_argument("--port", type=int, default=5020, help="TCP port; 0 picks a free one (printed)")
     ap.add_argument("--seed", type=int, help="plant seed (overrides the map)")

@@ -7,6 +7,7 @@ the one ZeroBus documents (Delta -> proto2); NOT NULL columns need proto2
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 
@@ -162,6 +163,12 @@ def _parse_column(item: str) -> Column:
 
 
 def load_ddl(path: str) -> list[Column]:
+    """Columns from a DDL file; when our own proto/readings.sql is not on disk (an installed
+    package), the same DDL rendered from the reading message (edge.schema: the source of truth)."""
+    if not os.path.exists(path) and os.path.basename(path) == "readings.sql":
+        from edge.schema import ddl
+
+        return parse_ddl(ddl())
     with open(path, encoding="utf-8") as fh:
         return parse_ddl(fh.read())
 
