@@ -18,12 +18,12 @@ Schedules (seconds since start, END optional = until exit):
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 import asyncio
 import json
 import signal
 import sys
 import time
+from pathlib import Path
 
 from simulators.modbus.server import PlantModbusServer, load_map
 from simulators.plant import Plant
