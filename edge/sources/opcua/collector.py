@@ -57,6 +57,8 @@ class Source:
         self._hold: list | None = None  # live notifications held while back-filling
         self._held = 0
         self._lost: asyncio.Event | None = None
+        self._emitter_task: asyncio.Task | None = None
+        self._detail = ""
         self._lost_reason = ""
         if cfg.password:
             # asyncua logs every request it sends at DEBUG, the ActivateSession user token (password) included.
@@ -158,7 +160,7 @@ class Source:
                     self._space.set()
                 await emit_with_backpressure(ctx, items)
                 if ctx.status.data.get("state") == "blocked":
-                    ctx.status.set_state("running", "spool accepts data again")
+                    ctx.status.set_state("running", self._detail)
                 for point, ts in marks:
                     if ts is not None:
                         self.checkpoint.advance(point, ts)
@@ -185,7 +187,7 @@ class Source:
         cfg, ctx = self.cfg, self.ctx
         self.checkpoint.load()
         self._seed = dict(self.checkpoint.points)
-        emitter = asyncio.create_task(self._emitter(), name=f"opcua-emit-{cfg.name}")
+        emitter = self._emitter_task = asyncio.create_task(self._emitter(), name=f"opcua-emit-{cfg.name}")
         backoff = Backoff(cfg.reconnect_initial, cfg.reconnect_max)
         try:
             while True:
@@ -287,11 +289,21 @@ class Source:
                 detail += f"; {len(errors)} failed (see failed_nodes)"
             if notes:
                 detail += "; " + "; ".join(notes)
+            self._detail = detail
             ctx.status.set_state("running", detail)
             log.info("%s: %s", cfg.name, detail)
             if ok == 0:
                 raise RuntimeError(f"no node could be subscribed ({len(errors)} failed)")
-            await self._lost.wait()
+            lost = asyncio.create_task(self._lost.wait())
+            try:
+                # The emitter failing (spool closed, a bug) must end the session loudly, not leave a
+                # subscription filling a buffer nobody drains.
+                await asyncio.wait({lost, self._emitter_task}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                lost.cancel()
+            if self._emitter_task.done():
+                self._emitter_task.result()
+                raise RuntimeError("the emitter stopped")
             raise ConnectionError(self._lost_reason or "connection lost")
         finally:
             self._release_hold()
