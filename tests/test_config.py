@@ -20,13 +20,17 @@ def err(data, env=None) -> ConfigError:
     return e.value
 
 
+EXAMPLE_ENV = {"IGNITION_TOKEN": "example-token-0123456789"}
+
+
 def test_example_config_parses():
-    cfg = load(EXAMPLE, env={})
+    cfg = load(EXAMPLE, env=EXAMPLE_ENV)
     assert cfg.appliance_id == "plant-a-dmz-1"
     assert cfg.spool.max_bytes == 10 * 1024**3
     assert cfg.spool.max_age == 30 * 86400
     assert cfg.zerobus.batch_max_bytes == 4 * 1024**2
     assert cfg.sources[0].rate == 100
+    assert {s.type for s in cfg.sources} == {"synthetic", "opcua", "modbus", "mqtt", "http"}  # one of each
 
 
 @pytest.mark.parametrize(
@@ -107,7 +111,9 @@ def _edge(*args, env=None):
 
 
 def test_cli_check_config_ok():
-    r = _edge("check-config", "--config", str(EXAMPLE))
+    import os
+
+    r = _edge("check-config", "--config", str(EXAMPLE), env={**os.environ, **EXAMPLE_ENV})
     assert r.returncode == 0, r.stderr
     assert "plant-a-dmz-1" in r.stdout
 
