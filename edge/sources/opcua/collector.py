@@ -158,18 +158,32 @@ class Source:
                     self._have_data.clear()
                 if len(self._buf) < cfg.max_buffered:
                     self._space.set()
-                await emit_with_backpressure(ctx, items)
+                pending = asyncio.ensure_future(emit_with_backpressure(ctx, items))
+                try:
+                    await asyncio.shield(pending)
+                except asyncio.CancelledError:
+                    # Stopping: let the commit in flight finish (bounded) so the checkpoint written
+                    # on the way out covers it; otherwise the next start would back-fill it again.
+                    try:
+                        await asyncio.wait_for(pending, 10)
+                    except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - back-filled next start
+                        raise asyncio.CancelledError from None
+                    self._committed(marks)
+                    raise
                 if ctx.status.data.get("state") == "blocked":
                     ctx.status.set_state("running", self._detail)
-                for point, ts in marks:
-                    if ts is not None:
-                        self.checkpoint.advance(point, ts)
+                self._committed(marks)
                 ctx.status.readings(n)
             else:
                 self._have_data.clear()
             if time.monotonic() >= next_ckpt:
                 next_ckpt = time.monotonic() + cfg.backfill.checkpoint_interval
                 await self._write_checkpoint()
+
+    def _committed(self, marks: list[tuple[str, int | None]]) -> None:
+        for point, ts in marks:
+            if ts is not None:
+                self.checkpoint.advance(point, ts)
 
     async def _write_checkpoint(self) -> None:
         if not self.checkpoint.dirty:
