@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +249,12 @@ class Source:
                 self.pki.ensure_own_certificate, self.app_uri, sec.certificate_host, sec.certificate_days)
             if generated:
                 self.ctx.status.update(certificate_generated=str(self.pki.own_cert))
+            expires = self.pki.own_certificate().not_valid_after_utc
+            self.ctx.status.update(certificate_expires=expires.isoformat())
+            if expires < datetime.now(timezone.utc):
+                # Not replaced silently: servers trust this exact certificate.
+                raise RuntimeError(f"our application certificate {self.pki.own_cert} expired on {expires:%Y-%m-%d}; "
+                                   "delete own/cert.der and own/key.pem to generate a new one, then trust it on the server")
             mode = getattr(ua.MessageSecurityMode, sec.mode)
             await asyncio.wait_for(client.set_security(
                 security_policies.SecurityPolicyBasic256Sha256, str(self.pki.own_cert), str(self.pki.own_key),
