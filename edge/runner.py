@@ -16,6 +16,7 @@ import importlib
 import logging
 import signal
 import threading
+import time
 from pathlib import Path
 
 from edge.backoff import Backoff
@@ -89,6 +90,7 @@ class Appliance:
         ctx = self._context(src_cfg)
         backoff = Backoff(1.0, 60.0)
         while True:
+            started = time.monotonic()
             try:
                 source = module.Source(src_cfg, ctx)
                 await source.run()
@@ -100,6 +102,8 @@ class Appliance:
                 log.exception("source %s failed", src_cfg.name)
                 ctx.status.error(f"{type(exc).__name__}: {exc}")
                 ctx.status.set_state("restarting", f"{type(exc).__name__}: {exc}")
+            if time.monotonic() - started > 60:
+                backoff.reset()  # it ran fine for a while: this is a new failure, not a crash loop
             await asyncio.sleep(backoff.next_delay())
 
     async def run(self) -> None:
