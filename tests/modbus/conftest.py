@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -62,23 +60,3 @@ async def start_sim(devices: list[dict], plant=None, engine: str = "pymodbus", *
     sim = PlantModbusServer(cfg, plant, engine=engine)
     await sim.start()
     return sim
-
-
-@contextlib.asynccontextmanager
-async def running(source: Source):
-    task = asyncio.create_task(source.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.wait_for(task, 5)
-
-
-async def wait_until(pred, timeout: float = 10.0, every: float = 0.02) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not pred():
-        if loop.time() > end:
-            raise AssertionError("condition not met within %.1fs" % timeout)
-        await asyncio.sleep(every)

@@ -14,7 +14,8 @@ from edge.sources import modbus_decode as dec
 from edge.sources.modbus import STATUS_NO_CONNECTION, STATUS_TIMEOUT, Source
 from simulators.modbus.server import PlantModbusServer, load_map
 from simulators.plant import Plant
-from tests.modbus.conftest import Rig, running, source_config, start_sim, wait_until
+from tests.modbus.conftest import Rig, source_config, start_sim
+from tests.support.aio import running, wait_until
 
 # The pymodbus server engine, and the lean one used for load tests: both must serve the same bytes and faults.
 ENGINES = pytest.mark.parametrize("engine", ["pymodbus", "lean"])

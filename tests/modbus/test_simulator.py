@@ -11,7 +11,8 @@ import yaml
 
 from edge.encode import BAD, GOOD
 from edge.sources.modbus import Source
-from tests.modbus.conftest import Rig, running, source_config, wait_until
+from tests.modbus.conftest import Rig, source_config
+from tests.support.aio import running, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 MAP = ROOT / "simulators/modbus/plant_map.yaml"

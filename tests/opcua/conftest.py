@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -64,24 +62,7 @@ def rig(tmp_path: Path):
         r.close()
 
 
-@contextlib.asynccontextmanager
-async def running(source: Source):
-    task = asyncio.create_task(source.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.wait_for(task, 10)
 
-
-async def wait_until(pred, timeout: float = 15.0, every: float = 0.05, what: str = "condition") -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not pred():
-        if loop.time() > end:
-            raise AssertionError(f"{what} not met within {timeout:.1f}s")
-        await asyncio.sleep(every)
 
 
 def by_point(readings: list[Any]) -> dict[str, list[Any]]:

@@ -10,7 +10,8 @@ import pytest
 from edge.encode import decode
 from edge.spool import SpoolReader
 from simulators.opcua.server import SimServer
-from tests.opcua.conftest import Rig, running, wait_until
+from tests.opcua.conftest import Rig
+from tests.support.aio import running, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 

@@ -9,7 +9,7 @@ import pytest
 from edge.config import parse
 from edge.configtypes import ConfigError
 from simulators.opcua.server import SimServer
-from tests.opcua.conftest import running, wait_until
+from tests.support.aio import running, wait_until
 
 
 def _cfg(**src):

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from simulators.opcua.server import SimServer
-from tests.opcua.conftest import running, wait_until
+from tests.support.aio import running, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 

@@ -9,7 +9,8 @@ import pytest
 from asyncua import ua
 
 from simulators.opcua.server import SimServer
-from tests.opcua.conftest import by_point, running, wait_until
+from tests.opcua.conftest import by_point
+from tests.support.aio import running, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
