@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from tests.support import procs
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "mosquitto"
@@ -88,17 +89,10 @@ class Broker:
         raise RuntimeError("mosquitto did not start listening")
 
     def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
+        procs.kill(self.proc)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        procs.stop(self.proc, 10)
 
     def cleanup(self) -> None:
         self.kill()

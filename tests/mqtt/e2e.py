@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import yaml
 
 from tests.mqtt.broker import ROOT, Broker
 from tests.mqtt.harness import JSON_SUB, SPARKPLUG_SUB
+from tests.support import procs
 
 
 class EdgeProcess:
@@ -48,17 +48,10 @@ class EdgeProcess:
         return self
 
     def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
+        procs.kill(self.proc)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        procs.stop(self.proc, 30)
         self.log.flush()
 
     def alive(self) -> bool:

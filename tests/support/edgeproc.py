@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from typing import Any, Callable
 import yaml
 
 from edge.spool import SpoolReader
+from tests.support import procs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -75,17 +75,10 @@ class EdgeRun:
         return states[0] if states else {}
 
     def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
+        procs.kill(self.proc)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        procs.stop(self.proc, 30)
 
     def __enter__(self) -> "EdgeRun":
         return self.start()
