@@ -15,6 +15,8 @@ import os
 import secrets
 from pathlib import Path
 
+from edge.fsutil import write_atomic
+
 # file name -> (the environment variable that may supply the value, its minimum length:
 # the admin page's and the broker's own rules, so a value refused here is one they would refuse)
 CREDENTIALS = {
@@ -48,11 +50,4 @@ def ensure(directory: str | os.PathLike, env: dict[str, str] | None = None) -> d
 
 
 def _write(path: Path, value: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, value.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_atomic(path, value.encode(), mode=0o600)

@@ -14,11 +14,12 @@ Record: ``{"id", "action", "args", "by", "ts", "status": "pending"|"done"|"refus
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import time
 from pathlib import Path
 from typing import Any, Callable
+
+from edge.fsutil import write_atomic
 
 ACTIONS = {
     # action: (role needed, what it asks of the appliance)
@@ -44,19 +45,7 @@ def directory(cfg: Any) -> Path:
 
 
 def _write_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-    try:
-        os.write(fd, json.dumps(obj, sort_keys=True).encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    write_atomic(path, json.dumps(obj, sort_keys=True).encode(), mode=0o640)
 
 
 def submit(directory: str | Path, action: str, args: dict[str, Any] | None, by: str) -> dict:

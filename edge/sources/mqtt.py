@@ -27,12 +27,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
-import os
 import queue
 import ssl
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -47,6 +45,7 @@ from edge.backoff import Backoff
 from edge.config import SourceBase
 from edge.configtypes import ByteSize, ConfigError, Duration, Secret
 from edge.encode import encode_reading
+from edge.fsutil import write_atomic
 from edge.sources.base import SourceContext, now_us
 from edge.sources.mqtt_parse import Mapper, ParseError, Router, Subscription
 from edge.sources.sparkplug import Decoder
@@ -673,18 +672,7 @@ class Source:
 
     @staticmethod
     def _save_json(path: Path, obj: Any) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-        with open(tmp, "w") as f:
-            json.dump(obj, f, separators=(",", ":"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        write_atomic(path, json.dumps(obj, separators=(",", ":")).encode())
 
     def stats(self) -> dict:
         out = dict(self.counts)
