@@ -47,6 +47,7 @@ from edge.configtypes import ByteSize, ConfigError, Duration, Secret
 from edge.encode import encode_reading
 from edge.fsutil import write_atomic
 from edge.sources.base import SourceContext, now_us
+from edge.sources.mqtt_client import Client as BurstClient
 from edge.sources.mqtt_parse import Mapper, ParseError, Router, Subscription
 from edge.sources.sparkplug import Decoder
 
@@ -527,7 +528,7 @@ class Source:
     def _new_client(self) -> mqtt.Client:
         cfg = self.cfg
         v5 = cfg.protocol == "5"
-        client = mqtt.Client(
+        client = BurstClient(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             clean_session=None if v5 else False,
