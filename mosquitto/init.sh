@@ -14,6 +14,8 @@
 #    user removed from MQTT_PUBLISHERS can no longer log in.
 # 2. The effective config /mosquitto/data/run/mosquitto.conf: mosquitto.conf, plus
 #    tls.conf when /mosquitto/certs/{ca.crt,server.crt,server.key} all exist.
+#    MQTT_AUTOSAVE_CHANGES (a whole number >= 100) replaces autosave_interval: the
+#    broker-crash loss window against publisher throughput, see mosquitto.conf.
 # 3. Ownership: data and log directories belong to user mosquitto (the broker drops to it).
 # 4. exec mosquitto (skipped with INIT_ONLY=1, used by the test suite).
 #
@@ -73,6 +75,16 @@ cp "$CONF/mosquitto.conf" "$run.tmp"
 if [ -f "$D/certs/ca.crt" ] && [ -f "$D/certs/server.crt" ] && [ -f "$D/certs/server.key" ]; then
   cat "$CONF/tls.conf" >> "$run.tmp"
   echo "init.sh: TLS listener enabled (certificates found in $D/certs)" >&2
+fi
+if [ -n "${MQTT_AUTOSAVE_CHANGES:-}" ]; then
+  case "$MQTT_AUTOSAVE_CHANGES" in
+    *[!0-9]*) echo "init.sh: MQTT_AUTOSAVE_CHANGES must be a whole number, got '$MQTT_AUTOSAVE_CHANGES'" >&2; exit 2 ;;
+  esac
+  if [ "$MQTT_AUTOSAVE_CHANGES" -lt 100 ]; then
+    echo "init.sh: MQTT_AUTOSAVE_CHANGES must be at least 100, got $MQTT_AUTOSAVE_CHANGES" >&2; exit 2
+  fi
+  sed -i "s/^autosave_interval .*/autosave_interval $MQTT_AUTOSAVE_CHANGES/" "$run.tmp"
+  echo "init.sh: autosave_interval $MQTT_AUTOSAVE_CHANGES (MQTT_AUTOSAVE_CHANGES)" >&2
 fi
 if [ "$D" != "/mosquitto" ]; then
   sed -i "s#/mosquitto/#$D/#g" "$run.tmp"

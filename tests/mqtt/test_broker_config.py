@@ -53,10 +53,22 @@ def test_passwords_come_from_secrets_env_or_are_generated_never_a_default(tmp_pa
 @pytest.mark.parametrize("env,message", [
     ({"MQTT_PASSWORD_EDGE": "short"}, "shorter than 12"),
     ({"MQTT_PUBLISHERS": "bad/user"}, "invalid MQTT user name"),
+    ({"MQTT_AUTOSAVE_CHANGES": "10k"}, "MQTT_AUTOSAVE_CHANGES must be a whole number"),
+    ({"MQTT_AUTOSAVE_CHANGES": "5"}, "MQTT_AUTOSAVE_CHANGES must be at least 100"),
 ])
 def test_init_refuses_weak_or_bad_input(tmp_path, env, message):
     out = run_init(tmp_path, **env)
     assert out.returncode == 2 and message in out.stderr
+
+
+def test_autosave_interval_can_be_set_at_start(tmp_path):
+    shipped = (SHIPPED / "mosquitto.conf").read_text()
+    assert "\nautosave_on_changes true\n" in shipped and "\nautosave_interval 10000\n" in shipped
+    out = run_init(tmp_path, MQTT_AUTOSAVE_CHANGES="2500")
+    assert out.returncode == 0, out.stderr
+    conf = (tmp_path / "m" / "data" / "run" / "mosquitto.conf").read_text()
+    assert "\nautosave_interval 2500\n" in conf and "autosave_interval 10000" not in conf
+    assert "\nautosave_on_changes true\n" in conf
 
 
 def _client(broker: Broker, user: str | None, password: str | None = None, v5: bool = False) -> tuple[mqtt.Client, dict]:

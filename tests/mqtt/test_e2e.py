@@ -125,11 +125,13 @@ def test_broker_restart_keeps_the_queue_of_the_offline_edge(broker, emulator, tm
     persists. A clean stop saves everything.
     """
     edge = EdgeProcess(tmp_path / "edge", broker, emulator).start()
+    window = _autosave_interval()
+    count = window + 3500  # past one save: the kill -9 must have something saved to keep
     try:
         wait_until(lambda: "connected" in _source_state(edge), 20, "first connect (creates the session)")
         edge.stop()
-        sent = run_simulator(broker, "sim1", count=3500, rate=4000)
-        assert sent["acked"] == 3500
+        sent = run_simulator(broker, "sim1", count=count, rate=8000)
+        assert sent["acked"] == count
         time.sleep(0.5)
         if how == "kill9":
             broker.kill()
@@ -138,7 +140,6 @@ def test_broker_restart_keeps_the_queue_of_the_offline_edge(broker, emulator, tm
         broker.start()
         edge.start()
         exp = acked_seqs(sent)
-        window = _autosave_interval()
         if how == "sigterm":
             got = wait_landed(emulator, {"sim1": exp}, 60, edge)
             assert set(got["sim1"]) == exp
