@@ -31,6 +31,7 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
+import functools
 import itertools
 import json
 import logging
@@ -47,6 +48,14 @@ from edge import budget
 from edge.encode import encode_loss_marker
 
 log = logging.getLogger("edge.spool")
+
+INSERT_ROWS = 250  # rows per multi-row INSERT (2 parameters each; SQLite allows 32766)
+
+
+@functools.lru_cache(maxsize=INSERT_ROWS + 1)
+def _insert_sql(rows: int) -> str:
+    return "INSERT INTO readings(ts, body) VALUES " + ",".join(["(?,?)"] * rows)
+
 
 WHEN_FULL = ("block", "drop_oldest", "drop_newest")
 SEQ_BLOCK = 1_000_000
@@ -773,10 +782,23 @@ class Spool:
         conn.execute("INSERT INTO readings(seq, ts, body) VALUES (?, ?, ?)", (first, *batches[0][0]))
         if last > first:
             # SQLite gives a row without a rowid max(rowid) + 1; seq `first` is
-            # the table's maximum now, so the rest land contiguously without
-            # building a tuple per row in Python (checked right below).
-            rest = itertools.chain(itertools.islice(batches[0], 1, None), *batches[1:])
-            conn.executemany("INSERT INTO readings(ts, body) VALUES (?, ?)", rest)
+            # the table's maximum now, so the rest land contiguously (checked
+            # right below). Multi-row INSERTs, not executemany: sqlite3 releases
+            # the GIL around every statement step, i.e. per row with executemany,
+            # and each release lets a busy collector thread take the GIL for up
+            # to a switch interval (5 ms) before the writer gets it back: a
+            # 1000-row commit then took seconds. One step per INSERT_ROWS rows.
+            flat = list(itertools.chain.from_iterable(
+                itertools.chain(itertools.islice(batches[0], 1, None), *batches[1:])))
+            rows = len(flat) // 2
+            whole = rows - rows % INSERT_ROWS
+            if whole:
+                sql = _insert_sql(INSERT_ROWS)
+                step = 2 * INSERT_ROWS
+                for i in range(0, 2 * whole, step):
+                    conn.execute(sql, flat[i:i + step])
+            if rows > whole:
+                conn.execute(_insert_sql(rows - whole), flat[2 * whole:])
             got = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
             if got != last:
                 raise SpoolError(f"seq assignment went wrong: expected last seq {last}, got {got}")
