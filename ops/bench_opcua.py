@@ -130,10 +130,16 @@ async def collector(endpoints: list[str], nodes: int, seconds: float, publishing
     def total() -> int:
         return sum(s.data["readings_total"] for s in statuses)
 
-    c0, t0, cpu0 = total(), time.monotonic(), time.process_time()
+    def notified() -> int:
+        return sum(s.stats["notifications"] for s in sources)
+
+    c0, n0, g0, t0, cpu0 = total(), notified(), writer.groups, time.monotonic(), time.process_time()
     await asyncio.sleep(seconds)
     rate = (total() - c0) / (time.monotonic() - t0)
     cpu = (time.process_time() - cpu0) / (time.monotonic() - t0)
+    groups = writer.groups - g0
+    print(f"collector: {notified() - n0} notifications taken, {total() - c0} readings committed in {groups} "
+          f"spool transactions ({(total() - c0) / max(groups, 1):.0f} readings each)", flush=True)
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -143,12 +149,15 @@ async def collector(endpoints: list[str], nodes: int, seconds: float, publishing
 
 
 def main() -> int:
+    if os.environ.get("SWITCH"):
+        sys.setswitchinterval(float(os.environ["SWITCH"]))
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--processes", type=int, default=3)
     p.add_argument("--nodes", type=int, default=10_000, help="nodes per simulator process")
     p.add_argument("--rate", type=float, default=17_000, help="changes/s per simulator process")
     p.add_argument("--seconds", type=float, default=20)
     p.add_argument("--publishing-ms", type=float, default=500)
+    p.add_argument("--only", choices=("baseline", "collector"), help="run one side only (profiling)")
     a = p.parse_args()
     logging.basicConfig(level=logging.ERROR)
     tmp = Path(tempfile.mkdtemp(prefix="bench-opcua-"))
@@ -179,9 +188,12 @@ def main() -> int:
 
         async def run():
             t0, p0 = time.monotonic(), produced(reports)
-            b_rate, b_cpu = await baseline(endpoints, a.nodes, a.seconds, a.publishing_ms)
+            b_rate = b_cpu = c_rate = c_cpu = dup = size = 0
+            if a.only != "collector":
+                b_rate, b_cpu = await baseline(endpoints, a.nodes, a.seconds, a.publishing_ms)
             p1, t1 = produced(reports), time.monotonic()
-            c_rate, c_cpu, dup, size = await collector(endpoints, a.nodes, a.seconds, a.publishing_ms, tmp)
+            if a.only != "baseline":
+                c_rate, c_cpu, dup, size = await collector(endpoints, a.nodes, a.seconds, a.publishing_ms, tmp)
             p2, t2 = produced(reports), time.monotonic()
             return (b_rate, b_cpu, (p1 - p0) / (t1 - t0)), (c_rate, c_cpu, (p2 - p1) / (t2 - t1), dup, size)
 

@@ -37,6 +37,7 @@ from typing import Any
 
 from asyncua import Server, ua
 from asyncua.crypto import cert_gen
+from asyncua.server import monitored_item_service
 from asyncua.server.user_managers import UserManager
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -109,6 +110,27 @@ def ensure_server_certificate(cert_dir: Path, host: str = "127.0.0.1") -> tuple[
     return cert, key
 
 
+def _keep_written_values_by_reference() -> None:
+    """Skip asyncua's defensive deep copy of every value a monitored item sees.
+
+    ``MonitoredItemValues.set_current_datavalue`` deep-copies each DataValue "to prevent
+    referencing the inner value", i.e. in case the writer mutates it later. Under load that
+    copy was 58% of a simulator process's CPU (py-spy), more than subscriptions, publishing
+    and encoding together. This process never mutates a DataValue after writing it (each
+    write builds a new one, arrays included, and values arriving through the Write service
+    are freshly decoded), so keeping the reference is equivalent. Simulator processes only:
+    the collector is a client and never runs this code. asyncua is pinned (pyproject.toml);
+    ``tests/opcua/test_simulator.py`` checks the hook still exists.
+    """
+    cls = monitored_item_service.MonitoredItemValues
+
+    def set_current_datavalue(self, cur_val: ua.DataValue) -> None:
+        self.old_dvalue = self.current_dvalue
+        self.current_dvalue = cur_val
+
+    cls.set_current_datavalue = set_current_datavalue
+
+
 class SimServer:
     def __init__(
         self,
@@ -162,6 +184,7 @@ class SimServer:
     # ------------------------------------------------------------------ building
 
     async def start(self) -> "SimServer":
+        _keep_written_values_by_reference()
         server = Server()
         await server.init()
         server.set_endpoint(self.endpoint)

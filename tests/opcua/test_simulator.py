@@ -83,3 +83,18 @@ async def test_two_processes_produced_equals_landed(rig, tmp_path):
             sim.wait(20)
         except subprocess.TimeoutExpired:
             sim.kill()
+
+
+def test_the_asyncua_hook_the_simulator_replaces_exists():
+    # The simulator skips asyncua's defensive deep copy per monitored value (58% of its CPU under
+    # load); an asyncua upgrade that renames the hook must fail here, not silently slow the benchmark.
+    from asyncua.server.monitored_item_service import MonitoredItemValues
+
+    from simulators.opcua.server import _keep_written_values_by_reference
+
+    mv = MonitoredItemValues()
+    _keep_written_values_by_reference()
+    a, b = object(), object()
+    mv.set_current_datavalue(a)
+    mv.set_current_datavalue(b)
+    assert mv.get_current_datavalue() is b and mv.get_old_datavalue() is a
