@@ -25,6 +25,26 @@ def test_seqs_contiguous_and_in_order(open_spool, spool_path):
     assert accounting(spool_path)["stats"]["next_seq"] == 1005
 
 
+def test_one_transaction_of_several_batches_across_statement_sizes(open_spool):
+    # Rows go in as multi-row INSERTs of INSERT_ROWS rows plus one for the remainder; batches of
+    # one transaction are joined first. Every size boundary must keep seq = position and ts/body.
+    from edge.spool import INSERT_ROWS
+
+    s = open_spool()
+    sizes = [1, INSERT_ROWS - 1, 2 * INSERT_ROWS + 37, INSERT_ROWS]
+    with s.transaction():
+        start = 0
+        for n in sizes:
+            r = s.append(items(n, start=start))
+            assert (r.first_seq, r.last_seq) == (start + 1, start + n)
+            start += n
+    rows = s.peek(0, 10**6)
+    assert [seq for seq, _ in rows] == list(range(1, start + 1))
+    assert [b for _, b in rows] == [b for _, b in items(start)]
+    ts = sqlite3.connect(s.path).execute("SELECT ts FROM readings ORDER BY seq").fetchall()
+    assert [t for (t,) in ts] == [t for t, _ in items(start)]
+
+
 def test_peek_limits(open_spool):
     s = open_spool()
     s.append(items(10))
