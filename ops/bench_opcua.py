@@ -149,8 +149,6 @@ async def collector(endpoints: list[str], nodes: int, seconds: float, publishing
 
 
 def main() -> int:
-    if os.environ.get("SWITCH"):
-        sys.setswitchinterval(float(os.environ["SWITCH"]))
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--processes", type=int, default=3)
     p.add_argument("--nodes", type=int, default=10_000, help="nodes per simulator process")

@@ -54,6 +54,7 @@ _VT = {"float": ua.VariantType.Double, "int": ua.VariantType.Int32, "bool": ua.V
 _UNCERTAIN_RANGE = ua.StatusCode(ua.StatusCodes.UncertainEngineeringUnitsExceeded)
 _BAD_OFFLINE = ua.StatusCode(ua.StatusCodes.BadNotConnected)
 _GOOD = ua.StatusCode(ua.StatusCodes.Good)
+_NULL = ua.VariantType.Null
 SECURITY = {
     "none": [ua.SecurityPolicyType.NoSecurity],
     "sign": [ua.SecurityPolicyType.Basic256Sha256_Sign],
@@ -81,6 +82,7 @@ class SimNode:
     hi: float = 100.0
     value: Any = None
     status: ua.StatusCode = field(default_factory=lambda: _GOOD)
+    key: str = ""  # nodeid.to_string(), computed once (the produced counters' key)
 
 
 class _Users(UserManager):
@@ -110,25 +112,59 @@ def ensure_server_certificate(cert_dir: Path, host: str = "127.0.0.1") -> tuple[
     return cert, key
 
 
-def _keep_written_values_by_reference() -> None:
-    """Skip asyncua's defensive deep copy of every value a monitored item sees.
+def _lean_datachange_path() -> None:
+    """Two changes to asyncua's server-side data-change path, for this process only.
 
-    ``MonitoredItemValues.set_current_datavalue`` deep-copies each DataValue "to prevent
-    referencing the inner value", i.e. in case the writer mutates it later. Under load that
-    copy was 58% of a simulator process's CPU (py-spy), more than subscriptions, publishing
-    and encoding together. This process never mutates a DataValue after writing it (each
-    write builds a new one, arrays included, and values arriving through the Write service
-    are freshly decoded), so keeping the reference is equivalent. Simulator processes only:
-    the collector is a client and never runs this code. asyncua is pinned (pyproject.toml);
-    ``tests/opcua/test_simulator.py`` checks the hook still exists.
+    Under load (py-spy, ops/bench_opcua.py) most of a simulator's CPU went to work whose
+    result is thrown away:
+
+    * ``MonitoredItemValues.set_current_datavalue`` deep-copies every DataValue "to prevent
+      referencing the inner value", in case the writer mutates it later: 58% of the CPU.
+      This process never mutates a DataValue after writing it (each write builds a new one,
+      arrays included; values from the Write service are freshly decoded), so keeping the
+      reference is equivalent.
+    * ``MonitoredItemService.datachange_callback`` builds ``MonitoredItemNotification()``
+      with its default Value, an empty DataValue whose Variant guesses its type through
+      enum lookups, only to overwrite it on the next line: 28% of what remained. The
+      replacement makes the same decisions (disabled item, trigger, deadband) and builds
+      the notification with its real value.
+
+    The collector is a client and never runs this code. asyncua is pinned (pyproject.toml);
+    ``tests/opcua/test_simulator.py`` checks the hooks and the behaviour.
     """
-    cls = monitored_item_service.MonitoredItemValues
+    values_cls = monitored_item_service.MonitoredItemValues
+    service_cls = monitored_item_service.MonitoredItemService
+    if getattr(service_cls, "_zerobus_lean", False):
+        return
+    original_callback = service_cls.datachange_callback
+    disabled = ua.MonitoringMode.Disabled
+    status_value = ua.DataChangeTrigger.StatusValue
+    notification = ua.MonitoredItemNotification
 
     def set_current_datavalue(self, cur_val: ua.DataValue) -> None:
         self.old_dvalue = self.current_dvalue
         self.current_dvalue = cur_val
 
-    cls.set_current_datavalue = set_current_datavalue
+    async def datachange_callback(self, handle: int, value: ua.DataValue, error: ua.StatusCode | None = None) -> None:
+        if error:
+            return await original_callback(self, handle, value, error)
+        mid = self._monitored_datachange[handle]
+        mdata = self._monitored_items[mid]
+        if mdata.mode == disabled:
+            return
+        mv = mdata.mvalue
+        mv.set_current_datavalue(value)
+        flt = mdata.filter
+        if flt:
+            if not (self._is_data_changed(mv, flt.Trigger) and self._is_deadband_exceeded(mv, flt)):
+                return
+        elif not self._is_data_changed(mv, status_value):
+            return
+        await self.isub.enqueue_datachange_event(mid, notification(mdata.client_handle, value), mdata.queue_size)
+
+    values_cls.set_current_datavalue = set_current_datavalue
+    service_cls.datachange_callback = datachange_callback
+    service_cls._zerobus_lean = True
 
 
 class SimServer:
@@ -184,7 +220,7 @@ class SimServer:
     # ------------------------------------------------------------------ building
 
     async def start(self) -> "SimServer":
-        _keep_written_values_by_reference()
+        _lean_datachange_path()
         server = Server()
         await server.init()
         server.set_endpoint(self.endpoint)
@@ -261,7 +297,8 @@ class SimServer:
     def _add_node(self, node: SimNode, var: Any) -> None:
         self.nodes.append(node)
         self.by_path[node.path] = node
-        self.produced[node.nodeid.to_string()] = 0
+        node.key = node.nodeid.to_string()
+        self.produced[node.key] = 0
 
     def _initial(self, dtype: str) -> Any:
         return {"float": 0.0, "int": 0, "bool": False, "string": "IDLE"}[dtype]
@@ -270,13 +307,13 @@ class SimServer:
 
     async def _write(self, node: SimNode, value: Any, status: ua.StatusCode, ts: datetime | None = None) -> None:
         ts = ts or datetime.now(timezone.utc)
-        variant = ua.Variant(None if status.is_bad() else value, node.vtype if not status.is_bad() else ua.VariantType.Null)
+        bad = status.is_bad()
+        variant = ua.Variant(None if bad else value, _NULL if bad else node.vtype)
         dv = ua.DataValue(variant, StatusCode=status, SourceTimestamp=ts, ServerTimestamp=ts)
         node.value, node.status = value, status
         await self.server.write_attribute_value(node.nodeid, dv)
         self.history.append(node.nodeid, dv)
-        key = node.nodeid.to_string()
-        self.produced[key] += 1
+        self.produced[node.key] += 1
         self.produced_total += 1
 
     async def set_value(self, path: str, value: Any, status: int = ua.StatusCodes.Good, ts: datetime | None = None) -> None:

@@ -85,15 +85,20 @@ async def test_two_processes_produced_equals_landed(rig, tmp_path):
             sim.kill()
 
 
-def test_the_asyncua_hook_the_simulator_replaces_exists():
-    # The simulator skips asyncua's defensive deep copy per monitored value (58% of its CPU under
-    # load); an asyncua upgrade that renames the hook must fail here, not silently slow the benchmark.
-    from asyncua.server.monitored_item_service import MonitoredItemValues
+def test_the_asyncua_hooks_the_simulator_replaces_exist():
+    # The simulator trims asyncua's data-change path (most of its CPU under load); an asyncua
+    # upgrade that renames a hook must fail here, not silently slow the benchmark.
+    import inspect
 
-    from simulators.opcua.server import _keep_written_values_by_reference
+    from asyncua.server.monitored_item_service import MonitoredItemService, MonitoredItemValues
 
+    from simulators.opcua.server import _lean_datachange_path
+
+    params = list(inspect.signature(MonitoredItemService.datachange_callback).parameters)
+    assert params == ["self", "handle", "value", "error"]
+    _lean_datachange_path()
+    assert MonitoredItemService._zerobus_lean
     mv = MonitoredItemValues()
-    _keep_written_values_by_reference()
     a, b = object(), object()
     mv.set_current_datavalue(a)
     mv.set_current_datavalue(b)
