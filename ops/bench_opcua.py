@@ -19,10 +19,12 @@ import asyncio
 import json
 import logging
 import os
+import queue
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -170,16 +172,21 @@ def main() -> int:
         cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     try:
+        # Lines come through a thread: a simulator that never says READY must not hang the bench.
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(ln) for ln in iter(sim.stdout.readline, "")] + [lines.put("")],
+                         daemon=True).start()
         ready = 0
         t_end = time.monotonic() + 600
         while ready < a.processes:
-            line = sim.stdout.readline()
+            try:
+                line = lines.get(timeout=max(0.1, t_end - time.monotonic()))
+            except queue.Empty:
+                raise SystemExit(f"simulators did not start: {ready} of {a.processes} ready") from None
             if not line:
                 raise SystemExit("simulator exited early")
             if line.startswith("READY"):
                 ready += 1
-            if time.monotonic() > t_end:
-                raise SystemExit("simulators did not start")
         endpoints = [f"opc.tcp://127.0.0.1:{port + i}/sim" for i in range(a.processes)]
         print(f"{a.processes} simulator processes x {a.nodes} nodes x {a.rate:g} changes/s target "
               f"({a.processes * a.rate:g}/s total); {os.cpu_count()} CPUs", flush=True)

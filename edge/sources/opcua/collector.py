@@ -30,15 +30,16 @@ from edge.backoff import Backoff
 from edge.sources.base import SourceContext, emit_with_backpressure, now_us
 from edge.sources.opcua_map import datavalue_body, fingerprint
 
+from . import speedups
 from .config import Config
 from .history import Checkpoint, read_gap, utcnow_us
 from .resolve import read_units, resolve_group
 from .security import Pki
-from . import speedups
 from .subscribe import Item, subscribe_group
 
 log = logging.getLogger("edge.sources.opcua")
 EMIT_INFLIGHT = 4  # emits handed to the spool writer and not yet committed, at most
+
 
 class Source:
     def __init__(self, cfg: Config, ctx: SourceContext):
@@ -195,11 +196,16 @@ class Source:
         except asyncio.CancelledError:
             # Stopping: let the commits in flight finish (bounded) so the checkpoint written on
             # the way out covers them; otherwise the next start would back-fill them again.
-            for fut, marks, n in inflight:
+            while inflight:
+                fut, marks, _ = inflight.popleft()
                 try:
                     await asyncio.wait_for(asyncio.shield(fut), 10)
                 except (asyncio.TimeoutError, asyncio.CancelledError, Exception):  # noqa: BLE001 - back-filled next start
-                    fut.cancel()
+                    # This batch and the ones after it stay out of the checkpoint; whatever of
+                    # them was not committed yet is not written at all (the writer skips a
+                    # request cancelled before it ran).
+                    for f in (fut, *(f for f, _, _ in inflight)):
+                        f.cancel()
                     break
                 self._committed(marks)
             raise
