@@ -24,7 +24,6 @@ changes.
 
 from __future__ import annotations
 
-import ssl
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -69,8 +68,8 @@ class BufferedSocket:
         while size < want:
             try:
                 more = sock.recv(want - size)
-            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-                break
+            except OSError:  # nothing more yet (want read/write), or a failure the next recv reports
+                break  # either way the records already read are delivered first
             if not more:
                 break  # EOF: the next recv reports it
             parts.append(more)

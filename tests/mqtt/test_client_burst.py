@@ -38,6 +38,26 @@ def test_buffered_socket_serves_small_reads_from_one_recv():
         a.close()
 
 
+def test_records_read_before_a_tls_error_are_delivered_first():
+    class Tls:  # the shape of ssl.SSLSocket that matters: one record per recv, and pending()
+        def __init__(self):
+            self.script = [b"rec1", b"rec2", ConnectionResetError(104, "reset"), ConnectionResetError(104, "reset")]
+
+        def pending(self):
+            return 0
+
+        def recv(self, n):
+            item = self.script.pop(0)
+            if isinstance(item, Exception):
+                raise item
+            return item
+
+    s = BufferedSocket(Tls())
+    assert s.recv(8) == b"rec1rec2"  # both records, not lost to the error that followed
+    with pytest.raises(ConnectionResetError):
+        s.recv(1)  # and the failure still reaches paho
+
+
 def test_the_paho_hooks_it_relies_on_exist():
     # paho is pinned exactly; this fails loudly if an upgrade moves either hook.
     assert callable(getattr(mqtt.Client, "_create_socket", None))
