@@ -89,15 +89,8 @@ class EmulatorVerifier:
 
     def view(self, appliance_id: str) -> dc.SinkView:
         t = self._table()
-        app = (t.get("appliances") or {}).get(appliance_id) or {}
-        return dc.SinkView(
-            min_seq=app.get("min_seq"),
-            max_seq=app.get("max_seq"),
-            missing=[tuple(r) for r in app.get("missing") or []],
-            unexplained=[tuple(r) for r in app.get("unexplained_missing") or []],
-            duplicates=int(t.get("duplicates") or 0),
-            rows=int(t.get("rows") or 0),
-        )
+        # The emulator counts rows and duplicates per table, the ranges per appliance.
+        return _sink_view((t.get("appliances") or {}).get(appliance_id) or {}, counts=t)
 
     def progress(self, appliance_id: str) -> int | None:
         return self.view(appliance_id).max_seq
@@ -130,17 +123,22 @@ class TableVerifier:
 
     def view(self, appliance_id: str) -> dc.SinkView:
         app = self._report(appliance_id)
-        return dc.SinkView(
-            min_seq=app.get("min_seq"),
-            max_seq=app.get("max_seq"),
-            missing=[tuple(r) for r in app.get("missing") or []],
-            unexplained=[tuple(r) for r in app.get("unexplained_missing") or []],
-            duplicates=int(app.get("duplicates") or 0),
-            rows=int(app.get("rows") or 0),
-        )
+        return _sink_view(app, counts=app)
 
     def progress(self, appliance_id: str) -> int | None:
         return self.view(appliance_id).max_seq
+
+
+def _sink_view(app: dict, counts: dict) -> dc.SinkView:
+    """A verifier's report (``/stats`` or ``edge verify``, same field names) as the drill's view."""
+    return dc.SinkView(
+        min_seq=app.get("min_seq"),
+        max_seq=app.get("max_seq"),
+        missing=[tuple(r) for r in app.get("missing") or []],
+        unexplained=[tuple(r) for r in app.get("unexplained_missing") or []],
+        duplicates=int(counts.get("duplicates") or 0),
+        rows=int(counts.get("rows") or 0),
+    )
 
 
 VERIFIERS = {"emulator": EmulatorVerifier, "databricks": TableVerifier}

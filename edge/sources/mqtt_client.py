@@ -45,7 +45,7 @@ class BufferedSocket:
     def recv(self, n: int) -> bytes:
         buf, pos = self._buf, self._pos
         if pos >= len(buf):
-            buf = self._fill(RECV_BYTES if n < RECV_BYTES else n)
+            buf = self._fill(max(n, RECV_BYTES))
             if not buf:
                 return buf  # EOF
             self._buf, pos = buf, 0

@@ -177,10 +177,8 @@ class Source:
                     if len(self._buf) < cfg.max_buffered:
                         self._space.set()
                 if inflight:
-                    if len(inflight) >= EMIT_INFLIGHT or not self._buf:
-                        await asyncio.shield(inflight[0][0])
-                    else:  # take what completed, then go back to feeding the writer
-                        await asyncio.sleep(0)
+                    # Here either EMIT_INFLIGHT batches are out or the buffer is empty: wait for the oldest.
+                    await asyncio.shield(inflight[0][0])
                     while inflight and inflight[0][0].done():
                         fut, marks, n = inflight.popleft()
                         fut.result()
