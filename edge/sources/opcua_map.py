@@ -75,7 +75,8 @@ def float32(v: float) -> float:
     return v
 
 
-def _type_name(variant_type: Any) -> str | None:
+def type_name(variant_type: Any) -> str | None:
+    """A VariantType's name (None for anything without one)."""
     name = getattr(variant_type, "name", None)
     return name if isinstance(name, str) else None
 
@@ -110,7 +111,7 @@ def plain(value: Any, variant_type: str | None = None) -> Any:
     if cls == "StatusCode":
         return int(value.value)
     if cls == "Variant":
-        return plain(value.Value, _type_name(value.VariantType))
+        return plain(value.Value, type_name(value.VariantType))
     if cls == "DataValue":
         return {
             "value": plain(value.Value.Value if value.Value is not None else None),
@@ -166,31 +167,40 @@ def reading_body(
 
 def datavalue_body(dv: Any, *, source: str, point: str, collected_ts: int, unit: str | None = None) -> bytes:
     """reading_body() for an asyncua ``ua.DataValue`` (subscription notification or history value)."""
-    variant = dv.Value
-    value = variant.Value if variant is not None else None
-    vtype = _type_name(variant.VariantType) if variant is not None else None
-    code = int(dv.StatusCode.value) if dv.StatusCode is not None else 0
-    is_array = isinstance(value, (list, tuple))
+    value, vtype, code, source_ts, server_ts = datavalue_fields(dv)
     return reading_body(
         source=source, point=point, value=value, variant_type=vtype, status_code=code,
-        source_ts=ts_us(dv.SourceTimestamp), server_ts=ts_us(dv.ServerTimestamp),
-        collected_ts=collected_ts, unit=unit, is_array=is_array,
+        source_ts=source_ts, server_ts=server_ts, collected_ts=collected_ts, unit=unit,
+        is_array=isinstance(value, (list, tuple)),
     )
+
+
+def datavalue_fields(dv: Any) -> tuple[Any, str | None, int, int | None, int | None]:
+    """(value, variant type name, status code, source_ts, server_ts) of an asyncua ``ua.DataValue``:
+    the fields of the collector's records (edge/sources/opcua/fastpublish.py)."""
+    variant = dv.Value
+    value = variant.Value if variant is not None else None
+    vtype = type_name(variant.VariantType) if variant is not None else None
+    code = int(dv.StatusCode.value) if dv.StatusCode is not None else 0
+    return value, vtype, code, ts_us(dv.SourceTimestamp), ts_us(dv.ServerTimestamp)
+
+
+def value_key(value: Any) -> Any:
+    """The value, or its repr when it cannot be hashed (arrays, structures): for fingerprints."""
+    try:
+        hash(value)
+    except TypeError:
+        return repr(value)
+    return value
 
 
 def fingerprint(dv: Any) -> tuple[int | None, int, Any]:
     """(source_ts, status, value) of a DataValue: how the collector recognises a value it already has."""
-    code = int(dv.StatusCode.value) if dv.StatusCode is not None else 0
-    variant = dv.Value
-    value = variant.Value if variant is not None else None
-    try:
-        hash(value)
-    except TypeError:
-        value = repr(value)
-    return ts_us(dv.SourceTimestamp), code, value
+    value, _, code, source_ts, _ = datavalue_fields(dv)
+    return source_ts, code, value_key(value)
 
 
 __all__ = [
-    "datavalue_body", "fingerprint", "float32", "plain", "quality", "reading_body", "structured_type_name",
-    "ts_us", "us_to_datetime",
+    "datavalue_body", "datavalue_fields", "fingerprint", "float32", "plain", "quality", "reading_body",
+    "structured_type_name", "ts_us", "type_name", "us_to_datetime", "value_key",
 ]

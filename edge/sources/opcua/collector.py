@@ -28,7 +28,7 @@ from asyncua.crypto import security_policies
 
 from edge.backoff import Backoff
 from edge.sources.base import SourceContext, emit_with_backpressure, now_us
-from edge.sources.opcua_map import datavalue_body, fingerprint
+from edge.sources.opcua_map import datavalue_body, fingerprint, reading_body, value_key
 
 from . import speedups
 from .config import Config
@@ -39,6 +39,7 @@ from .subscribe import Item, subscribe_group
 
 log = logging.getLogger("edge.sources.opcua")
 EMIT_INFLIGHT = 4  # emits handed to the spool writer and not yet committed, at most
+_HASHABLE = frozenset((int, float, str, bool, type(None), datetime))
 
 
 class Source:
@@ -76,7 +77,7 @@ class Source:
                             "policy encrypts it; use SignAndEncrypt", cfg.name, cfg.security.mode)
         self.stats: dict[str, Any] = {
             "sessions": 0, "subscribed": 0, "failed": 0, "duplicates_dropped": 0, "backfilled": 0,
-            "notifications": 0,
+            "notifications": 0, "publish_fallbacks": 0,
         }
 
     # ---------------------------------------------------------------- notifications (hot path)
@@ -100,19 +101,19 @@ class Source:
             except asyncio.TimeoutError:
                 pass
 
-    def _take(self, items: list, collected: int, seen: dict[str, set] | None) -> None:
+    def _take(self, items: list[tuple], collected: int, seen: dict[str, set] | None) -> None:
+        """Records (fastpublish.py) -> readings in the buffer, minus values we already have."""
         name = self.cfg.name
         get_item = self._items.get
         last = self._last
         seed = self._seed
         buf, marks = self._buf, self._marks
         dropped = 0
-        for mi in items:
-            item = get_item(mi.ClientHandle)
+        for handle, value, vtype, code, source_ts, server_ts in items:
+            item = get_item(handle)
             if item is None:
                 continue
-            dv = mi.Value
-            fp = fingerprint(dv)
+            fp = (source_ts, code, value if type(value) in _HASHABLE else value_key(value))
             point = item.point
             # The same (source time, status, value) again: an initial value re-sent on a new
             # subscription, or a live value the back-fill already delivered.
@@ -122,17 +123,25 @@ class Source:
             if seed and point in seed:
                 # After a restart all we know of a point is the source time of its last committed
                 # value (the checkpoint): the same source time again is that value, re-sent.
-                if fp[0] is not None and fp[0] == seed[point]:
+                if source_ts is not None and source_ts == seed[point]:
                     dropped += 1
                     continue
                 del seed[point]
             last[point] = fp
-            buf.append((collected, datavalue_body(dv, source=name, point=point, collected_ts=collected, unit=item.unit)))
-            marks.append((point, fp[0]))
+            buf.append((collected, reading_body(
+                source=name, point=point, value=value, variant_type=vtype, status_code=code, source_ts=source_ts,
+                server_ts=server_ts, collected_ts=collected, unit=item.unit, is_array=isinstance(value, (list, tuple)),
+            )))
+            marks.append((point, source_ts))
         self.stats["notifications"] += len(items)
         self.stats["duplicates_dropped"] += dropped
         if buf:
             self._have_data.set()
+
+    def _publish_fallback(self, exc: Exception) -> None:
+        """A publish response our decoder refused and asyncua's decoded (slower, nothing lost)."""
+        self.stats["publish_fallbacks"] += 1
+        self.ctx.status.update(publish_fallbacks=self.stats["publish_fallbacks"])
 
     def _on_subscription_status(self, sub: Any, status: ua.StatusCode) -> None:
         if status.is_good():
