@@ -1,6 +1,6 @@
 """OPC-UA throughput: simulators (several processes) -> collector -> real spool, against a bare asyncua client.
 
-    PYTHONPATH=. .venv/bin/python ops/bench_opcua.py --processes 3 --nodes 10000 --rate 17000 --seconds 20
+    PYTHONPATH=. .venv/bin/python ops/bench_opcua.py --processes 3 --nodes 10000 --rate 20000 --seconds 15
 
 Runs, against the same simulator processes in the same run:
   1. baseline: a bare asyncua client (iterator mode, unbounded queue) counting data-change
@@ -154,7 +154,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--processes", type=int, default=3)
     p.add_argument("--nodes", type=int, default=10_000, help="nodes per simulator process")
-    p.add_argument("--rate", type=float, default=17_000, help="changes/s per simulator process")
+    p.add_argument("--rate", type=float, default=20_000, help="changes/s per simulator process")
     p.add_argument("--seconds", type=float, default=20)
     p.add_argument("--publishing-ms", type=float, default=500)
     p.add_argument("--only", choices=("baseline", "collector"), help="run one side only (profiling)")

@@ -361,19 +361,27 @@ class SimServer:
         if self.hold:
             await asyncio.sleep(self.hold)
         owed = 0.0
-        last = time.monotonic()
+        last = due = time.monotonic()
         n = len(self.nodes)
         while True:
-            await asyncio.sleep(self.tick)
+            # Ticks on a fixed schedule: the time spent writing counts towards the next tick
+            # (sleeping a whole tick after each burst capped a busy process far below its rate).
+            due += self.tick
+            now = time.monotonic()
+            if due > now:
+                await asyncio.sleep(due - now)
+            else:
+                await asyncio.sleep(0)
+                due = max(due, now - self.tick)
             now = time.monotonic()
             owed += (now - last) * self.rate
             last = now
             if self._paused or n == 0:
                 owed = 0.0
                 continue
-            # Behind schedule (CPU-starved): do not try to catch up in one burst that would starve the
-            # server's own request handling; the report shows the rate actually produced.
-            owed = min(owed, self.rate * self.tick * 2)
+            # Behind schedule (CPU-starved): catch up at most half a second's worth, so a starved
+            # process does not burst forever; the report shows the rate actually produced.
+            owed = min(owed, self.rate * max(self.tick * 2, 0.5))
             k = int(owed)
             owed -= k
             t = now - self._t0
