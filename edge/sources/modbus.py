@@ -63,12 +63,21 @@ def _unpack_registers(pdu: ReadHoldingRegistersResponse, data: bytes) -> None:
     pdu.registers = list(struct.unpack(f">{n // 2}H", data[1:1 + n]))
 
 
+def _short_str(pdu: ReadHoldingRegistersResponse) -> str:
+    # pymodbus formats every decoded PDU for a debug line even with debug logging off; the list of
+    # 125 registers made that ~9 us of every read (a sixth of the decode). The count says enough.
+    return (f"{type(pdu).__name__}(dev_id={pdu.dev_id}, transaction_id={pdu.transaction_id}, "
+            f"registers={len(pdu.registers)})")
+
+
 class _HoldingResponse(ReadHoldingRegistersResponse):
     decode = _unpack_registers
+    __str__ = _short_str
 
 
 class _InputResponse(ReadInputRegistersResponse):
     decode = _unpack_registers
+    __str__ = _short_str
 
 
 class _ReadFailed(Exception):

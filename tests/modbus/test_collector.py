@@ -430,3 +430,25 @@ def test_poll_groups_run_at_their_own_intervals(tmp_path):
     assert slow >= 2 and fast >= 3 * slow
     # each group is its own cycle: a commit never mixes the two groups' poll times
     assert not {r.source_ts for r in readings if r.point == "fast"} & {r.source_ts for r in readings if r.point == "slow"}
+
+
+def test_register_responses_decode_in_one_call_and_print_short():
+    """The collector's register responses (registered with each pymodbus client) decode like pymodbus'
+    own and describe themselves without formatting every register (pymodbus does that per PDU)."""
+    import struct
+
+    from pymodbus.pdu.decoders import DecodePDU
+
+    from edge.sources.modbus import _HoldingResponse, _InputResponse
+
+    regs = list(range(0, 125 * 500, 500))
+    for cls, fc in ((_HoldingResponse, 3), (_InputResponse, 4)):
+        frame = bytes([fc, 250]) + struct.pack(">125H", *regs)
+        ours, stock = DecodePDU(False), DecodePDU(False)
+        ours.register(cls)
+        got, want = ours.decode(frame), stock.decode(frame)
+        assert type(got) is cls and isinstance(got, type(want))
+        assert got.registers == want.registers == regs
+        assert str(got) == f"{cls.__name__}(dev_id=0, transaction_id=0, registers=125)"
+        assert str(regs[-1]) in str(want)  # pymodbus' own lists them all
+        assert ours.decode(bytes([fc, 251]) + frame[2:]) is None  # odd byte count: refused, as a bad frame
