@@ -140,11 +140,10 @@ class _Connection:
             "holding_registers": c.read_holding_registers, "input_registers": c.read_input_registers,
         }[block.table]
         try:
-            # pymodbus bounds each attempt by `timeout`; the outer bound covers a stuck connect inside execute().
-            rr = await asyncio.wait_for(
-                fn(block.start, count=block.count, device_id=block.device_id),
-                timeout=float(self.cfg.timeout) * (self.cfg.retries + 1) + 1.0,
-            )
+            # pymodbus bounds each attempt by `timeout`; the outer bound covers a stuck connect inside
+            # execute(). asyncio.timeout, not wait_for: no extra task per read.
+            async with asyncio.timeout(float(self.cfg.timeout) * (self.cfg.retries + 1) + 1.0):
+                rr = await fn(block.start, count=block.count, device_id=block.device_id)
         except (ConnectionException, OSError) as exc:
             raise _ReadFailed(STATUS_NO_CONNECTION, f"connection lost: {exc}", True) from None
         except asyncio.TimeoutError:
