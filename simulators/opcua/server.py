@@ -45,6 +45,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from simulators.plant import Plant
 
+from . import encode
 from .history import SimHistory
 
 NAMESPACE = "urn:zerobus-edge:opcua-sim:plant"
@@ -136,6 +137,7 @@ def _lean_datachange_path() -> None:
     service_cls = monitored_item_service.MonitoredItemService
     if getattr(service_cls, "_zerobus_lean", False):
         return
+    encode.install()  # and the notifications encoded without asyncua's generic encoder (encode.py)
     original_callback = service_cls.datachange_callback
     disabled = ua.MonitoringMode.Disabled
     status_value = ua.DataChangeTrigger.StatusValue

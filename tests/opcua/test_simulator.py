@@ -103,3 +103,68 @@ def test_the_asyncua_hooks_the_simulator_replaces_exist():
     mv.set_current_datavalue(a)
     mv.set_current_datavalue(b)
     assert mv.get_current_datavalue() is b and mv.get_old_datavalue() is a
+
+
+def _dcn_cases():
+    from datetime import datetime, timedelta, timezone
+
+    from asyncua import ua
+
+    vt = ua.VariantType
+    t0 = datetime(2026, 11, 24, 3, 0, 0, 123456, tzinfo=timezone.utc)
+    values = [
+        (True, vt.Boolean), (-128, vt.SByte), (255, vt.Byte), (-32768, vt.Int16), (65535, vt.UInt16),
+        (-(2**31), vt.Int32), (2**32 - 1, vt.UInt32), (-(2**63), vt.Int64), (2**64 - 1, vt.UInt64),
+        (0.1, vt.Float), (float("nan"), vt.Double), ("Läuft", vt.String), ("", vt.String), (None, vt.String),
+        (t0, vt.DateTime), (datetime(1500, 1, 1, tzinfo=timezone.utc), vt.DateTime), (None, vt.Null),
+        ([1.0, 2.0], vt.Double), ([[1, 2], [3, 4]], vt.Int32), (ua.LocalizedText("x"), vt.LocalizedText),
+        (ua.Argument(Name="a", DataType=ua.NodeId(11)), vt.ExtensionObject), (b"\x00", vt.ByteString),
+    ]
+    dvs = [ua.DataValue(ua.Variant(v, t), StatusCode=ua.StatusCode(s), SourceTimestamp=t0,
+                        ServerTimestamp=t0 + timedelta(milliseconds=3))
+           for (v, t), s in zip(values, [0, 0x40940000, 0x808A0000] * 10)]
+    dvs += [ua.DataValue(), ua.DataValue(ua.Variant(1.5, vt.Double)),
+            ua.DataValue(ua.Variant(2, vt.Int32), SourceTimestamp=t0, SourcePicoseconds=7),  # asyncua's own path
+            ua.DataValue(ua.Variant(None, vt.Null), StatusCode=ua.StatusCode(0x808A0000), ServerTimestamp=t0)]
+    items = [ua.MonitoredItemNotification(ClientHandle=i + 1, Value=dv) for i, dv in enumerate(dvs)]
+    return [ua.DataChangeNotification(MonitoredItems=items), ua.DataChangeNotification(MonitoredItems=items[:1]),
+            ua.DataChangeNotification(MonitoredItems=[]),
+            ua.DataChangeNotification(MonitoredItems=items[:2], DiagnosticInfos=[ua.DiagnosticInfo()])]
+
+
+def test_the_simulators_notification_encoder_writes_asyncuas_bytes():
+    from asyncua import ua
+    from asyncua.ua import ua_binary
+
+    from simulators.opcua import encode
+
+    for dcn in _dcn_cases():
+        assert encode.struct_to_binary(dcn) == encode._original(dcn)
+        back = ua_binary.struct_from_binary(ua.DataChangeNotification, ua.utils.Buffer(encode.struct_to_binary(dcn)))
+        assert len(back.MonitoredItems) == len(dcn.MonitoredItems)
+    assert encode.encode_datachange(_dcn_cases()[1]) is not None  # the common case is ours, not asyncua's
+    assert encode.encode_datachange(_dcn_cases()[3]) is None  # DiagnosticInfos: asyncua's
+    # A value that does not fit its type: asyncua's descriptive error, not a struct.error from us.
+    bad = ua.DataChangeNotification(MonitoredItems=[ua.MonitoredItemNotification(
+        ClientHandle=1, Value=ua.DataValue(ua.Variant(-1, ua.VariantType.UInt32)))])
+    with pytest.raises(ua.UaError, match="Cannot pack VariantType.UInt32"):
+        encode.struct_to_binary(bad)
+
+
+def test_the_simulator_encodes_notifications_through_its_encoder():
+    from asyncua.ua import ua_binary
+
+    from simulators.opcua import encode
+    from simulators.opcua.server import _lean_datachange_path
+
+    _lean_datachange_path()
+    assert ua_binary.struct_to_binary is encode.struct_to_binary
+    # asyncua's ExtensionObject encoder looks the function up in its module at each call.
+    calls = []
+    original = encode.encode_datachange
+    try:
+        encode.encode_datachange = lambda dcn: calls.append(dcn) or original(dcn)
+        blob = ua_binary.extensionobject_to_binary(_dcn_cases()[1])
+    finally:
+        encode.encode_datachange = original
+    assert len(calls) == 1 and blob
