@@ -42,7 +42,7 @@ from pymodbus.client import AsyncModbusTcpClient  # noqa: E402
 
 from edge.configtypes import build  # noqa: E402
 from edge.sources.base import SourceContext, SourceStatus  # noqa: E402
-from edge.sources.modbus import Config, Source  # noqa: E402
+from edge.sources.modbus.collector import Config, Source  # noqa: E402
 from edge.spool import Spool  # noqa: E402
 from edge.writer import SpoolWriter  # noqa: E402
 

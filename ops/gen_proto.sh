@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-.}
 python -m grpc_tools.protoc -Iproto --python_out="$out/edge/pb" proto/reading.proto
-# Sparkplug B payloads, decoded by the MQTT collector (edge/sources/sparkplug.py).
+# Sparkplug B payloads, decoded by the MQTT collector (edge/sources/mqtt/sparkplug.py).
 python -m grpc_tools.protoc -Iproto --python_out="$out/edge/pb" proto/sparkplug_b.proto
 if [ -f simulators/zerobus/wire.proto ]; then
   python -m grpc_tools.protoc -Isimulators/zerobus --python_out="$out/simulators/zerobus" \

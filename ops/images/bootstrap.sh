@@ -71,17 +71,27 @@ slim_rootfs() { # dir: what a container never needs
   : >"$1"/etc/resolv.conf
 }
 
+# debootstrap mounts /proc (and sometimes /sys, /dev/pts) inside the tree and does not
+# always unmount them when it ends: a copy or tar of the tree would then read the
+# host's /proc (kcore alone is tens of GB). Unmount whatever is under a tree, deepest first.
+unmount_under() { # dir
+  local top; top=$(realpath "$1")
+  findmnt -rn -o TARGET | awk -v t="$top/" 'index($0, t) == 1' | sort -r | while read -r m; do umount -l "$m" || true; done
+}
+
 build_rootfs_tars() {
   command -v debootstrap >/dev/null || die "debootstrap is not installed (apt-get install debootstrap)"
   [ "$(id -u)" = 0 ] || die "debootstrap needs root"
   local work="$cache/work-$rootfs_key"
-  rm -rf "$work"; mkdir -p "$work"
+  [ -d "$work" ] && unmount_under "$work"
+  rm -rf --one-file-system "$work"; mkdir -p "$work"
   say "debootstrap $SUITE minbase + $BASE_PACKAGES (a few minutes, once)"
   debootstrap --variant=minbase --include="$BASE_PACKAGES" "$SUITE" "$work/base" "$MIRROR" \
     >"$cache/debootstrap.log" 2>&1 || { tail -20 "$cache/debootstrap.log" >&2; die "debootstrap failed (log: $cache/debootstrap.log)"; }
 
+  unmount_under "$work/base"
   say "adding mosquitto to a copy of the rootfs"
-  cp -a "$work/base" "$work/mosq"
+  cp -ax "$work/base" "$work/mosq"
   cp /etc/resolv.conf "$work/mosq/etc/resolv.conf"
   # No service may start inside the chroot.
   printf '#!/bin/sh\nexit 101\n' >"$work/mosq/usr/sbin/policy-rc.d"; chmod +x "$work/mosq/usr/sbin/policy-rc.d"
@@ -105,10 +115,11 @@ exec "$@"
 SH
   chmod 0755 "$work/mosq/docker-entrypoint.sh"
 
+  unmount_under "$work"
   slim_rootfs "$work/base"; slim_rootfs "$work/mosq"
-  tar --numeric-owner -C "$work/base" -cf "$base_tar.tmp" . && mv "$base_tar.tmp" "$base_tar"
-  tar --numeric-owner -C "$work/mosq" -cf "$mosq_tar.tmp" . && mv "$mosq_tar.tmp" "$mosq_tar"
-  rm -rf "$work"
+  tar --one-file-system --numeric-owner -C "$work/base" -cf "$base_tar.tmp" . && mv "$base_tar.tmp" "$base_tar"
+  tar --one-file-system --numeric-owner -C "$work/mosq" -cf "$mosq_tar.tmp" . && mv "$mosq_tar.tmp" "$mosq_tar"
+  rm -rf --one-file-system "$work"
   # Older rootfs tarballs are dead weight.
   find "$cache" -maxdepth 1 -name 'rootfs-*.tar' ! -name "*-$rootfs_key.tar" -delete
 }

@@ -1,6 +1,6 @@
 """A pymodbus TCP server whose registers follow the plant model, with fault injection.
 
-The register map is the collector's own ``devices`` list (``edge.sources.modbus``
+The register map is the collector's own ``devices`` list (``edge.sources.modbus.collector``
 config), so the simulator and the collector cannot disagree about addresses,
 types or byte orders: a point whose ``name`` is a plant signal path
 (``line1/press1/temperature``) follows that signal; any other point holds a
@@ -32,9 +32,9 @@ from pymodbus.exceptions import NoSuchIdException
 from pymodbus.server import ModbusTcpServer
 
 from edge.configtypes import build
-from edge.sources import modbus_decode as dec
-from edge.sources.modbus import Config
-from edge.sources.modbus_plan import TABLES, PointSpec
+from edge.sources.modbus import decode as dec
+from edge.sources.modbus.collector import Config
+from edge.sources.modbus.plan import TABLES, PointSpec
 from simulators.modbus.lean import LeanServer
 from simulators.plant import Plant
 

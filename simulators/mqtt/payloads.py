@@ -17,7 +17,7 @@ import json
 import math
 
 from edge.pb.sparkplug_b_pb2 import Payload
-from edge.sources.sparkplug import T
+from edge.sources.mqtt.sparkplug import T
 
 SEQ_METRIC = "msg_seq"
 _DT = {"float": T["Double"], "int": T["Int64"], "bool": T["Boolean"], "string": T["String"]}

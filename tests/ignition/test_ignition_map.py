@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge.encode import appliance_prefix, decode, frame
-from edge.sources.ignition_map import map_event, map_events, quality_of
+from edge.sources.http.ignition import map_event, map_events, quality_of
 
 TS = 1_763_900_000_123  # epoch ms
 

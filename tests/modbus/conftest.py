@@ -8,7 +8,7 @@ from typing import Any
 
 from edge.encode import decode
 from edge.sources.base import SourceContext, SourceStatus
-from edge.sources.modbus import Config, Source
+from edge.sources.modbus.collector import Config, Source
 from edge.spool import Spool, SpoolReader
 from edge.writer import SpoolWriter
 from simulators.modbus.server import PlantModbusServer, parse_map

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from edge.encode import BAD, GOOD, decode
-from edge.sources import modbus_decode as dec
-from edge.sources.modbus import STATUS_NO_CONNECTION, STATUS_TIMEOUT, Source
+from edge.sources.modbus import decode as dec
+from edge.sources.modbus.collector import STATUS_NO_CONNECTION, STATUS_TIMEOUT, Source
 from simulators.modbus.server import PlantModbusServer, load_map
 from simulators.plant import Plant
 from tests.modbus.conftest import Rig, source_config, start_sim
@@ -439,7 +439,7 @@ def test_register_responses_decode_in_one_call_and_print_short():
 
     from pymodbus.pdu.decoders import DecodePDU
 
-    from edge.sources.modbus import _HoldingResponse, _InputResponse
+    from edge.sources.modbus.collector import _HoldingResponse, _InputResponse
 
     regs = list(range(0, 125 * 500, 500))
     for cls, fc in ((_HoldingResponse, 3), (_InputResponse, 4)):

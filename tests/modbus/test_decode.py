@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.configtypes import ConfigError, build
-from edge.sources import modbus_decode as dec
-from edge.sources.modbus import Config, decode_point
+from edge.sources.modbus import decode as dec
+from edge.sources.modbus.collector import Config, decode_point
 
 CASES = sorted(p for p in (Path(__file__).parent / "testcases").iterdir() if p.is_dir())
 

@@ -1,4 +1,4 @@
-"""README-modbus.md stays true: the sample parses, matches the simulator's map, and every option is explained."""
+"""modbus/README.md stays true: the sample parses, matches the simulator's map, and every option is explained."""
 
 import dataclasses
 import re
@@ -7,10 +7,10 @@ from pathlib import Path
 import yaml
 
 from edge.config import parse
-from edge.sources.modbus import Config, DeviceConfig, PointConfig
+from edge.sources.modbus.collector import Config, DeviceConfig, PointConfig
 
 ROOT = Path(__file__).resolve().parents[2]
-README = (ROOT / "edge/sources/README-modbus.md").read_text()
+README = (ROOT / "edge/sources/modbus/README.md").read_text()
 
 
 def sample() -> dict:
@@ -33,7 +33,7 @@ def test_sample_matches_simulator_map():
 def test_every_option_is_documented():
     for cls in (Config, DeviceConfig, PointConfig):
         for f in dataclasses.fields(cls):
-            assert f"| `{f.name}` |" in README, f"{cls.__name__}.{f.name} missing from README-modbus.md"
+            assert f"| `{f.name}` |" in README, f"{cls.__name__}.{f.name} missing from modbus/README.md"
 
 
 def test_every_source_option_appears_in_the_sample():

@@ -3,8 +3,8 @@
 import pytest
 
 from edge.configtypes import ConfigError, build
-from edge.sources.modbus import Config
-from edge.sources.modbus_plan import PointSpec, ReportFilter, parse_address, plan_blocks
+from edge.sources.modbus.collector import Config
+from edge.sources.modbus.plan import PointSpec, ReportFilter, parse_address, plan_blocks
 
 
 def cfg(points, **options):

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from edge.encode import BAD, GOOD
-from edge.sources.modbus import Source
+from edge.sources.modbus.collector import Source
 from tests.modbus.conftest import Rig, source_config
 from tests.support.aio import running, wait_until
 

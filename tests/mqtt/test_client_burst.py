@@ -1,4 +1,4 @@
-"""The burst-reading paho client (edge/sources/mqtt_client.py) against a real Mosquitto."""
+"""The burst-reading paho client (edge/sources/mqtt/client.py) against a real Mosquitto."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import threading
 import paho.mqtt.client as mqtt
 import pytest
 
-from edge.sources import mqtt_client
-from edge.sources.mqtt_client import BufferedSocket, Client
+from edge.sources.mqtt import client as mqtt_client
+from edge.sources.mqtt.client import BufferedSocket, Client
 from ops.mqttload import bench_payloads, publish_all
 from tests.mqtt.broker import Broker
 from tests.mqtt.harness import make_certs

@@ -259,7 +259,7 @@ def test_reconnects_after_a_broker_kill_and_keeps_its_session(broker, tmp_path, 
 
 
 def test_pubacks_are_coalesced_into_one_write_in_order():
-    from edge.sources.mqtt import send_pubacks
+    from edge.sources.mqtt.collector import send_pubacks
 
     queued = []
 

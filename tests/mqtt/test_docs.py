@@ -1,4 +1,4 @@
-"""README-mqtt.md documents every option and its sample config is valid."""
+"""mqtt/README.md documents every option and its sample config is valid."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import yaml
 
 from edge.config import parse
 from edge.configtypes import field_names
-from edge.sources.mqtt import Config
-from edge.sources.mqtt_parse import JsonMapping, Subscription
+from edge.sources.mqtt.collector import Config
+from edge.sources.mqtt.parse import JsonMapping, Subscription
 
-README = Path(__file__).resolve().parents[2] / "edge" / "sources" / "README-mqtt.md"
+README = Path(__file__).resolve().parents[2] / "edge" / "sources" / "mqtt" / "README.md"
 
 
 def _table_keys(text: str, heading: str) -> set[str]:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from edge.config import parse
 from edge.configtypes import ConfigError, build
-from edge.sources.mqtt_parse import (
+from edge.sources.mqtt.parse import (
     JsonMapping, Mapper, Parsed, ParseError, Router, Subscription, check_filter, parse_quality, parse_timestamp,
     topic_matches,
 )

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from edge.sources.sparkplug import Decoder
+from edge.sources.mqtt.sparkplug import Decoder
 from simulators.mqtt import payloads
 from simulators.plant import Plant
 from tests.mqtt.broker import ROOT

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.pb.sparkplug_b_pb2 import Payload
-from edge.sources.mqtt_parse import Parsed, ParseError
-from edge.sources.sparkplug import T, Decoder, parse_topic
+from edge.sources.mqtt.parse import Parsed, ParseError
+from edge.sources.mqtt.sparkplug import T, Decoder, parse_topic
 
 TS = 1_764_000_000_123
 

@@ -1,4 +1,4 @@
-"""README-opcua.md documents every option, and its sample config is valid."""
+"""opcua/README.md documents every option, and its sample config is valid."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from edge.config import parse
 from edge.configtypes import field_names
 from edge.sources.opcua import Config, FolderSpec, GroupConfig
 
-README = Path(__file__).resolve().parents[2] / "edge" / "sources" / "README-opcua.md"
+README = Path(__file__).resolve().parents[2] / "edge" / "sources" / "opcua" / "README.md"
 
 
 def test_every_option_is_documented():

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge.encode import decode
-from edge.sources.opcua_map import datavalue_body, float32, plain, quality, ts_us
+from edge.sources.opcua.map import datavalue_body, float32, plain, quality, ts_us
 
 T0 = datetime(2026, 11, 24, 3, 0, 0, 123456, tzinfo=timezone.utc)
 T0_US = int(T0.timestamp()) * 1_000_000 + 123456

@@ -1,6 +1,6 @@
 """OPC-UA collector (asyncua 2.1.0): subscriptions, security, reconnect, back-fill.
 
-``edge.config.SOURCE_TYPES["opcua"]`` points here; see edge/sources/README-opcua.md.
+``edge.config.SOURCE_TYPES["opcua"]`` points here; see README.md beside this file.
 """
 
 from .collector import Source

@@ -28,7 +28,7 @@ from asyncua.crypto import security_policies
 
 from edge.backoff import Backoff
 from edge.sources.base import SourceContext, emit_with_backpressure, now_us
-from edge.sources.opcua_map import datavalue_body, fingerprint, reading_body, value_key
+from edge.sources.opcua.map import datavalue_body, fingerprint, reading_body, value_key
 
 from . import speedups
 from .config import Config

@@ -1,4 +1,4 @@
-"""YAML options of an ``opcua`` source (every key is explained in edge/sources/README-opcua.md)."""
+"""YAML options of an ``opcua`` source (every key is explained in edge/sources/opcua/README.md)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ and reads those with ``struct`` into records::
 
     (client_handle, value, variant_type, status_code, source_ts, server_ts)
 
-with exactly what asyncua's objects give through ``opcua_map``: ``value`` as asyncua decodes
+with exactly what asyncua's objects give through ``map``: ``value`` as asyncua decodes
 it, ``variant_type`` its VariantType name ("Null" when the DataValue has no value),
 ``status_code`` the raw code (0 when absent), the timestamps as ``ts_us()`` makes them (int
 microseconds since 1970 UTC, None when absent or OPC-UA's null time). Scalars of the numeric
@@ -34,7 +34,7 @@ from asyncua.common.utils import Buffer
 from asyncua.ua import ua_binary
 from asyncua.ua.ua_binary import extensionobject_from_binary, from_binary, nodeid_from_binary, struct_from_binary
 
-from edge.sources.opcua_map import datavalue_fields, ts_us, type_name
+from edge.sources.opcua.map import datavalue_fields, ts_us, type_name
 
 _DCN = ua.ObjectIds.DataChangeNotification_Encoding_DefaultBinary
 _I32 = struct.Struct("<i")

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from asyncua import ua
 
-from edge.sources.opcua_map import us_to_datetime
+from edge.sources.opcua.map import us_to_datetime
 
 log = logging.getLogger("edge.sources.opcua")
 

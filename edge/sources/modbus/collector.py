@@ -2,8 +2,8 @@
 
 One source = one TCP endpoint (a PLC or a gateway) with one or more device
 (unit) ids behind it. Options and the address notation are documented in
-``edge/sources/README-modbus.md`` and validated in ``modbus_config``; pure parts live in ``modbus_decode`` (bytes
-<-> values) and ``modbus_plan`` (addresses, block planning, report-by-exception).
+``edge/sources/modbus/README.md`` and validated in ``config``; pure parts live in ``decode`` (bytes
+<-> values) and ``plan`` (addresses, block planning, report-by-exception).
 
 Failures have two channels and both become visible data:
 
@@ -34,10 +34,10 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
 
 from edge.encode import BAD, GOOD, encode_reading
-from edge.sources import modbus_decode as dec
+from edge.sources.modbus import decode as dec
 from edge.sources.base import SourceContext, emit_with_backpressure, now_us
-from edge.sources.modbus_config import Config, DeviceConfig, PointConfig, build_points
-from edge.sources.modbus_plan import TABLES, Block, PointSpec, ReportFilter
+from edge.sources.modbus.config import Config, DeviceConfig, PointConfig, build_points
+from edge.sources.modbus.plan import TABLES, Block, PointSpec, ReportFilter
 
 STATUS_TIMEOUT = 1001
 STATUS_NO_CONNECTION = 1002

@@ -1,6 +1,6 @@
 """What to read and what to send: pure planning for the Modbus collector.
 
-- ``parse_address``: the address notations we accept (see README-modbus.md);
+- ``parse_address``: the address notations we accept (see modbus/README.md);
 - ``check_overlaps``: two points sharing a register is a map error, named by field;
 - ``plan_blocks``: contiguous block reads (<= 125 registers / 2000 bits per request,
   the protocol's limits) per device, table and poll interval;

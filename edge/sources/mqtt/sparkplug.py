@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 
 from edge.encode import BAD, GOOD, UNCERTAIN
 from edge.pb.sparkplug_b_pb2 import Payload
-from edge.sources.mqtt_parse import Parsed, ParseError
+from edge.sources.mqtt.parse import Parsed, ParseError
 
 NAMESPACE = "spBv1.0"
 DATA_TYPES = {

@@ -3,7 +3,7 @@
 Threads and the one rule
 ------------------------
 paho's network thread only queues each message (``_on_message``). A worker
-thread (``_Pipeline``) takes what arrived, parses it (``mqtt_parse`` /
+thread (``_Pipeline``) takes what arrived, parses it (``parse`` /
 ``sparkplug``), and hands the whole group to the spool in ONE ``ctx.submit``
 (group commit) plus one ``ctx.quarantine`` per unparseable payload. When all
 futures of a group resolved, its message ids are acknowledged, strictly in
@@ -31,10 +31,8 @@ import queue
 import ssl
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -42,90 +40,16 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge.backoff import Backoff
-from edge.config import SourceBase
-from edge.configtypes import ByteSize, ConfigError, Duration, Secret
 from edge.encode import encode_reading
 from edge.fsutil import write_atomic
+from edge.sources.mqtt.config import Config, parse_url
 from edge.sources.base import SourceContext, now_us
-from edge.sources.mqtt_client import Client as BurstClient
-from edge.sources.mqtt_parse import Mapper, ParseError, Router, Subscription
-from edge.sources.sparkplug import Decoder
+from edge.sources.mqtt.client import Client as BurstClient
+from edge.sources.mqtt.parse import Mapper, ParseError, Router
+from edge.sources.mqtt.sparkplug import Decoder
 
 # CONNACK reason codes that mean "your credentials or identity": retrying fast will not help.
 _AUTH_CODES = {134, 135, 133, 138, 140}  # bad user/password, not authorized, client id rejected, banned, bad auth method
-
-
-@dataclass
-class Config(SourceBase):
-    url: str = "mqtt://mosquitto:1883"  # mqtt://host[:1883] or mqtts://host[:8883]
-    username: str | None = None
-    password: Secret = Secret("")
-    client_id: str | None = None  # default: zerobus-edge-<appliance_id>-<source name>; must stay fixed
-    protocol: Literal["3.1.1", "5"] = "3.1.1"
-    session_expiry: Duration = Duration(7 * 86400)  # MQTT 5: how long the broker keeps our session offline
-    keepalive: Duration = Duration(30)
-    connect_timeout: Duration = Duration(10)
-    ca_file: str | None = None  # mqtts: CA bundle to verify the broker; default: the system CAs
-    cert_file: str | None = None  # client certificate (PEM) for brokers that require one
-    key_file: str | None = None
-    key_password: Secret = Secret("")
-    subscriptions: list[Subscription] = field(default_factory=list)
-    max_inflight: int = 1000  # MQTT 5 Receive Maximum: unacknowledged messages the broker may send us
-    batch_max: int = 2000  # messages per spool commit at most
-    batch_delay: Duration = Duration(0.005)  # wait this long after the first message for more to join its commit
-    max_payload_bytes: ByteSize = ByteSize(256 * 1024)  # larger payloads are quarantined, not parsed
-    quarantine_max_bytes: ByteSize = ByteSize(64 * 1024)  # raw bytes kept per quarantined payload
-    backoff_initial: Duration = Duration(1)
-    backoff_max: Duration = Duration(30)
-    auth_backoff: Duration = Duration(60)  # wait after the broker refused our credentials
-
-    def validate(self, path: str) -> None:
-        super().validate(path)
-        try:
-            parse_url(self.url)
-        except ValueError as exc:
-            raise ConfigError(f"{path}.url", str(exc)) from None
-        if not self.subscriptions:
-            raise ConfigError(f"{path}.subscriptions", "at least one subscription is needed")
-        if self.client_id is not None and not 1 <= len(self.client_id.encode()) <= 65535:
-            raise ConfigError(f"{path}.client_id", "must not be empty")
-        if (self.cert_file is None) != (self.key_file is None) and self.cert_file is None:
-            raise ConfigError(f"{path}.cert_file", "key_file is set: also set cert_file (the client certificate)")
-        if not 1 <= self.max_inflight <= 65535:
-            raise ConfigError(f"{path}.max_inflight", "must be between 1 and 65535")
-        if not 1 <= self.batch_max <= 100_000:
-            raise ConfigError(f"{path}.batch_max", "must be between 1 and 100000")
-        if not 0 <= self.batch_delay <= 1:
-            raise ConfigError(f"{path}.batch_delay", "must be between 0 and 1s")
-        if not 5 <= self.keepalive <= 65535:
-            raise ConfigError(f"{path}.keepalive", "must be between 5s and 65535s")
-        if self.password and not self.username:
-            raise ConfigError(f"{path}.username", "a password is set but no username")
-        for key in ("ca_file", "cert_file", "key_file"):
-            if getattr(self, key) and not parse_url(self.url)[0]:
-                raise ConfigError(f"{path}.{key}", "TLS files need an mqtts:// url")
-        sp = [i for i, s in enumerate(self.subscriptions) if s.format == "sparkplug"]
-        if sp and any(self.subscriptions[i].qos == 0 for i in sp):
-            raise ConfigError(f"{path}.subscriptions[{sp[0]}].qos", "Sparkplug needs qos 1 (BIRTH messages must not be lost)")
-
-
-def parse_url(url: str) -> tuple[bool, str, int]:
-    """(tls, host, port) from mqtt://host[:port] or mqtts://host[:port]."""
-    u = urlsplit(url)
-    if u.scheme not in ("mqtt", "mqtts"):
-        raise ValueError(f"must start with mqtt:// or mqtts://, got {url!r}")
-    if not u.hostname:
-        raise ValueError(f"no host in {url!r}")
-    if u.username or u.password:
-        raise ValueError("put credentials in username/password, not in the url")
-    if u.path not in ("", "/") or u.query:
-        raise ValueError(f"unexpected path or query in {url!r}")
-    tls = u.scheme == "mqtts"
-    try:
-        port = u.port or (8883 if tls else 1883)
-    except ValueError:
-        raise ValueError(f"bad port in {url!r}") from None
-    return tls, u.hostname, port
 
 
 class _Msg:

@@ -1,6 +1,6 @@
 """OPC-UA values, StatusCodes and timestamps -> the reading schema. Pure: no I/O.
 
-What goes where (also in README-opcua.md):
+What goes where (also in opcua/README.md):
 
 - Boolean -> value_bool; SByte..Int64, UInt32 -> value_int; UInt64 above 2**63-1 -> value_json
   (encode.py refuses to wrap it); Float -> value_double rounded to the shortest decimal that

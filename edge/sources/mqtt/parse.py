@@ -1,6 +1,6 @@
 """Pure MQTT payload mapping: topic filters, JSON field paths, timestamps, quality.
 
-No I/O and no paho here: ``edge/sources/mqtt.py`` feeds ``(topic, payload)``
+No I/O and no paho here: ``edge/sources/mqtt/collector.py`` feeds ``(topic, payload)``
 pairs in and gets ``Parsed`` readings out, or a ``ParseError`` whose message is
 the quarantine reason. Everything is compiled once from the config so the hot
 path is a dict lookup plus ``json.loads``.

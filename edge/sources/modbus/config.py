@@ -1,6 +1,6 @@
 """Modbus source configuration: the YAML keys, and their validation into PointSpecs and planned blocks.
 
-Every option is explained in ``edge/sources/README-modbus.md`` (a test keeps the
+Every option is explained in ``edge/sources/modbus/README.md`` (a test keeps the
 two in step). Pure: no I/O. Errors name the field, e.g.
 ``sources[0].devices[1].points[3].length: is required for type string``.
 """
@@ -12,8 +12,8 @@ from typing import Literal
 
 from edge.config import SourceBase
 from edge.configtypes import ConfigError, Duration
-from edge.sources import modbus_decode as dec
-from edge.sources.modbus_plan import MAX_BITS, MAX_REGISTERS, TABLES, PointSpec, check_overlaps, parse_address, plan_blocks
+from edge.sources.modbus import decode as dec
+from edge.sources.modbus.plan import MAX_BITS, MAX_REGISTERS, TABLES, PointSpec, check_overlaps, parse_address, plan_blocks
 
 Table = Literal["coils", "discrete_inputs", "holding_registers", "input_registers"]
 DType = Literal["bool", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "string"]
