@@ -12,6 +12,8 @@ from __future__ import annotations
 import time
 from typing import Any, Iterable, Mapping
 
+from edge.sources.states import SEVERITY as SOURCE_SEVERITY
+
 # Forwarder states as the operator reads them; anything else is shown verbatim.
 UPLINK_STATES = {
     "streaming": "streaming", "connected": "streaming", "running": "streaming", "draining": "streaming",
@@ -22,14 +24,12 @@ UPLINK_STATES = {
     "down": "egress_down", "egress_down": "egress_down", "unreachable": "egress_down", "disconnected": "egress_down",
     "paused": "paused", "stopped": "stopped", "disabled": "disabled", "starting": "starting",
 }
-# Severity drives the colour of a state badge: ok / warn / bad / idle.
+# Severity drives the colour of a state badge: ok / warn / bad / idle. Source states and theirs
+# come from edge.sources.states (one enum for every collector); the rest are the forwarder's.
 SEVERITY = {
-    "streaming": "ok", "connected": "ok", "running": "ok", "polling": "ok", "subscribed": "ok", "listening": "ok",
-    "backfilling": "ok", "subscribing": "warn", "subscribe_failed": "bad",
-    "idle": "ok", "backing_off": "warn", "starting": "warn", "reconnecting": "warn", "connecting": "warn", "paused": "warn",
-    "restarting": "warn", "degraded": "warn", "stale": "warn",
-    "blocked": "bad", "egress_down": "bad", "error": "bad", "failed": "bad", "disconnected": "bad", "down": "bad",
-    "stopped": "idle", "disabled": "idle", "unknown": "idle",
+    "streaming": "ok", "idle": "ok", "backing_off": "warn", "paused": "warn", "stale": "warn",
+    "egress_down": "bad", "disabled": "idle", "unknown": "idle",
+    **{state.value: sev for state, sev in SOURCE_SEVERITY.items()},
 }
 
 

@@ -1,1 +1,1 @@
-"""Collectors, one module per protocol. See edge/sources/base.py for the contract."""
+"""Collectors, one folder per protocol. See edge/sources/context.py for the contract."""

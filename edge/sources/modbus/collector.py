@@ -35,7 +35,8 @@ from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInpu
 
 from edge.encode import BAD, GOOD, encode_reading
 from edge.sources.modbus import decode as dec
-from edge.sources.base import SourceContext, emit_with_backpressure, now_us
+from edge.sources.context import SourceContext, emit_with_backpressure
+from edge.sources.status import now_us
 from edge.sources.modbus.config import Config, DeviceConfig, PointConfig, build_points
 from edge.sources.modbus.plan import TABLES, Block, PointSpec, ReportFilter
 

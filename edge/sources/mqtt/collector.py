@@ -43,7 +43,8 @@ from edge.backoff import Backoff
 from edge.encode import encode_reading
 from edge.fsutil import write_atomic
 from edge.sources.mqtt.config import Config, parse_url
-from edge.sources.base import SourceContext, now_us
+from edge.sources.context import SourceContext
+from edge.sources.status import now_us
 from edge.sources.mqtt.client import Client as BurstClient
 from edge.sources.mqtt.parse import Mapper, ParseError, Router
 from edge.sources.mqtt.sparkplug import Decoder

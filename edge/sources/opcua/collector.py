@@ -27,7 +27,8 @@ from asyncua import Client, ua
 from asyncua.crypto import security_policies
 
 from edge.backoff import Backoff
-from edge.sources.base import SourceContext, emit_with_backpressure, now_us
+from edge.sources.context import SourceContext, emit_with_backpressure
+from edge.sources.status import now_us
 from edge.sources.opcua.map import datavalue_body, fingerprint, reading_body, value_key
 
 from . import speedups

@@ -14,7 +14,8 @@ import time
 
 from edge.encode import encode_reading
 from edge.sources.synthetic.config import Config
-from edge.sources.base import SourceContext, emit_with_backpressure, now_us
+from edge.sources.context import SourceContext, emit_with_backpressure
+from edge.sources.status import now_us
 
 
 class Source:

@@ -1,0 +1,57 @@
+"""One state enum for every source, and the admin page knows how bad each one is."""
+
+from __future__ import annotations
+
+import ast
+import time
+from pathlib import Path
+
+import pytest
+
+from edge.admin import model
+from edge.sources.states import SEVERITY, State
+from edge.sources.status import SourceStatus
+
+SOURCES = Path(__file__).resolve().parents[2] / "edge" / "sources"
+
+
+def test_every_state_has_a_severity_and_the_admin_page_uses_it():
+    missing = [s.value for s in State if s not in SEVERITY]
+    assert missing == [], f"states without a severity: {missing}"
+    assert set(SEVERITY.values()) <= {"ok", "warn", "bad", "idle"}
+    for state, sev in SEVERITY.items():
+        assert model.severity(state.value) == sev, state
+
+
+@pytest.mark.parametrize("state", ["auth_failed", "tls_error", "connect_failed", "subscribe_failed"])
+def test_a_refused_source_is_bad_and_the_headline_is_not_delivering(state):
+    now = time.time()
+    fwd = {"state": "streaming", "reason": "", "egress_cuts": [], "updated_ts": now, "since": now - 10}
+    src = {"type": "mqtt", "state": state, "detail": "refused", "readings_total": 0, "updated_ts": now}
+    s = model.status(appliance_id="a", stats={}, states_by_kind={"forwarder": {"main": fwd}, "source": {"m": src}},
+                     samples=[], version="v", started=0.0)
+    assert s["sources"][0]["severity"] == "bad"
+    assert s["overall"]["headline"] != "Delivering" and "m" in s["overall"]["detail"]
+
+
+def test_set_state_refuses_a_name_outside_the_enum():
+    st = SourceStatus("x", "mqtt", None)
+    st.set_state(State.AUTH_FAILED, "refused")
+    st.set_state("connected")
+    assert st.snapshot()["state"] == "connected" and st.state is State.CONNECTED
+    with pytest.raises(ValueError, match="not a source state"):
+        st.set_state("polling")
+
+
+def test_every_state_a_collector_names_is_in_the_enum():
+    """String literals passed to set_state / Failure anywhere under edge/sources are members."""
+    names = set()
+    for path in SOURCES.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("set_state", "_fail") and node.args
+                    and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+                names.add((node.args[0].value, path.name))
+    assert names, "the scan found no set_state calls"
+    unknown = sorted((n, p) for n, p in names if n not in {s.value for s in State})
+    assert unknown == []
