@@ -158,7 +158,7 @@ def cmd_table_create(args) -> int:
 
 
 def cmd_doctor(args) -> int:
-    from edge.doctor import Doctor, report
+    from edge.control.doctor import Doctor, report
 
     cfg = _load(args)
     checks = Doctor(cfg, timeout=args.timeout).run(with_stream=not args.no_stream)

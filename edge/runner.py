@@ -140,7 +140,7 @@ class Appliance:
             await self.shutdown()
 
     def _handlers(self) -> dict:
-        """What the admin page's operator requests map to (edge/admin/commands.py)."""
+        """What the admin page's operator requests map to (edge/control/commands.py)."""
         writer = self.writer
 
         def checkpoint(_args: dict) -> str:
@@ -156,8 +156,8 @@ class Appliance:
             # so collection and forwarding go on; requests queued behind it wait until it is done (in order).
             import time
 
-            from edge.admin import preflight as pf
-            from edge.doctor import Doctor
+            from edge.control import preflight as pf
+            from edge.control.doctor import Doctor
 
             started = time.time()
             checks = Doctor(self.cfg, timeout=10).run(with_stream=True)
@@ -174,7 +174,7 @@ class Appliance:
         return handlers
 
     async def _operator_requests(self, every: float = 1.0) -> None:
-        from edge.admin import commands
+        from edge.control import commands
 
         directory = commands.directory(self.cfg)
         handlers = self._handlers()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from edge.admin import commands
+from edge.control import commands
 from edge.spool import SpoolReader
 from tests.support.edgeproc import EdgeRun
 from tests.support.emulator import Emulator

@@ -7,8 +7,9 @@ import base64
 import json
 import time
 
-from edge.admin import commands, create_app, preflight
+from edge.admin import create_app
 from edge.config import parse
+from edge.control import commands, preflight
 from edge.spool import SpoolReader
 from tests.admin.conftest import ENV, PASSWORDS
 from tests.support.edgeproc import EdgeRun

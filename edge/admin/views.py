@@ -7,10 +7,11 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, abort, flash, g, jsonify, redirect, render_template, request, session, url_for
 
-from edge.admin import auth, commands, model, payloads, preflight, reading
-from edge.admin.app import check_csrf, current_role, probe_allowed, require, st
+from edge.admin import auth, model, payloads, reading
+from edge.admin.access import check_csrf, current_role, probe_allowed, require, st
 from edge.admin.charts import line_chart
 from edge.admin.metrics import render as render_metrics
+from edge.control import commands, preflight
 
 bp = Blueprint("admin", __name__)
 RATE_MEMORY_S = 120.0
@@ -42,7 +43,7 @@ def _status(with_samples: bool) -> tuple[dict, reading.Snapshot]:
     doc = model.status(
         appliance_id=s.cfg.appliance_id, stats=snap.stats, states_by_kind=snap.states, samples=snap.samples,
         version=s.version, started=s.started, now=now, stale_after=float(s.admin.forwarder_stale_after),
-        quiet_allowance={"blocked": float(z.blocked_retry), "backing_off": float(z.backoff_max)},
+        quiet_allowance={"blocked": float(z.blocked_retry), "backing_off": float(z.reconnect_max)},
         spool_error=snap.error, source_rates=_source_rates(snap.states),
         pause_requested=commands.pause_requested(s.commands_dir),
     )

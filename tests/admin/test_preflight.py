@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from edge.admin import commands, preflight
-from edge.doctor import Check
+from edge.control import commands, preflight
+from edge.control.doctor import Check
 from edge.spool import Spool
 from edge.writer import SpoolWriter
 

@@ -7,10 +7,11 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from edge.admin import auth, charts, commands, fmt, metrics, model, payloads
+from edge.admin import auth, charts, fmt, metrics, model, payloads
 from edge.admin.settings import AdminConfig, AdminConfigError, credentials, metrics_token
 from edge.config import parse
 from edge.configtypes import ConfigError, Secret
+from edge.control import commands
 from edge.encode import encode_reading
 
 from tests.admin.conftest import forwarder_state, source_state

@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from edge.admin import commands, create_app
+from edge.admin import create_app
 from edge.admin.settings import AdminConfigError
+from edge.control import commands
 from edge.spool import Spool
 from edge.writer import SpoolWriter
 
