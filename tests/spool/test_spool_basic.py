@@ -132,7 +132,7 @@ def test_states_quarantine_bounded(open_spool, spool_path):
 
 
 def test_quarantine_keeps_only_the_newest(open_spool, monkeypatch):
-    monkeypatch.setattr("edge.spool.QUARANTINE_KEEP", 5)
+    monkeypatch.setattr("edge.spool.sidetables.QUARANTINE_KEEP", 5)
     s = open_spool()
     for i in range(12):
         s.quarantine("src", f"r{i}", b"x")

@@ -70,7 +70,7 @@ def test_enospc_on_a_real_small_filesystem(open_spool, tiny_fs, monkeypatch):
     # The free-space check sees it coming first...
     assert fill_until_full() == "disk_low"
     # ...and when it cannot (statvfs lies or is unavailable) the real ENOSPC is survived too.
-    monkeypatch.setattr("edge.spool._disk_free", lambda _path: None)
+    monkeypatch.setattr("edge.spool.common._disk_free", lambda _path: None)
     assert fill_until_full() == "disk_full"
     assert stored > 0
     with SpoolReader(path) as r:

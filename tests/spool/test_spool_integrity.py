@@ -107,7 +107,7 @@ def test_missing_file_with_reservation_starts_after_it(open_spool, spool_path):
 
 
 def test_reservation_crossed_is_fsynced_before_commit(open_spool, spool_path, monkeypatch):
-    monkeypatch.setattr("edge.spool.SEQ_BLOCK", 100)
+    monkeypatch.setattr("edge.spool.seqfile.SEQ_BLOCK", 100)
     s = open_spool()
     sidecar = spool_path.with_name("spool.db.seq")
     assert int(sidecar.read_text()) == 101

@@ -154,8 +154,8 @@ def test_byte_counter_matches_table(open_spool, spool_path):
 
 
 def test_expiry_in_chunks_extends_one_marker(open_spool, spool_path, monkeypatch):
-    monkeypatch.setattr("edge.spool.EXPIRE_CHUNK", 7)
-    monkeypatch.setattr("edge.spool.EXPIRE_CHUNKS_PER_CALL", 2)
+    monkeypatch.setattr("edge.spool.log.EXPIRE_CHUNK", 7)
+    monkeypatch.setattr("edge.spool.log.EXPIRE_CHUNKS_PER_CALL", 2)
     now = time.time_ns() // 1000
     s = open_spool(max_age_s=60)
     s.append(items(30, ts=now - 120_000_000))

@@ -226,7 +226,7 @@ def test_cancelled_emit_before_pickup_is_not_written(make_writer):
 
 def test_waiters_wake_when_the_disk_frees_up(make_writer, monkeypatch):
     free = {"bytes": 0}
-    monkeypatch.setattr("edge.spool._disk_free", lambda _path: free["bytes"])
+    monkeypatch.setattr("edge.spool.common._disk_free", lambda _path: free["bytes"])
     w = make_writer({"min_free_bytes": 1000}, sample_interval_s=0.05)
     with pytest.raises(SpoolFull) as e:
         w.submit(items(1)).result(10)

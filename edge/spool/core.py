@@ -1,0 +1,296 @@
+"""``Spool``: the spool as its single writer sees it: open (checks, recovery), the transaction, WAL upkeep.
+
+The roles live in mixins: edge/spool/log.py (append, drops, markers, ack) and
+edge/spool/sidetables.py (dead letters, quarantine, states, samples).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from edge.spool import common
+from edge.spool.common import WAL_CHECKPOINT_BYTES, WAL_TRUNCATE_BYTES, WHEN_FULL, BadRequest, SpoolFull, _is_full
+from edge.spool.integrity import FULL_CHECK_MAX_BYTES, _check, _move_aside, _previous_check_failed, _salvage
+from edge.spool.log import SpoolLog
+from edge.spool.schema import _Meta, _read_meta, _refuse_newer, migrate
+from edge.spool.seqfile import SeqReservation, _WriterLock
+from edge.spool.sidetables import SideTables
+from edge.spool.stats import _stats
+
+log = logging.getLogger("edge.spool")
+
+class Spool(SpoolLog, SideTables):
+    """The spool as its single writer sees it. Not thread-safe: one thread at a
+    time (SpoolWriter's thread) calls the mutating methods."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, *, appliance_id: str, max_bytes: int,
+                 when_full: str, max_age_s: float | None, min_free_bytes: int, seq: SeqReservation):
+        self._conn = conn
+        self.path = path
+        self.appliance_id = appliance_id
+        self.max_bytes = max_bytes
+        self.when_full = when_full
+        self.max_age_s = max_age_s
+        self.min_free_bytes = min_free_bytes
+        self._seq = seq
+        self._depth = 0
+        self._protected = 0
+        self._dirty = False
+        self.commits = 0  # transactions committed (tests count group commits with it)
+        self.freed = 0  # bumps whenever rows leave the table (waiters for space watch it)
+        self._meta: _Meta = _read_meta(conn)  # type: ignore[assignment]
+        self._background: threading.Thread | None = None
+        self._background_result: tuple[str, Any] | None = None
+        self._after_full = False
+        self._lock: _WriterLock | None = None
+        self._pending: list[Sequence[tuple[int, bytes]]] = []  # appended in this transaction, not yet inserted
+        self._pending_first = self._pending_last = 0
+
+    # ------------------------------------------------------------ open
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike,
+        *,
+        appliance_id: str,
+        max_bytes: int,
+        when_full: str = "block",
+        max_age_s: float | None = None,
+        min_free_bytes: int = 64 * 1024 * 1024,
+        full_check_max_bytes: int = FULL_CHECK_MAX_BYTES,
+    ) -> "Spool":
+        if when_full not in WHEN_FULL:
+            raise BadRequest(f"when_full must be one of {WHEN_FULL}, got {when_full!r}")
+        if max_bytes <= 0:
+            raise BadRequest(f"max_bytes must be positive, got {max_bytes}")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = _WriterLock(path)
+        try:
+            spool = cls._open_locked(path, appliance_id=appliance_id, max_bytes=max_bytes, when_full=when_full,
+                                     max_age_s=max_age_s, min_free_bytes=min_free_bytes,
+                                     full_check_max_bytes=full_check_max_bytes)
+        except BaseException:
+            lock.release()
+            raise
+        spool._lock = lock
+        return spool
+
+    @classmethod
+    def _open_locked(cls, path: Path, *, appliance_id: str, max_bytes: int, when_full: str,
+                     max_age_s: float | None, min_free_bytes: int, full_check_max_bytes: int) -> "Spool":
+        seq = SeqReservation(path)
+        corrupt: dict | None = None
+        deferred_check = False
+        if path.exists():
+            size = common._file_size(path) + common._file_size(f"{path}-wal")
+            full = size <= full_check_max_bytes or _previous_check_failed(path)
+            problem = _check(path, full)
+            if problem is not None:
+                salvage = _salvage(path)
+                moved = _move_aside(path)
+                corrupt = {"problem": problem, "moved_to": str(moved), **salvage}
+                log.critical("SPOOL CORRUPT: %s; moved aside to %s, starting a fresh spool", problem, moved)
+            else:
+                deferred_check = not full
+        elif seq.value is not None:
+            corrupt = {"problem": "spool file missing while its seq reservation exists", "moved_to": None}
+            log.critical("SPOOL MISSING: %s absent but %s exists; starting after the reservation", path, seq.path)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+        _refuse_newer(conn)  # before any pragma rewrites the header of a file we do not understand
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_TRUNCATE_BYTES}")
+        conn.execute("PRAGMA busy_timeout = 5000")
+        migrate(conn)
+        existing = _read_meta(conn)
+        if existing is not None and existing.appliance_id != appliance_id:
+            conn.close()
+            raise BadRequest(
+                f"spool {path} belongs to appliance {existing.appliance_id!r}, not {appliance_id!r}: "
+                "seqs are per appliance; use another spool path"
+            )
+        if existing is None:
+            start = max(1, seq.value or 1)
+            if corrupt:
+                start = max(start, corrupt.get("next_seq", 1), corrupt.get("max_seq", 0) + 1)
+            conn.execute(
+                "INSERT INTO meta(id, appliance_id, next_seq, delivered_seq, created_ts) VALUES (1, ?, ?, ?, ?)",
+                (appliance_id, start, start - 1, time.time()),
+            )
+        conn.execute("UPDATE meta SET max_bytes = ?, when_full = ? WHERE id = 1", (max_bytes, when_full))
+        spool = cls(conn, path, appliance_id=appliance_id, max_bytes=max_bytes, when_full=when_full,
+                    max_age_s=max_age_s, min_free_bytes=min_free_bytes, seq=seq)
+        seq.ensure_above(spool._meta.next_seq)
+        if corrupt:
+            spool._after_corruption(corrupt)
+        if deferred_check:
+            spool._start_background_check()
+        return spool
+
+    def _after_corruption(self, info: dict) -> None:
+        start = self._meta.next_seq
+        delivered = info.get("delivered_seq")
+        known_next = info.get("next_seq")
+        with self._tx():
+            if delivered is not None and delivered + 1 <= start - 1:
+                # Everything undelivered in the old file, and the reserved seqs
+                # never assigned up to the new start, is covered by one marker so
+                # the seq stream stays contiguous downstream.
+                lost = (known_next or start) - 1 - delivered
+                self._meta.delivered_seq = delivered
+                self._write_marker(delivered + 1, start - 1, "spool_corrupt", common._now_us(), extend=False)
+                self._count_drop("spool_corrupt", max(0, lost))
+            self._alarm(
+                "spool_corrupt",
+                f"spool file was unreadable ({info['problem']}); moved aside to {info['moved_to']}; "
+                f"fresh spool starts at seq {start}"
+                + ("" if delivered is not None else "; delivered watermark unknown, undelivered readings lost"),
+                {**info, "new_start_seq": start},
+            )
+
+    # ------------------------------------------------------------ transactions
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group several requests in one transaction (the writer's group commit)."""
+        with self._tx():
+            yield
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[None]:
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._depth = 1
+        if self._after_full:
+            self._after_full = not self._checkpoint("TRUNCATE")
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            yield
+            self._flush_pending()
+            if self._dirty:
+                self._flush_meta()
+            self._conn.execute("COMMIT")
+            self.commits += 1
+        except BaseException as exc:
+            self._pending = []
+            if self._conn.in_transaction:
+                try:
+                    self._conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            self._meta = _read_meta(self._conn)
+            if _is_full(exc):
+                # The WAL holds pages the main file has no room for yet; until a
+                # checkpoint moves them, every delete makes the WAL (and the disk) fuller.
+                self._after_full = True
+                raise SpoolFull("disk_full", f"disk full while writing the spool: {exc}") from exc
+            if isinstance(exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError)):
+                raise BadRequest(f"bad request for the spool: {exc}") from exc
+            raise
+        finally:
+            self._depth = 0
+            self._dirty = False
+
+    def _flush_meta(self) -> None:
+        m = self._meta
+        self._conn.execute(
+            "UPDATE meta SET next_seq = ?, delivered_seq = ?, stored_rows = ?, stored_bytes = ?, "
+            "appended_total = ?, delivered_total = ?, dropped_json = ?, dead_lettered = ?, quarantined = ?, "
+            "markers_written = ? WHERE id = 1",
+            (m.next_seq, m.delivered_seq, m.stored_rows, m.stored_bytes, m.appended_total, m.delivered_total,
+             json.dumps(m.dropped, sort_keys=True), m.dead_lettered, m.quarantined, m.markers_written),
+        )
+
+    def checkpoint(self, mode: str = "TRUNCATE") -> str:
+        """An explicit WAL checkpoint (operator request); returns what happened."""
+        if mode not in ("PASSIVE", "FULL", "RESTART", "TRUNCATE"):
+            raise BadRequest(f"checkpoint mode must be PASSIVE, FULL, RESTART or TRUNCATE, not {mode!r}")
+        self._flush_pending()
+        before = common._file_size(f"{self.path}-wal")
+        done = self._checkpoint(mode)
+        after = common._file_size(f"{self.path}-wal")
+        return (f"wal_checkpoint({mode}) {'completed' if done else 'partial (a reader held a snapshot)'}: "
+                f"WAL {before} -> {after} bytes")
+
+    def stats(self) -> dict:
+        self._flush_pending()
+        if self._dirty:  # inside the writer's transaction: let the query see this transaction's counters
+            self._flush_meta()
+        return _stats(self._conn, self.path)
+
+    def maintain_wal(self, idle: bool) -> str | None:
+        """Bound the WAL: PASSIVE checkpoint past WAL_CHECKPOINT_BYTES, TRUNCATE when idle past the limit."""
+        wal = common._file_size(f"{self.path}-wal")
+        mode = None
+        if wal > WAL_TRUNCATE_BYTES and idle:
+            mode = "TRUNCATE"
+        elif wal > WAL_CHECKPOINT_BYTES:
+            mode = "PASSIVE"
+        if mode is None:
+            return None
+        self._checkpoint(mode)
+        return mode
+
+    def _checkpoint(self, mode: str) -> bool:
+        """True when the checkpoint completed (every WAL frame is in the main file)."""
+        self._conn.execute("PRAGMA busy_timeout = 100")  # a reader must not stall the writer for long
+        try:
+            busy, frames, done = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+            return not busy and frames == done
+        except sqlite3.Error as e:
+            log.info("wal checkpoint %s deferred: %s", mode, e)
+            return False
+        finally:
+            self._conn.execute("PRAGMA busy_timeout = 5000")
+
+    def _start_background_check(self) -> None:
+        def run() -> None:
+            t0 = time.monotonic()
+            problem = _check(self.path, full=True)
+            self._background_result = (problem or "ok", round(time.monotonic() - t0, 3))
+
+        self._background = threading.Thread(target=run, name="spool-integrity", daemon=True)
+        self._background.start()
+
+    def wait_background_check(self, timeout: float | None = None) -> None:
+        if self._background is not None:
+            self._background.join(timeout)
+            with self._tx():
+                self._record_background_check()
+
+    def _record_background_check(self) -> None:
+        if self._background_result is None:
+            return
+        result, duration = self._background_result
+        self._background_result = None
+        self.put_state("integrity", "readings", {"result": result, "duration_s": duration, "checked_ts": time.time()})
+        if result != "ok":
+            self._alarm("integrity_check_failed",
+                        f"background quick_check of the spool found damage ({result}); the next start runs a "
+                        "full check and moves the file aside", {"result": result})
+
+    def close(self) -> None:
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as e:
+            log.info("final checkpoint skipped: %s", e)
+        self._conn.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
