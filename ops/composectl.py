@@ -2,6 +2,8 @@
 
 Works with whichever Compose is installed: the `docker compose` plugin (v2) when
 `docker compose version` answers, else the standalone `docker-compose` (1.29).
+`EDGE_COMPOSE=v1` (or `Compose(..., tool=COMPOSE_V1)`) picks 1.29 on a host that
+has both; ops/images/compose-v2.sh installs v2 on Debian bookworm.
 Every call has a timeout; failures raise ComposeError carrying the command's
 output (the commands never see secrets: those stay in the env file).
 """
@@ -38,13 +40,26 @@ def docker_available() -> bool:
     return shutil.which("docker") is not None and _ok(["docker", "info"])
 
 
-@functools.lru_cache(maxsize=1)
+COMPOSE_V2 = ("docker", "compose")
+COMPOSE_V1 = ("docker-compose",)
+
+
+@functools.lru_cache(maxsize=4)
+def have(tool: tuple[str, ...]) -> bool:
+    """True when this Compose answers `version` (v1's `docker-compose` may be the v2 binary: ask which)."""
+    if not shutil.which(tool[0]):
+        return False
+    try:
+        out = subprocess.run([*tool, "version", "--short"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    major = out.stdout.strip().lstrip("v").split(".")[0]
+    return out.returncode == 0 and major == ("2" if tool == COMPOSE_V2 else "1")
+
+
 def compose_command() -> tuple[str, ...] | None:
-    if shutil.which("docker") and _ok(["docker", "compose", "version"]):
-        return ("docker", "compose")
-    if shutil.which("docker-compose") and _ok(["docker-compose", "version"]):
-        return ("docker-compose",)
-    return None
+    order = (COMPOSE_V1, COMPOSE_V2) if os.environ.get("EDGE_COMPOSE") == "v1" else (COMPOSE_V2, COMPOSE_V1)
+    return next((tool for tool in order if have(tool)), None)
 
 
 def docker(*args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:
@@ -66,10 +81,10 @@ class Compose:
     """One project: `-p NAME -f FILE...` with a fixed env file and extra environment."""
 
     def __init__(self, project: str, files: Sequence[str | Path], *, env_file: str | Path | None = None,
-                 env: dict[str, str] | None = None, cwd: Path = ROOT):
-        tool = compose_command()
-        if tool is None:
-            raise ComposeError("neither `docker compose` nor `docker-compose` works on this machine")
+                 env: dict[str, str] | None = None, cwd: Path = ROOT, tool: tuple[str, ...] | None = None):
+        tool = tool or compose_command()
+        if tool is None or not have(tool):
+            raise ComposeError(f"{' '.join(tool or ('docker compose',))} does not work on this machine")
         self.tool = tool
         self.project = project
         self.cwd = cwd

@@ -18,6 +18,11 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
 command -v tinyproxy >/dev/null 2>&1 || [ -x /usr/bin/tinyproxy ] || need+=(tinyproxy)
+# docker-compose 1.29 (bookworm's) for the one smoke test that keeps the files 1.29-compatible.
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+# tc (iproute2) and nsenter (util-linux) shape the drill's WAN link.
+command -v tc >/dev/null 2>&1 || need+=(iproute2)
+command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
   log "installing Debian packages: ${need[*]}"
   if [ "$(id -u)" != 0 ]; then echo "need root (or sudo) to apt-get install ${need[*]}" >&2; exit 1; fi
@@ -48,6 +53,8 @@ if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
     log "building local images (idempotent)"
     bash ops/images/bootstrap.sh
   fi
+  # The Compose tests run `docker compose` (v2), the command users type.
+  bash ops/images/compose-v2.sh
 else
   cat >&2 <<'MSG'
 

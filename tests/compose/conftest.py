@@ -1,8 +1,10 @@
 """Fixtures for the Compose end-to-end tests: a real Docker Engine, the images
 built locally by ops/images/bootstrap.sh, one uniquely named project per test.
 
-No Docker Engine: the tests FAIL under CI=true (the CI machine must have one)
-and are skipped, loudly, elsewhere.
+They run `docker compose` (v2), the command users type (ops/test.sh installs it:
+ops/images/compose-v2.sh); one smoke test runs docker-compose 1.29 (`compose_v1`).
+No Docker Engine or Compose: the tests FAIL under CI=true (the CI machine must
+have them) and are skipped, loudly, elsewhere.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import uuid
 
 import pytest
 
-from ops.composectl import ROOT, Compose, compose_command, docker_available
+from ops.composectl import COMPOSE_V1, COMPOSE_V2, ROOT, Compose, docker_available, have
 
 FILES = ["docker-compose.yml", "docker-compose.test.yml"]
 ENV_FILE = ROOT / "tests" / "compose" / "test.env"
@@ -52,17 +54,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def compose_tool():
-    """A Docker Engine and a Compose tool, or FAIL under CI=true / a loud skip elsewhere."""
-    if not docker_available() or compose_command() is None:
-        msg = ("NO USABLE DOCKER ENGINE / COMPOSE: the Compose end-to-end tests did not run "
-               f"(docker daemon: {'up' if docker_available() else 'missing'}, compose: {compose_command()})")
+def _require(tool: tuple[str, ...], install: str) -> tuple[str, ...]:
+    """A Docker Engine and this Compose, or FAIL under CI=true / a loud skip elsewhere."""
+    if not docker_available() or not have(tool):
+        msg = (f"NO USABLE DOCKER ENGINE / `{' '.join(tool)}`: Compose end-to-end tests did not run "
+               f"(docker daemon: {'up' if docker_available() else 'missing'}; {install})")
         if os.environ.get("CI") == "true":
             pytest.fail(msg)
         sys.stderr.write(f"\n!!! {msg}\n")
         pytest.skip(msg)
-    return compose_command()
+    return tool
+
+
+@pytest.fixture(scope="session")
+def compose_tool():
+    return _require(COMPOSE_V2, "install it with: bash ops/images/compose-v2.sh")
+
+
+@pytest.fixture(scope="session")
+def compose_v1(docker_images):
+    return _require(COMPOSE_V1, "apt-get install docker-compose (Debian bookworm: 1.29)")
 
 
 @pytest.fixture(scope="session")
@@ -73,20 +84,36 @@ def docker_images(compose_tool):
     print(proc.stdout, proc.stderr, sep="")
     if proc.returncode != 0:
         pytest.fail(f"ops/images/bootstrap.sh failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    builder = Compose(f"zbebuild{os.getpid()}", FILES, env_file=ENV_FILE)
+    builder = Compose(f"zbebuild{os.getpid()}", FILES, env_file=ENV_FILE, tool=compose_tool)
     builder.build(BUILD_SERVICE)
     figure(f"bootstrap + image build: {time.monotonic() - t0:.1f}s (compose tool: {' '.join(builder.tool)})")
     return builder
 
 
-@pytest.fixture
-def stack(docker_images):
-    """A fresh project (own networks and volumes); torn down with `down -v` whatever happens."""
+def new_stack(tool: tuple[str, ...]) -> Compose:
     project = f"zbe{os.getpid()}{uuid.uuid4().hex[:8]}"
-    c = Compose(project, FILES, env_file=ENV_FILE, env={"ADMIN_PORT": str(free_port()), "ZEROBUS_HTTP_PORT": str(free_port())})
+    return Compose(project, FILES, env_file=ENV_FILE, tool=tool,
+                   env={"ADMIN_PORT": str(free_port()), "ZEROBUS_HTTP_PORT": str(free_port())})
+
+
+@pytest.fixture
+def stack(docker_images, compose_tool):
+    """A fresh project (own networks and volumes); torn down with `down -v` whatever happens."""
+    c = new_stack(compose_tool)
     try:
         yield c
     finally:
         # Shown by pytest only when the test failed.
+        print(c.logs(tail=80))
+        c.down(volumes=True)
+
+
+@pytest.fixture
+def stack_v1(compose_v1):
+    """The same, driven by docker-compose 1.29: the files stay in the subset both accept."""
+    c = new_stack(compose_v1)
+    try:
+        yield c
+    finally:
         print(c.logs(tail=80))
         c.down(volumes=True)
