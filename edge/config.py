@@ -1,14 +1,23 @@
 """The appliance's one YAML config file: load, interpolate secrets, validate.
 
-Every error names the field path (``zerobus.batch_max_records: expected an
-integer, got 'many'``) and the CLI exits non-zero with it. Values may use
-``${VAR}`` / ``${VAR:-default}``; when ``VAR`` is unset or empty and ``VAR_FILE``
-names a file (a Docker secret, or a credential generated at first start), the
-file's content is used. Secret values never appear
-in errors or reprs.
+The schema is the config dataclasses (here, ``edge/sources/<type>/config.py``,
+``edge/admin/settings.py``), validated by pydantic through
+``edge.configtypes.build``. Every error names the field path
+(``zerobus.batch_max_records: expected an integer``) and the CLI exits non-zero
+with it.
 
-Each source type owns its options: ``edge/sources/<type>.py`` defines a
-``Config`` dataclass, which ``load`` builds for every entry of ``sources``.
+Values may use ``${VAR}`` / ``${VAR:-default}``; when ``VAR`` is unset or empty
+and ``VAR_FILE`` names a file (a Docker secret, or a credential generated at
+first start), the file's content is used. A reference always yields a string,
+converted only by the field's declared type (``0012`` stays ``"0012"`` in a
+string field; ``"1883"`` becomes 1883 in an integer field). A malformed
+reference (``${VAR``, ``${VAR }``, ``${}``) is an error naming the field. A
+value that came from a variable is never echoed in an error; secrets never
+appear in errors or reprs.
+
+``load(path, section="admin")`` reads only what that service needs: the
+``Secret`` fields of the other sections are not interpolated at all (no
+variable or file is read) and hold a ``Withheld`` secret.
 """
 
 from __future__ import annotations
@@ -22,7 +31,9 @@ from typing import Any, Literal
 
 import yaml
 
-from edge.configtypes import ByteSize, ConfigError, Duration, Secret, build
+from edge.configtypes import (
+    ByteSize, ConfigError, Duration, Secret, Withheld, build, check_listen, check_url, fields_of, join, unwrap,
+)
 
 SOURCE_TYPES = {
     "synthetic": "edge.sources.synthetic",
@@ -44,6 +55,8 @@ class SpoolConfig:
     max_age: Duration | None = None
     min_free_bytes: ByteSize = ByteSize(256 * 1024**2)
 
+    ZERO_OK = ("min_free_bytes",)  # 0: no free-space check
+
     def validate(self, path: str) -> None:
         if self.max_bytes < 1024**2:
             raise ConfigError(f"{path}.max_bytes", "must be at least 1MiB")
@@ -61,11 +74,15 @@ class ZerobusConfig:
     max_inflight_batches: int = 4
     streams: int = 1
     ack_timeout: Duration = Duration(30)
-    backoff_initial: Duration = Duration(0.5)
-    backoff_max: Duration = Duration(30)
+    reconnect_initial: Duration = Duration(0.5)  # stream retry after a failure, doubling with jitter ...
+    reconnect_max: Duration = Duration(30)  # ... up to this
     blocked_retry: Duration = Duration(300)
     application_name: str = "zerobus-edge"
     warehouse_id: str | None = None  # SQL warehouse for `edge table create` and `edge verify` (not the hot path)
+
+    RENAMED = {"backoff_initial": "reconnect_initial", "backoff_max": "reconnect_max"}
+    # The SDK appends /oidc/v1/token verbatim: a trailing slash breaks the token fetch.
+    NORMALISE = {"workspace_url": lambda url: url.rstrip("/")}
 
     def validate(self, path: str) -> None:
         if not _TABLE.match(self.table):
@@ -80,11 +97,7 @@ class ZerobusConfig:
         if not 1 <= self.streams <= 16:
             raise ConfigError(f"{path}.streams", "must be between 1 and 16")
         for key in ("endpoint", "workspace_url"):
-            if not re.match(r"^https?://[^/\s]+", getattr(self, key)):
-                raise ConfigError(f"{path}.{key}", "must be an http:// or https:// URL")
-        if self.workspace_url.endswith("/"):
-            # The SDK appends /oidc/v1/token verbatim: a trailing slash breaks the token fetch.
-            self.workspace_url = self.workspace_url.rstrip("/")
+            check_url(getattr(self, key), f"{path}.{key}", ("http", "https"))
 
 
 @dataclass
@@ -126,53 +139,116 @@ class Config:
         raise KeyError(name)
 
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def interpolate(value: Any, env: dict[str, str], path: str = "", only: str | None = None) -> Any:
-    """Replace ${VAR} / ${VAR:-default} in every string of a parsed YAML tree.
+class _Interpolation:
+    """Resolves ${VAR} references in a parsed YAML tree, guided by the schema's field types.
 
-    With ``only`` (a top-level key), an unset variable outside that section becomes
-    an empty string instead of an error: the admin page reads the whole file but
-    must not need the forwarder's or the sources' secrets in its environment.
+    Records which paths took which variables (``origins``) and the values they
+    gave (``values``), so that no error ever echoes them.
     """
-    if isinstance(value, dict):
-        return {k: interpolate(v, env, f"{path}.{k}" if path else str(k), only) for k, v in value.items()}
-    if isinstance(value, list):
-        return [interpolate(v, env, f"{path}[{i}]", only) for i, v in enumerate(value)]
-    if not isinstance(value, str) or "${" not in value:
-        return value
 
-    def sub(m: re.Match) -> str:
-        var, default = m.group(1), m.group(2)
+    def __init__(self, env: dict[str, str], section: str | None):
+        self.env, self.section = env, section
+        self.origins: dict[str, list[str]] = {}
+        self.values: dict[str, str] = {}
+
+    def tree(self, tp: Any, value: Any, path: str) -> Any:
+        tp = unwrap(tp)
+        if isinstance(value, dict):
+            hints = fields_of(tp) if isinstance(tp, type) and hasattr(tp, "__dataclass_fields__") else {}
+            renamed = getattr(tp, "RENAMED", {})
+            return {k: self.tree(self._child(tp, hints, renamed.get(k, k), value), v, join(path, str(k)))
+                    for k, v in value.items()}
+        if isinstance(value, list):
+            item = tp.__args__[0] if getattr(tp, "__origin__", None) is list else Any
+            return [self.tree(item, v, join(path, i)) for i, v in enumerate(value)]
+        if tp is Secret and self.section is not None and path.split(".", 1)[0].split("[", 1)[0] != self.section:
+            return Withheld()  # another service's secret: not read at all
+        if not isinstance(value, str) or "${" not in value:
+            return value
+        return self.string(value, path)
+
+    @staticmethod
+    def _child(tp: Any, hints: dict[str, Any], key: str, parent: dict) -> Any:
+        if tp is Config and key == "sources":
+            return list[_SourceType]
+        if tp is Config and key == "admin":
+            return _admin_class() or Any
+        if tp is _SourceType:
+            cls = _source_class(parent.get("type"))
+            return fields_of(cls).get(key, Any) if cls else Any
+        return hints.get(key, Any)
+
+    def string(self, value: str, path: str) -> str:
+        out, i = [], 0
+        while (j := value.find("${", i)) >= 0:
+            m = _REF.match(value, j)
+            if m is None:
+                raise ConfigError(path, "malformed variable reference: write ${NAME} or ${NAME:-default} "
+                                        "(NAME: letters, digits and _, no spaces, closed by })")
+            out.append(value[i:j])
+            out.append(self.resolve(m.group(1), m.group(2), path))
+            self.origins.setdefault(path, []).append(m.group(1))
+            i = m.end()
+        out.append(value[i:])
+        return "".join(out)
+
+    def resolve(self, var: str, default: str | None, path: str) -> str:
+        env = self.env
         file_var = env.get(f"{var}_FILE")
         if env.get(var) or (var in env and not file_var):
-            return env[var]
-        if file_var:
+            got = env[var]
+        elif file_var:
             try:
-                return Path(file_var).read_text().strip()
+                got = Path(file_var).read_text().strip()
             except OSError as exc:
                 raise ConfigError(path, f"${{{var}}}: cannot read {var}_FILE ({exc.strerror})") from None
-        if default is not None:
+        elif default is not None:
             return default
-        if only is not None and path.split(".", 1)[0].split("[", 1)[0] != only:
+        elif self.section is not None and path.split(".", 1)[0].split("[", 1)[0] != self.section:
             return ""
-        raise ConfigError(path, f"environment variable {var} is not set (nor {var}_FILE)")
+        else:
+            raise ConfigError(path, f"environment variable {var} is not set (nor {var}_FILE)")
+        if got:
+            self.values[got] = var
+        return got
 
-    whole = _VAR.fullmatch(value)
-    out = _VAR.sub(sub, value)
-    # "${PORT}" alone may stand for a number or a bool: let YAML type it.
-    if whole and out and not any(c in out for c in "\n:#{}[]"):
-        try:
-            typed = yaml.safe_load(out)
-        except yaml.YAMLError:
-            typed = out
-        if isinstance(typed, (int, float, bool)):
-            return typed
-    return out
+    def scrub(self, exc: ConfigError) -> ConfigError:
+        """The error without any value a variable gave (longest first), each replaced by ${VAR}."""
+        message = exc.message
+        for value in sorted(self.values, key=len, reverse=True):
+            ref = f"${{{self.values[value]}}}"
+            message = message.replace(repr(value), ref)
+            if len(value) >= 4:  # shorter ones would mangle the words around them
+                message = message.replace(value, ref)
+        if message == exc.message:
+            return exc
+        return type(exc)(exc.path, message)
 
 
-def _build_source(raw: Any, path: str) -> Any:
+class _SourceType:
+    """Marks a ``sources`` entry for the interpolation walk: its type is chosen by its ``type`` key."""
+
+
+def _source_class(kind: Any) -> type | None:
+    if kind not in SOURCE_TYPES:
+        return None
+    try:
+        return importlib.import_module(SOURCE_TYPES[kind]).Config
+    except ModuleNotFoundError:
+        return None
+
+
+def _admin_class() -> type | None:
+    try:
+        return importlib.import_module("edge.admin.settings").AdminConfig
+    except ModuleNotFoundError:
+        return None
+
+
+def _build_source(raw: Any, path: str, origins: dict[str, list[str]]) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(path, "expected a mapping with at least name and type")
     kind = raw.get("type")
@@ -182,38 +258,93 @@ def _build_source(raw: Any, path: str) -> Any:
         module = importlib.import_module(SOURCE_TYPES[kind])
     except ModuleNotFoundError as exc:
         raise ConfigError(f"{path}.type", f"source type {kind!r} is not available in this build ({exc.name})") from None
-    return build(module.Config, raw, path)
+    return build(module.Config, raw, path, origins=origins)
+
+
+_ANY_HOST = ("", "0.0.0.0", "::", "*")
+
+
+def check_listeners(cfg: Config) -> None:
+    """No two listeners on one address (``0.0.0.0`` takes the port on every address)."""
+    taken: dict[int, list[tuple[str, str]]] = {}
+    listeners = [(f"sources[{i}].listen", s.listen) for i, s in enumerate(cfg.sources)
+                 if getattr(s, "listen", None) and s.enabled]
+    if cfg.admin is not None:
+        listeners.append(("admin.bind", cfg.admin.bind))
+    for path, address in listeners:
+        host, port = check_listen(address, path)
+        for other_path, other_host in taken.get(port, []):
+            if host == other_host or host in _ANY_HOST or other_host in _ANY_HOST:
+                raise ConfigError(path, f"port {port} is already taken by {other_path}")
+        taken.setdefault(port, []).append((path, host))
 
 
 def parse(data: Any, env: dict[str, str] | None = None, *, section: str | None = None) -> Config:
-    """Validate an already-parsed YAML document (``section``: see ``interpolate``'s ``only``)."""
+    """Validate an already-parsed YAML document.
+
+    ``section`` (a top-level key, e.g. ``admin``): the other sections' secrets are
+    not read (``Withheld``), and their unset variables become empty strings.
+    """
     env = dict(os.environ) if env is None else env
     if not isinstance(data, dict):
         raise ConfigError("", "the config file must be a YAML mapping")
-    data = interpolate(data, env, only=section)
+    interp = _Interpolation(env, section)
+    try:
+        return _parse(interp.tree(Config, data, ""), interp.origins)
+    except ConfigError as exc:
+        raise interp.scrub(exc) from None
+
+
+def _parse(data: dict, origins: dict[str, list[str]]) -> Config:
     raw_sources = data.get("sources", [])
     raw_admin = data.get("admin")
-    cfg = build(Config, {**data, "sources": [], "admin": None})
+    cfg = build(Config, {**data, "sources": [], "admin": None}, origins=origins)
     if not isinstance(raw_sources, list):
         raise ConfigError("sources", "expected a list")
-    cfg.sources = [_build_source(s, f"sources[{i}]") for i, s in enumerate(raw_sources)]
+    sources = [_build_source(s, f"sources[{i}]", origins) for i, s in enumerate(raw_sources)]
     seen: set[str] = set()
-    for i, s in enumerate(cfg.sources):
+    for i, s in enumerate(sources):
         if s.name in seen:
             raise ConfigError(f"sources[{i}].name", f"duplicate source name {s.name!r}")
         seen.add(s.name)
-    cfg.admin = _build_admin(raw_admin)
+    cfg.sources = sources
+    cfg.admin = _build_admin(raw_admin, origins)
+    check_listeners(cfg)
     return cfg
 
 
-def _build_admin(raw: Any) -> Any:
-    try:
-        module = importlib.import_module("edge.admin.settings")
-    except ModuleNotFoundError:
+def _build_admin(raw: Any, origins: dict[str, list[str]]) -> Any:
+    cls = _admin_class()
+    if cls is None:
         if raw:
-            raise ConfigError("admin", "the admin page is not available in this build") from None
+            raise ConfigError("admin", "the admin page is not available in this build")
         return None
-    return build(module.AdminConfig, raw or {}, "admin")
+    return build(cls, raw or {}, "admin", origins=origins)
+
+
+def schema() -> dict:
+    """JSON Schema of the whole file (``edge config schema``): each ``sources`` entry by its ``type``."""
+    from edge.configtypes import json_schema
+
+    out = json_schema(Config)
+    defs = out.setdefault("$defs", {})
+    variants = []
+    for kind in sorted(SOURCE_TYPES):
+        cls = _source_class(kind)
+        if cls is None:
+            continue
+        sub = json_schema(cls)
+        defs.update(sub.pop("$defs", {}))
+        sub["properties"]["type"] = {"const": kind}
+        defs[f"source_{kind}"] = sub
+        variants.append({"$ref": f"#/$defs/source_{kind}"})
+    out["properties"]["sources"] = {"type": "array", "items": {"oneOf": variants}}
+    admin = _admin_class()
+    if admin is not None:
+        sub = json_schema(admin)
+        defs.update(sub.pop("$defs", {}))
+        out["properties"]["admin"] = sub
+    return out
 
 
 def load(path: str | os.PathLike, env: dict[str, str] | None = None, *, section: str | None = None) -> Config:

@@ -322,7 +322,7 @@ class Forwarder:
         self._prefix = appliance_prefix(appliance_id)
         self._framer = Framer(self._prefix)
         self._scrub = Scrubber(cfg.client_id, str(cfg.client_secret))
-        self._backoff = backoff or Backoff(float(cfg.backoff_initial), float(cfg.backoff_max))
+        self._backoff = backoff or Backoff(float(cfg.reconnect_initial), float(cfg.reconnect_max))
         # batch_max_bytes counts spool bodies; the call also carries each record's framing
         # (prefix + seq varint) and the protobuf length prefix of every record.
         per_record = len(self._prefix) + 15

@@ -11,12 +11,11 @@ environment variable / secret file.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from edge.configtypes import ConfigError, Duration, Secret
+from edge.configtypes import ConfigError, Duration, Secret, check_listen
 
 ROLES = ("viewer", "operator", "admin")
 
@@ -54,9 +53,10 @@ class AdminConfig:
     # Operator requests (pause/resume, checkpoint, dead-letter retry) land here for the runner.
     commands_dir: str | None = None  # default <data_dir>/admin-commands
 
+    ZERO_OK = ("refresh",)  # 0: no auto-refresh
+
     def validate(self, path: str) -> None:
-        if not re.match(r"^[^\s:]*:[0-9]{1,5}$", self.bind):
-            raise ConfigError(f"{path}.bind", f"expected host:port, got {self.bind!r}")
+        check_listen(self.bind, f"{path}.bind")
         if not 1 <= self.workers <= 16:
             raise ConfigError(f"{path}.workers", "must be between 1 and 16")
         if not 1 <= self.login_attempts <= 1000:

@@ -33,7 +33,7 @@ def make_cfg(emu, **kw) -> ZerobusConfig:
         endpoint=emu.grpc_endpoint, workspace_url=emu.workspace_url, table=emu.table,
         client_id=emu.client_id, client_secret=Secret(emu.client_secret),
         batch_max_records=200, batch_max_bytes=ByteSize(1 << 20), max_inflight_batches=4,
-        ack_timeout=Duration(3), backoff_initial=Duration(0.05), backoff_max=Duration(0.3),
+        ack_timeout=Duration(3), reconnect_initial=Duration(0.05), reconnect_max=Duration(0.3),
         blocked_retry=Duration(0.5),
     )
     base.update(kw)

@@ -17,7 +17,7 @@ import time
 from edge.config import ZerobusConfig
 from edge.configtypes import ByteSize, Duration, Secret
 from edge.encode import encode_reading
-from edge.forwarder import Forwarder
+from edge.forward import Forwarder
 from edge.spool import Spool
 from edge.writer import SpoolWriter
 
@@ -31,7 +31,7 @@ def main() -> int:
         client_id=c["client_id"], client_secret=Secret(c["client_secret"]),
         batch_max_records=c["batch_max_records"], batch_max_bytes=ByteSize(1 << 20),
         max_inflight_batches=c["max_inflight_batches"], ack_timeout=Duration(5),
-        backoff_initial=Duration(0.05), backoff_max=Duration(0.5),
+        reconnect_initial=Duration(0.05), reconnect_max=Duration(0.5),
     )
     fwd = Forwarder(cfg, appliance_id=c["appliance_id"], spool_path=c["spool"], writer=writer)
     fwd.start()

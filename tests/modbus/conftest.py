@@ -49,7 +49,7 @@ class Rig:
 
 def source_config(devices: list[dict], port: int, **options: Any) -> Config:
     raw = {"name": options.pop("name", "plc"), "type": "modbus", "host": "127.0.0.1", "port": port,
-           "devices": devices, "timeout": 0.3, "reconnect_delay": 0.05, "reconnect_delay_max": 0.2, **options}
+           "devices": devices, "timeout": 0.3, "reconnect_initial": 0.05, "reconnect_max": 0.2, **options}
     from edge.configtypes import build
 
     return build(Config, raw, "sources[0]")

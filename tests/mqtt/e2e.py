@@ -27,12 +27,12 @@ class EdgeProcess:
             "zerobus": {
                 "endpoint": emulator.grpc_endpoint, "workspace_url": emulator.workspace_url, "table": emulator.table,
                 "client_id": emulator.client_id, "client_secret": "${ZB_SECRET}",
-                "backoff_initial": "100ms", "backoff_max": "1s",
+                "reconnect_initial": "100ms", "reconnect_max": "1s",
             },
             "sources": [{
                 "name": "mqtt1", "type": "mqtt", "url": f"mqtt://127.0.0.1:{broker.port}", "username": "edge",
                 "password": "${MQTT_PASSWORD}", "subscriptions": [JSON_SUB, SPARKPLUG_SUB],
-                "backoff_initial": 0.2, "backoff_max": 1.0, **source,
+                "reconnect_initial": 0.2, "reconnect_max": 1.0, **source,
             }],
         }))
         self.env = {**os.environ, "PYTHONPATH": str(ROOT), "ZB_SECRET": emulator.client_secret,

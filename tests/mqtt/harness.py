@@ -48,7 +48,7 @@ def edge_config(data_dir: Path, broker: Broker, *, password: str | None = None, 
         "sources": [{
             "name": "mqtt1", "type": "mqtt", "url": url or f"mqtt://127.0.0.1:{broker.port}", "username": "edge",
             "password": broker.password("edge") if password is None else password,
-            "subscriptions": list(subs), "backoff_initial": 0.2, "backoff_max": 1.0, **source,
+            "subscriptions": list(subs), "reconnect_initial": 0.2, "reconnect_max": 1.0, **source,
         }],
     }, env={})
 

@@ -100,7 +100,7 @@ class _Connection:
         )
         self.client.register(_HoldingResponse)
         self.client.register(_InputResponse)
-        self.delay = float(cfg.reconnect_delay)
+        self.delay = float(cfg.reconnect_initial)
         self.next_try = 0.0
         self.last_error = ""
 
@@ -117,9 +117,9 @@ class _Connection:
         if not ok:
             self.last_error = self.last_error or await self._why_not()
             self.next_try = time.monotonic() + self.delay
-            self.delay = min(self.delay * 2, float(self.cfg.reconnect_delay_max))
+            self.delay = min(self.delay * 2, float(self.cfg.reconnect_max))
             raise _ReadFailed(STATUS_NO_CONNECTION, f"cannot connect to {self.cfg.host}:{self.cfg.port}: {self.last_error}", True)
-        self.delay = float(self.cfg.reconnect_delay)
+        self.delay = float(self.cfg.reconnect_initial)
         self.last_error = ""
 
     async def _why_not(self) -> str:

@@ -7,6 +7,7 @@ two in step). Pure: no I/O. Errors name the field, e.g.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -14,6 +15,8 @@ from edge.config import SourceBase
 from edge.configtypes import ConfigError, Duration
 from edge.sources.modbus import decode as dec
 from edge.sources.modbus.plan import MAX_BITS, MAX_REGISTERS, TABLES, PointSpec, check_overlaps, parse_address, plan_blocks
+
+_HOST = re.compile(r"^(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])$")  # a name, an IPv4 or a [IPv6] address
 
 Table = Literal["coils", "discrete_inputs", "holding_registers", "input_registers"]
 DType = Literal["bool", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "string"]
@@ -61,8 +64,8 @@ class Config(SourceBase):
     connections: int = 1
     timeout: Duration = Duration(1.0)
     retries: int = 0
-    reconnect_delay: Duration = Duration(0.5)
-    reconnect_delay_max: Duration = Duration(10.0)
+    reconnect_initial: Duration = Duration(0.5)
+    reconnect_max: Duration = Duration(10.0)
     poll_interval: Duration = Duration(1.0)
     max_block_registers: int = MAX_REGISTERS
     max_block_bits: int = MAX_BITS
@@ -73,10 +76,15 @@ class Config(SourceBase):
     bad_repeat: Duration = Duration(10.0)
     offline_retry: Duration = Duration(5.0)
 
+    RENAMED = {"reconnect_delay": "reconnect_initial", "reconnect_delay_max": "reconnect_max"}
+    ZERO_OK = ("bad_repeat",)  # 0: report a bad reading on every poll
+
     def validate(self, path: str) -> None:
         super().validate(path)
         if not self.host.strip():
             raise ConfigError(f"{path}.host", "is required (the PLC or gateway address)")
+        if not _HOST.match(self.host):
+            raise ConfigError(f"{path}.host", f"a host name or address only (no scheme, port or path), got {self.host!r}")
         if not 1 <= self.port <= 65535:
             raise ConfigError(f"{path}.port", f"must be 1..65535, got {self.port}")
         if not self.devices:
@@ -87,8 +95,6 @@ class Config(SourceBase):
             raise ConfigError(f"{path}.timeout", "must be between 50ms and 60s")
         if not 0 <= self.retries <= 5:
             raise ConfigError(f"{path}.retries", "must be 0..5")
-        if self.reconnect_delay_max < self.reconnect_delay or self.reconnect_delay <= 0:
-            raise ConfigError(f"{path}.reconnect_delay_max", "must be >= reconnect_delay > 0")
         if not 1 <= self.max_block_registers <= MAX_REGISTERS:
             raise ConfigError(f"{path}.max_block_registers", f"must be 1..{MAX_REGISTERS} (the protocol limit)")
         if not 1 <= self.max_block_bits <= MAX_BITS:

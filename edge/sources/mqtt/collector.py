@@ -502,7 +502,7 @@ class Source:
         self._disconnected = asyncio.Event()
         self._pipeline = _Pipeline(self)
         self._pipeline.start()
-        backoff = Backoff(initial=float(cfg.backoff_initial), cap=float(cfg.backoff_max))
+        backoff = Backoff(initial=float(cfg.reconnect_initial), cap=float(cfg.reconnect_max))
         try:
             while True:
                 try:

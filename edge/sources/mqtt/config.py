@@ -7,7 +7,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from edge.config import SourceBase
-from edge.configtypes import ByteSize, ConfigError, Duration, Secret
+from edge.configtypes import ByteSize, ConfigError, Duration, Secret, check_url
 from edge.sources.mqtt.parse import Subscription
 
 
@@ -31,16 +31,17 @@ class Config(SourceBase):
     batch_delay: Duration = Duration(0.005)  # wait this long after the first message for more to join its commit
     max_payload_bytes: ByteSize = ByteSize(256 * 1024)  # larger payloads are quarantined, not parsed
     quarantine_max_bytes: ByteSize = ByteSize(64 * 1024)  # raw bytes kept per quarantined payload
-    backoff_initial: Duration = Duration(1)
-    backoff_max: Duration = Duration(30)
+    reconnect_initial: Duration = Duration(1)
+    reconnect_max: Duration = Duration(30)
     auth_backoff: Duration = Duration(60)  # wait after the broker refused our credentials
+
+    RENAMED = {"backoff_initial": "reconnect_initial", "backoff_max": "reconnect_max"}
+    # 0: MQTT 5 session ends with the connection; no delay; keep no raw bytes of a quarantined payload.
+    ZERO_OK = ("session_expiry", "batch_delay", "quarantine_max_bytes")
 
     def validate(self, path: str) -> None:
         super().validate(path)
-        try:
-            parse_url(self.url)
-        except ValueError as exc:
-            raise ConfigError(f"{path}.url", str(exc)) from None
+        check_url(self.url, f"{path}.url", ("mqtt", "mqtts"))
         if not self.subscriptions:
             raise ConfigError(f"{path}.subscriptions", "at least one subscription is needed")
         if self.client_id is not None and not 1 <= len(self.client_id.encode()) <= 65535:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from edge.config import SourceBase
-from edge.configtypes import ConfigError, Duration, Secret
+from edge.configtypes import ConfigError, Duration, Secret, check_url
 
 _NODEID = re.compile(r"^(?:(?:ns=\d+|nsu=[^;]+);)?(?:i=\d+|s=.+|g=[0-9a-fA-F-]{36}|b=.+)$")
 
@@ -43,6 +43,8 @@ class GroupConfig:
     nodes: list[str] = field(default_factory=list)  # NodeIds: ns=2;s=Line1.Temp, nsu=urn:x;i=1001
     browse_paths: list[str] = field(default_factory=list)  # Objects/2:Plant/2:Line1/2:Temp
     folders: list[FolderSpec] = field(default_factory=list)
+
+    ZERO_OK = ("sampling_interval",)  # 0: as fast as the server samples
 
     def validate(self, path: str) -> None:
         if not 0.01 <= self.publishing_interval <= 3600:
@@ -122,13 +124,15 @@ class Config(SourceBase):
     max_buffered: int = 200_000  # readings held in memory before the subscription stops taking more
     backfill: BackfillConfig = field(default_factory=BackfillConfig)
 
+    ZERO_OK = ("emit_interval",)  # 0: emit every notification at once
+
     def validate(self, path: str) -> None:
         super().validate(path)
         if "@" in self.endpoint.split("/", 3)[2 if self.endpoint.count("/") >= 2 else 0]:
-            # Checked first: the URL would carry a password into the error message below.
             raise ConfigError(f"{path}.endpoint", "put credentials in username/password, not in the URL")
         if not re.match(r"^opc\.tcp://[^/\s:@]+(:\d+)?(/.*)?$", self.endpoint):
             raise ConfigError(f"{path}.endpoint", f"must be opc.tcp://host:port[/path], got {self.endpoint!r}")
+        check_url(self.endpoint, f"{path}.endpoint", ("opc.tcp",), path_ok=True)  # a server may have a path
         if self.password and not self.username:
             raise ConfigError(f"{path}.password", "is set but username is not")
         if not self.groups:
