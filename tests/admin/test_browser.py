@@ -23,7 +23,7 @@ from edge.spool import SpoolReader
 from tests.admin.browser import CookieProxy, chromium, login_cookie
 from tests.admin.conftest import ENV, PASSWORDS
 from tests.admin.live import ROOT, Gunicorn, get
-from simulators.kit.emulator import Emulator
+from tests.support.emulator import Emulator
 
 ARTIFACTS = ROOT / "artifacts" / "admin"
 
