@@ -36,8 +36,13 @@ def _insert_sql(rows: int) -> str:
 class SpoolLog:
     """Append / drops / markers / ack. State lives on the ``Spool`` it is mixed into."""
 
-    def append(self, items: Sequence[tuple[int, bytes]]) -> AppendResult:
-        """Store ``(collected_ts_us, body)`` items in one transaction; seqs are contiguous."""
+    def append(self, items: Sequence[tuple[int, bytes]], *, may_drop_batch: bool = True) -> AppendResult:
+        """Store ``(collected_ts_us, body)`` items in one transaction; seqs are contiguous.
+
+        ``may_drop_batch=False``: a batch that would be dropped (``drop_newest``, or
+        ``drop_oldest`` with nothing left to drop) raises SpoolFull instead, having
+        written nothing (no seq, no marker, no drop count): for a caller that keeps
+        its data, like an operator's dead-letter retry."""
         if not isinstance(items, (list, tuple)):
             items = list(items)
         n = len(items)
@@ -55,12 +60,14 @@ class SpoolLog:
             if not budget.fits(m.stored_bytes, incoming, limit):
                 self._flush_pending()  # drops and markers work on the table as it stands
                 cause = "budget" if m.stored_bytes + incoming > self.max_bytes else "disk_low"
-                if self.when_full == "block":
+                if self.when_full == "block" or (self.when_full == "drop_newest" and not may_drop_batch):
                     raise SpoolFull(cause, f"spool full ({cause}): {m.stored_bytes} of {limit} bytes used, "
                                            f"batch needs {incoming}")
                 if self.when_full == "drop_oldest":
                     dropped = self._drop_oldest(m.stored_bytes + incoming + _MARKER_RESERVE - limit)
                 if self.when_full == "drop_newest" or dropped < 0:
+                    if not may_drop_batch:
+                        raise SpoolFull(cause, f"spool full ({cause}): nothing left to drop for {incoming} bytes")
                     return self._drop_batch(items, n)
             first = m.next_seq
             last = first + n - 1

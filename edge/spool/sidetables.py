@@ -12,7 +12,7 @@ from typing import Any
 
 from edge import budget
 from edge.spool import common
-from edge.spool.common import AppendResult, BadRequest, SpoolFull
+from edge.spool.common import AppendResult, BadRequest
 from edge.spool.queries import _dead_letters, _quarantined, _samples, _states
 
 log = logging.getLogger("edge.spool")
@@ -74,9 +74,9 @@ class SideTables:
                 raise BadRequest(f"dead letter {dead_letter_id} (seq {seq}) was already retried as seq {retried}")
             if not body:
                 raise BadRequest(f"dead letter {dead_letter_id} has no body to retry")
-            result = self.append([(common._now_us(), body)])
-            if not result.stored:
-                raise SpoolFull("budget", "spool full: the retried record was not stored")
+            # Refused whole when it does not fit: inside the writer's group transaction a
+            # SpoolFull lets the rest commit, so the retry must not have written anything.
+            result = self.append([(common._now_us(), body)], may_drop_batch=False)
             self._conn.execute("UPDATE dead_letters SET retried_seq = ?, retried_ts = ? WHERE id = ?",
                                (result.first_seq, time.time(), dead_letter_id))
         log.warning("dead letter %d (seq %d) retried as seq %d", dead_letter_id, seq, result.first_seq)

@@ -38,3 +38,31 @@ def test_checkpoint_truncates_the_wal(open_spool, spool_path):
     assert "completed" in detail and wal.stat().st_size == 0
     with pytest.raises(BadRequest):
         s.checkpoint("EVERYTHING")
+
+
+def test_a_retry_refused_under_drop_newest_leaves_nothing(open_spool, spool_path):
+    """A retry that does not fit is refused whole: no seq, no loss marker, no drop count.
+
+    Inside a shared (group) transaction, as the writer runs it: a SpoolFull there
+    lets the rest of the group commit, so the refused retry must not have written.
+    """
+    from edge.spool import SpoolFull
+
+    s = open_spool(max_bytes=4000, when_full="drop_newest")
+    s.append(items(3, pad=200))
+    s.dead_letter(2, "schema mismatch")
+    (dl,) = s.dead_letters(10)
+    k = 10
+    while s.append(items(1, start=k, pad=200)).stored:  # fill the budget until a batch is dropped
+        k += 1
+    before = accounting(spool_path)
+    with s.transaction():
+        with pytest.raises(SpoolFull):
+            s.retry_dead_letter(dl["id"])
+    after = accounting(spool_path)
+    assert after["stats"]["next_seq"] == before["stats"]["next_seq"]
+    assert after["markers"] == before["markers"]
+    assert after["stats"]["dropped"] == before["stats"]["dropped"]
+    assert after["stats"]["loss_markers_written"] == before["stats"]["loss_markers_written"]
+    (dl,) = s.dead_letters(10)
+    assert dl["retried_seq"] is None  # still retryable once there is room
