@@ -200,7 +200,7 @@ def main() -> int:
     from edge.encode import appliance_prefix
     from edge.forwarder import Framer
     from edge.spool import SpoolReader
-    from tests.support.emulator import Emulator
+    from simulators.kit.emulator import Emulator
 
     work = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="bench-drain-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from edge.encode import appliance_prefix, encode_reading, frame  # noqa: E402
 from edge.pb.reading_pb2 import Reading  # noqa: E402
-from tests.support.emulator import Emulator  # noqa: E402
+from simulators.kit.emulator import Emulator  # noqa: E402
 from zerobus.sdk.shared import StreamConfigurationOptions, TableProperties  # noqa: E402
 from zerobus.sdk.sync import ZerobusSdk  # noqa: E402
 

@@ -3,7 +3,7 @@
 
     PYTHONPATH=. .venv/bin/python ops/bench_mqtt.py [--messages 200000] [--publishers 4] [--emulator]
 
-Every phase uses a real Mosquitto with the shipped config (tests/mqtt/broker.py)
+Every phase uses a real Mosquitto with the shipped config (simulators/kit/broker.py)
 and ~170-byte JSON payloads at QoS 1. Publishing uses ``ops/mqttload.py`` processes,
 which count the broker's PUBACKs (``mosquitto_pub -l`` 2.0.11 disconnects early and
 still exits 0; a paho publisher tops out at 10-16k msg/s).
@@ -40,8 +40,8 @@ import paho.mqtt.client as mqtt  # noqa: E402
 
 from edge.spool import SpoolReader  # noqa: E402
 from ops.mqttload import bench_payloads  # noqa: E402
-from tests.mqtt.broker import Broker  # noqa: E402
-from tests.mqtt.harness import InProcessEdge, edge_config  # noqa: E402
+from simulators.kit.broker import Broker  # noqa: E402
+from simulators.kit.mqtt import InProcessEdge, edge_config  # noqa: E402
 
 SUB = {"topic": "plant/#", "json": {"value": "value", "timestamp": "ts", "quality": "quality", "unit": "unit"}}
 SIGNALS = ["temperature", "pressure", "flow", "motor_speed", "motor_current", "parts", "alarm", "state"]
@@ -211,8 +211,8 @@ def main() -> int:
         report["edge_msgs_per_core_second"] = round(1e6 / report["edge_cpu_us_per_msg"])
 
         if a.emulator:
-            from tests.mqtt.e2e import EdgeProcess
-            from tests.support.emulator import Emulator
+            from simulators.kit.mqtt import EdgeProcess
+            from simulators.kit.emulator import Emulator
 
             emu = Emulator().start()
             try:

@@ -130,3 +130,15 @@ def test_the_checks_see_what_they_look_for(tmp_path):
     g = graph(tmp_path)
     assert core_to_admin(g) == [("edge.runner", "edge.admin.app")]
     assert cycles(g) == [["edge.admin.app", "edge.admin.views"]]
+
+
+def test_ops_tools_and_the_kit_never_import_tests():
+    """The benchmarks and drills use the shipped test kit (simulators/kit), never the tests package."""
+    offenders = []
+    for folder in ("ops", "simulators", "edge"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+                offenders += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names if n.split(".")[0] == "tests"]
+    assert offenders == []

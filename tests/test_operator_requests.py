@@ -6,8 +6,8 @@ import time
 
 from edge.control import commands
 from edge.spool import SpoolReader
-from tests.support.edgeproc import EdgeRun
-from tests.support.emulator import Emulator
+from simulators.kit.edgeproc import EdgeRun
+from simulators.kit.emulator import Emulator
 
 
 def wait_done(directory, cmd_id: str, timeout: float = 20) -> dict:

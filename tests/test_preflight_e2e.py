@@ -12,9 +12,9 @@ from edge.config import parse
 from edge.control import commands, preflight
 from edge.spool import SpoolReader
 from tests.admin.conftest import ENV, PASSWORDS
-from tests.support.edgeproc import EdgeRun
-from tests.support.emulator import Emulator
-from tests.support.workspace import Workspace
+from simulators.kit.edgeproc import EdgeRun
+from simulators.kit.emulator import Emulator
+from simulators.kit.workspace import Workspace
 from tests.test_operator_requests import wait_done
 
 SECRET = "e2e-client-secret-never-stored-9f3a"  # the emulator accepts any pair; this one must never be stored

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.emulator import Emulator
-from tests.support.workspace import Workspace
+from simulators.kit.emulator import Emulator
+from simulators.kit.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from tests.support.emulator import Emulator
-from tests.support.proxy import ConnectProxy
-from tests.support.workspace import Workspace
+from simulators.kit.emulator import Emulator
+from simulators.kit.proxy import ConnectProxy
+from simulators.kit.workspace import Workspace
 
 from .conftest import edge, write_config
 

@@ -9,7 +9,7 @@ from zerobus.sdk.sync import ZerobusSdk
 
 from edge.encode import appliance_prefix, encode_loss_marker, encode_reading, frame
 from edge.pb.reading_pb2 import Reading
-from tests.support.workspace import Workspace
+from simulators.kit.workspace import Workspace
 
 from .conftest import edge, write_config
 

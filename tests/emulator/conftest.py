@@ -7,7 +7,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.support.emulator import Emulator
+from simulators.kit.emulator import Emulator
 from tests.support.fixtures import emulator  # noqa: F401  (re-exported fixture)
 
 _ids = itertools.count()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from edge.encode import appliance_prefix, encode_loss_marker, encode_reading, frame
 from edge.pb.reading_pb2 import Reading
-from tests.support.emulator import Emulator
+from simulators.kit.emulator import Emulator
 from zerobus.sdk.shared import StreamConfigurationOptions, TableProperties
 from zerobus.sdk.sync import ZerobusSdk
 

@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 
 from tests.emulator.sdk_helpers import json_stream, marker, proto_stream, readings
-from tests.support.emulator import ROOT, Emulator
+from simulators.kit.emulator import ROOT, Emulator
 
 
 def events(emu: Emulator, name: str) -> list[dict]:

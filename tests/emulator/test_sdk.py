@@ -11,7 +11,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from edge.pb.reading_pb2 import Reading
 from tests.emulator.sdk_helpers import json_stream, marker, options, proto_stream, readings, sdk_for
-from tests.support.emulator import Emulator
+from simulators.kit.emulator import Emulator
 from zerobus.sdk.aio import ZerobusSdk as AsyncSdk
 from zerobus.sdk.shared import NonRetriableException, TableProperties, ZerobusException
 

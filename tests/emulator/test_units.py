@@ -283,7 +283,7 @@ def test_committed_wire_modules_match_wire_proto(tmp_path):
     import subprocess
     import sys
 
-    from tests.support.emulator import ROOT
+    from simulators.kit.emulator import ROOT
 
     (tmp_path / "edge" / "pb").mkdir(parents=True)
     (tmp_path / "simulators" / "zerobus").mkdir(parents=True)

@@ -17,7 +17,7 @@ from edge.pb.reading_pb2 import Reading
 from simulators.zerobus import wire_pb2 as pb
 from simulators.zerobus import wire_pb2_grpc
 from tests.emulator.sdk_helpers import readings
-from tests.support.emulator import Emulator
+from simulators.kit.emulator import Emulator
 
 TIMEOUT_S = 10
 

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.support.emulator import Emulator
+from simulators.kit.emulator import Emulator
 
 ROOT = Path(__file__).resolve().parents[2]
 KILLS = 16

@@ -11,7 +11,7 @@ import pytest
 from edge.forwarder import Forwarder, Scrubber, proxy_summary
 from edge.spool import SpoolReader
 from tests.forwarder.conftest import APP, Rig, make_cfg
-from tests.support.emulator import Emulator
+from simulators.kit.emulator import Emulator
 
 SECRET = "Sup3r-S3cret-xyzzy-4711"
 WRONG = "Wr0ng-S3cret-plugh-0815"

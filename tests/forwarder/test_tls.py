@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from tests.forwarder.conftest import Rig
-from tests.support.emulator import Emulator
+from simulators.kit.emulator import Emulator
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.edgeproc import EdgeRun
+from simulators.kit.edgeproc import EdgeRun
 
 TOKEN = "test-token-0123456789abcdef"
 

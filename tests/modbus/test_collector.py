@@ -15,7 +15,7 @@ from edge.sources.modbus.collector import STATUS_NO_CONNECTION, STATUS_TIMEOUT, 
 from simulators.modbus.server import PlantModbusServer, load_map
 from simulators.plant import Plant
 from tests.modbus.conftest import Rig, source_config, start_sim
-from tests.support.aio import running, wait_until
+from simulators.kit.aio import running, wait_until
 
 # The pymodbus server engine, and the lean one used for load tests: both must serve the same bytes and faults.
 ENGINES = pytest.mark.parametrize("engine", ["pymodbus", "lean"])

@@ -12,7 +12,7 @@ import yaml
 from edge.encode import BAD, GOOD
 from edge.sources.modbus.collector import Source
 from tests.modbus.conftest import Rig, source_config
-from tests.support.aio import running, wait_until
+from simulators.kit.aio import running, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 MAP = ROOT / "simulators/modbus/plant_map.yaml"

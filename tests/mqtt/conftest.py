@@ -4,7 +4,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.mqtt.broker import Broker
+from simulators.kit.broker import Broker
 from tests.support.fixtures import emulator  # noqa: F401
 
 

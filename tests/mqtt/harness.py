@@ -1,104 +1,19 @@
-"""Helpers for the MQTT tests: an in-process collector on the real spool writer, certificates,
-the simulator as a subprocess, and reading back what the spool holds."""
+"""Helpers for the MQTT tests: certificates, the simulator as a subprocess, and reading back what the
+spool holds. The in-process collector and ``edge run`` end to end are in the kit (simulators/kit/mqtt.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import ipaddress
 import json
-import logging
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from edge.config import parse
 from edge.encode import decode
-from edge.runner import open_spool
-from edge.sources import mqtt as mqtt_source
-from edge.sources.base import SourceContext, SourceStatus
 from edge.spool import SpoolReader
-from edge.writer import SpoolWriter
-from tests.mqtt.broker import ROOT, Broker
-
-JSON_SUB = {"topic": "plant/#", "json": {"value": "$", "timestamp": "ts", "timestamp_format": "epoch_ms"}}
-SPARKPLUG_SUB = {"topic": "spBv1.0/#", "format": "sparkplug"}
-
-
-def wait_until(cond: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(every)
-
-
-def edge_config(data_dir: Path, broker: Broker, *, password: str | None = None, subs=(JSON_SUB, SPARKPLUG_SUB),
-                spool_max: str = "1GiB", url: str | None = None, **source: Any) -> Any:
-    return parse({
-        "appliance_id": "edge-test",
-        "data_dir": str(data_dir),
-        "spool": {"path": str(data_dir / "spool.db"), "max_bytes": spool_max, "when_full": "block", "min_free_bytes": 0},
-        "sources": [{
-            "name": "mqtt1", "type": "mqtt", "url": url or f"mqtt://127.0.0.1:{broker.port}", "username": "edge",
-            "password": broker.password("edge") if password is None else password,
-            "subscriptions": list(subs), "reconnect_initial": 0.2, "reconnect_max": 1.0, **source,
-        }],
-    }, env={})
-
-
-class InProcessEdge:
-    """The real SpoolWriter + the MQTT Source on an event loop in a thread (no forwarder)."""
-
-    def __init__(self, cfg: Any):
-        self.cfg = cfg
-        self.spool_path = cfg.spool.path
-        self.writer = SpoolWriter(open_spool(cfg))
-        src_cfg = cfg.sources[0]
-        data_dir = Path(cfg.data_dir) / "sources" / src_cfg.name
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.status = SourceStatus(src_cfg.name, "mqtt", self.writer.put_state)
-        self.ctx = SourceContext(
-            appliance_id=cfg.appliance_id, data_dir=data_dir, emit=self.writer.emit, submit=self.writer.submit,
-            quarantine=self.writer.quarantine, wait_for_space=self.writer.wait_for_space_async, status=self.status,
-            log=logging.getLogger("tests.mqtt"),
-        )
-        self.source = mqtt_source.Source(src_cfg, self.ctx)
-        self.loop = asyncio.new_event_loop()
-        self.task: asyncio.Task | None = None
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._main, daemon=True)
-        self.thread.start()
-
-    def _main(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.task = self.loop.create_task(self.source.run())
-        try:
-            self.loop.run_until_complete(self.task)
-        except asyncio.CancelledError:
-            pass
-        except BaseException as exc:  # the test asserts on it
-            self.error = exc
-
-    def state(self) -> dict:
-        return self.status.snapshot()
-
-    def wait_state(self, state: str, timeout: float = 15.0) -> dict:
-        wait_until(lambda: self.state()["state"] == state, timeout, f"source state {state} (now {self.state()})")
-        return self.state()
-
-    def stop(self) -> None:
-        if self.task is not None and not self.task.done():
-            self.loop.call_soon_threadsafe(self.task.cancel)
-        self.thread.join(15)
-        self.writer.close()
-        assert self.error is None, f"the source crashed: {self.error!r}"
+from simulators.kit.broker import ROOT, Broker
 
 
 def spool_readings(spool_path: str) -> list[Any]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from tests.mqtt.broker import SHIPPED, Broker
+from simulators.kit.broker import SHIPPED, Broker
 
 
 def run_init(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:

@@ -13,7 +13,7 @@ import pytest
 from edge.sources.mqtt import client as mqtt_client
 from edge.sources.mqtt.client import BufferedSocket, Client
 from ops.mqttload import bench_payloads, publish_all
-from tests.mqtt.broker import Broker
+from simulators.kit.broker import Broker
 from tests.mqtt.harness import make_certs
 
 

@@ -11,10 +11,9 @@ import pytest
 from edge.encode import decode
 from edge.pb.sparkplug_b_pb2 import Payload
 from edge.spool import SpoolReader
-from tests.mqtt.broker import Broker
-from tests.mqtt.harness import (
-    InProcessEdge, acked_seqs, edge_config, make_certs, run_simulator, seqs_by_publisher, spool_readings, wait_until,
-)
+from simulators.kit.broker import Broker
+from simulators.kit.mqtt import InProcessEdge, edge_config, wait_until
+from tests.mqtt.harness import acked_seqs, make_certs, run_simulator, seqs_by_publisher, spool_readings
 
 
 def publisher(broker: Broker, user: str = "sim1", **kw) -> mqtt.Client:

@@ -15,9 +15,10 @@ from collections import Counter
 
 import pytest
 
-from tests.mqtt.broker import Broker
-from tests.mqtt.e2e import EdgeProcess, landed
-from tests.mqtt.harness import acked_seqs, run_simulator, start_simulator, wait_until
+from simulators.kit.broker import Broker
+from simulators.kit.mqtt import EdgeProcess, wait_until
+from tests.mqtt.e2e import landed
+from tests.mqtt.harness import acked_seqs, run_simulator, start_simulator
 
 MAX_INFLIGHT = 1000  # the shipped max_inflight_messages: what one crash can make the broker redeliver
 
@@ -112,7 +113,7 @@ def _source_state(edge: EdgeProcess) -> str:
 
 
 def _autosave_interval() -> int:
-    conf = (Broker.__module__ and __import__("tests.mqtt.broker", fromlist=["SHIPPED"]).SHIPPED / "mosquitto.conf").read_text()
+    conf = (Broker.__module__ and __import__("simulators.kit.broker", fromlist=["SHIPPED"]).SHIPPED / "mosquitto.conf").read_text()
     return int(re.search(r"^autosave_interval (\d+)$", conf, re.M).group(1))
 
 

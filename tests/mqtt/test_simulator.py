@@ -11,8 +11,8 @@ import time
 from edge.sources.mqtt.sparkplug import Decoder
 from simulators.mqtt import payloads
 from simulators.plant import Plant
-from tests.mqtt.broker import ROOT
-from tests.mqtt.harness import wait_until
+from simulators.kit.broker import ROOT
+from simulators.kit.mqtt import wait_until
 
 
 def test_sparkplug_payloads_round_trip_through_the_decoder():

@@ -11,7 +11,7 @@ from edge.encode import decode
 from edge.spool import SpoolReader
 from simulators.opcua.server import SimServer
 from tests.opcua.conftest import Rig
-from tests.support.aio import running, wait_until
+from simulators.kit.aio import running, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 

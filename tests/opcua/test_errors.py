@@ -9,7 +9,7 @@ import pytest
 from edge.config import parse
 from edge.configtypes import ConfigError
 from simulators.opcua.server import SimServer
-from tests.support.aio import running, wait_until
+from simulators.kit.aio import running, wait_until
 
 
 def _cfg(**src):
@@ -88,7 +88,7 @@ async def test_unreachable_server_is_visible_and_retried(rig):
     async with running(src):
         await wait_until(lambda: rig.statuses["plc"].data["errors_total"] >= 2, what="two attempts")
     snap = rig.statuses["plc"].snapshot()
-    assert snap["state"] == "disconnected"
+    assert snap["state"] == "connect_failed"
     assert "refused" in snap["last_error"].lower() or "connect" in snap["last_error"].lower()
     assert rig.readings() == []
 

@@ -9,7 +9,7 @@ import pytest
 
 from simulators.opcua.server import SimServer
 from tests.opcua.conftest import by_point
-from tests.support.aio import running, wait_until
+from simulators.kit.aio import running, wait_until
 from tests.opcua.proxy import Proxy
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(150)]

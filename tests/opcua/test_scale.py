@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from simulators.opcua.server import SimServer
-from tests.support.aio import running, wait_until
+from simulators.kit.aio import running, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(200)]
 

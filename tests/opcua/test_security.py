@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from simulators.opcua.server import SimServer
-from tests.support.aio import running, wait_until
+from simulators.kit.aio import running, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
@@ -47,7 +47,7 @@ async def test_untrusted_server_certificate_is_refused_until_trusted(rig, tmp_pa
             await wait_until(lambda: status["plc"].data["errors_total"] >= 1, what="refusal")
             await wait_until(lambda: any((_pki(rig) / "rejected").glob("*.der")), what="rejected cert filed")
             assert rig.readings() == []
-            assert status["plc"].data["state"] == "disconnected"
+            assert status["plc"].data["state"] == "tls_error"
             assert "BadCertificateUntrusted" in status["plc"].data["last_error"]
             # The operator reviews the rejected certificate and trusts it: the next attempt connects.
             (_pki(rig) / "trusted").mkdir(parents=True, exist_ok=True)
@@ -75,6 +75,7 @@ async def test_username_password_login_and_refusal_without_leaking_the_password(
             # machine a later attempt can time out and replace last_error before the assertion.
             await wait_until(lambda: "BadUserAccessDenied" in (rig.statuses["wrong"].data.get("last_error") or ""),
                              what="login refused with BadUserAccessDenied")
+            await wait_until(lambda: rig.statuses["wrong"].data["state"] == "auth_failed", what="state auth_failed")
             await wait_until(lambda: len(rig.readings()) >= 2, what="readings with the right password")
         assert all(r.source == "right" for r in rig.readings())
         text = caplog.text + json.dumps([s.snapshot() for s in rig.statuses.values()], default=str)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from simulators.opcua.server import free_port
-from tests.support.aio import running, wait_until
+from simulators.kit.aio import running, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(150)]
 ROOT = Path(__file__).resolve().parents[2]

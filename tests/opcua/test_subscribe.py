@@ -10,7 +10,7 @@ from asyncua import ua
 
 from simulators.opcua.server import SimServer
 from tests.opcua.conftest import by_point
-from tests.support.aio import running, wait_until
+from simulators.kit.aio import running, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 

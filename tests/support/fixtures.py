@@ -6,7 +6,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.support.emulator import Emulator
+from simulators.kit.emulator import Emulator
 
 
 @pytest.fixture

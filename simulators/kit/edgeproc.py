@@ -18,7 +18,7 @@ from typing import Any, Callable
 import yaml
 
 from edge.spool import SpoolReader
-from tests.support import procs
+from simulators.kit import procs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,7 +34,7 @@ class EdgeRun:
             cfg.setdefault("zerobus", {})
             cfg["zerobus"] = {"endpoint": emulator.grpc_endpoint, "workspace_url": emulator.workspace_url,
                               "client_id": emulator.client_id, "client_secret": emulator.client_secret,
-                              "backoff_initial": "200ms", "backoff_max": "2s", **cfg["zerobus"]}
+                              "reconnect_initial": "200ms", "reconnect_max": "2s", **cfg["zerobus"]}
         self.config = cfg
         self.spool_path = Path(cfg["spool"]["path"])
         self.config_path = self.tmp / "edge.yaml"

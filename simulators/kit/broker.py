@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.support import procs
+from simulators.kit import procs
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "mosquitto"

@@ -2,7 +2,7 @@
 
 Stable API (forwarder, MQTT, Compose and drill tests depend on it)::
 
-    from tests.support.emulator import Emulator
+    from simulators.kit.emulator import Emulator
 
     with Emulator() as emu:                       # free loopback ports, temp data dir
         sdk = ZerobusSdk(emu.grpc_endpoint, emu.workspace_url)
