@@ -13,6 +13,7 @@ import sys
 
 from .app import DEFAULT_DDL, DEFAULT_TABLE, Emulator, Options, decode_rows
 from .ledger import Ledger
+from .realism import PROFILES, QUOTA_ACTIONS, check
 from .schema import SchemaError, load_ddl
 from .store import Store
 
@@ -42,7 +43,35 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", choices=("sqlite", "none"), default=_env("STORE", "sqlite"), help="none = ack without storing (benchmark baseline) [STORE]")
     p.add_argument("--token-ttl", type=int, default=int(_env("TOKEN_TTL", "3600")), help="expires_in of issued tokens, seconds [TOKEN_TTL]")
     p.add_argument("--max-record-bytes", type=int, default=int(_env("MAX_RECORD_BYTES", str(4 * 1024 * 1024))), help="per-record limit [MAX_RECORD_BYTES]")
+    p.add_argument("--tls-cert", default=_env("TLS_CERT"), help="serve TLS with this certificate chain (PEM) instead of a generated one; implies --tls [TLS_CERT]")
+    p.add_argument("--tls-key", default=_env("TLS_KEY"), help="its private key (PEM) [TLS_KEY]")
+    p.add_argument("--tls-ca", default=_env("TLS_CA"), help="the CA that issued --tls-cert, served at /ca.pem [TLS_CA]")
+    p.add_argument("--workspace-id", default=_env("WORKSPACE_ID"), help="token requests must name this workspace in resource= (default: any) [WORKSPACE_ID]")
+    r = p.add_argument_group("realism (README.md, Realistic profile); each also settable per test through POST /faults")
+    r.add_argument("--profile", choices=sorted(PROFILES), default=_env("PROFILE", "none"), help="realistic = the published service figures [PROFILE]")
+    for name, kind, what in (
+        ("ack-latency-ms", float, "median ack latency, from each batch's arrival"),
+        ("ack-jitter-ms", float, "p95 minus median of the ack latency (log-normal)"),
+        ("quota-records-per-s", float, "per-stream records/s, 0 = unlimited"),
+        ("quota-bytes-per-s", float, "per-stream bytes/s, 0 = unlimited"),
+        ("quota-action", str, f"over quota: {' or '.join(QUOTA_ACTIONS)}"),
+        ("stream-lifetime-s", float, "close_stream_signal after this stream age, 0 = never"),
+        ("close-grace-ms", int, "duration carried by the close_stream_signal"),
+    ):
+        env = name.upper().replace("-", "_")
+        r.add_argument("--" + name, type=kind, default=_env(env), help=f"{what} (default: the profile's) [{env}]")
     return p
+
+
+def profile_of(a: argparse.Namespace):
+    """The --profile preset with every explicitly given realism flag on top."""
+    base = PROFILES[a.profile]
+    given = {}
+    for key in base.as_dict():
+        value = getattr(a, key, None)
+        if value is not None:
+            given[key] = check(key, value if key == "quota_action" else float(value))
+    return base.with_overrides(given)
 
 
 def query_parser() -> argparse.ArgumentParser:
@@ -92,10 +121,19 @@ def main(argv: list[str] | None = None) -> int:
     if (a.client_id is None) != (a.client_secret is None):
         print("--client-id and --client-secret go together", file=sys.stderr)
         return 2
+    if a.tls_cert and not a.tls_key:
+        print("--tls-cert needs --tls-key", file=sys.stderr)
+        return 2
+    try:
+        profile = profile_of(a)
+    except ValueError as exc:
+        print(f"zerobus emulator: {exc}", file=sys.stderr)
+        return 2
     opts = Options(
         host=a.host, grpc_port=a.grpc_port, http_port=a.http_port, data_dir=a.data_dir, tables=tables, ddl=a.ddl,
-        client_id=a.client_id, client_secret=a.client_secret, tls=a.tls, tls_hostnames=hostnames, store=a.store,
-        token_ttl_s=a.token_ttl, max_record_bytes=a.max_record_bytes,
+        client_id=a.client_id, client_secret=a.client_secret, tls=a.tls or bool(a.tls_cert), tls_hostnames=hostnames, store=a.store,
+        token_ttl_s=a.token_ttl, max_record_bytes=a.max_record_bytes, tls_cert=a.tls_cert, tls_key=a.tls_key, tls_ca=a.tls_ca,
+        profile=profile, workspace_id=a.workspace_id,
     )
     try:
         emulator = Emulator(opts)

@@ -21,12 +21,13 @@ import grpc
 from .faults import FaultError, Faults
 from .http_server import HttpServer, Request, Response, json_response
 from .ledger import Ledger
+from .realism import Profile
 from .records import DEFAULT_MAX_RECORD_BYTES, display_decoder
 from .schema import Column, load_ddl
 from .service import ZerobusService
 from .store import Store
 from .tlsgen import TlsFiles, ensure_tls
-from .tokens import TokenIssuer, load_key, tables_from_authorization_details
+from .tokens import TokenIssuer, TokenRequestError, check_token_form, load_key
 
 DEFAULT_TABLE = "main.edge.readings"
 DEFAULT_DDL = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "proto", "readings.sql")
@@ -47,10 +48,15 @@ class Options:
     client_secret: str | None = None
     tls: bool = False
     tls_hostnames: list[str] = field(default_factory=list)
+    tls_cert: str | None = None  # given certificate chain + key (e.g. from the Compose init); else generated
+    tls_key: str | None = None
+    tls_ca: str | None = None  # the CA that issued tls_cert, served at /ca.pem (default: tls_cert itself)
     store: str = "sqlite"  # sqlite | none
     token_ttl_s: int = 3600
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    profile: Profile = field(default_factory=Profile)
+    workspace_id: str | None = None  # token requests must name this workspace in `resource` (None: any)
 
 
 def make_logger(stream: Any = None):
@@ -80,7 +86,9 @@ class Emulator:
             self.store = Store(os.path.join(opts.data_dir, "store.sqlite"), self.ledger)
         elif opts.store != "none":
             raise ValueError(f"--store must be sqlite or none, not {opts.store!r}")
-        self.service = ZerobusService(self.tables, self.issuer, self.store, self.ledger, self.faults, self.log, opts.max_record_bytes)
+        self.service = ZerobusService(self.tables, self.issuer, self.store, self.ledger, self.faults, self.log,
+                                      opts.max_record_bytes, opts.profile)
+        self.token_requests: list[dict] = []  # the last few, for GET /clients
         self.tls: TlsFiles | None = None
         self.grpc_server: grpc.aio.Server | None = None
         self.grpc_port = opts.grpc_port
@@ -106,7 +114,12 @@ class Emulator:
             self.log("store_opened", path=self.store.path, seconds=round(time.monotonic() - t0, 3),
                      rows={t: s["rows"] for t, s in snap.items()})
         ssl_ctx = None
-        if self.opts.tls:
+        if self.opts.tls_cert:
+            ca = self.opts.tls_ca or self.opts.tls_cert
+            self.tls = TlsFiles(ca_cert=ca, server_cert=self.opts.tls_cert, server_key=self.opts.tls_key or "", bundle=ca)
+            ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ssl_ctx.load_cert_chain(self.tls.server_cert, self.tls.server_key)
+        elif self.opts.tls:
             self.tls = ensure_tls(os.path.join(self.opts.data_dir, "tls"), self.opts.tls_hostnames)
             ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ssl_ctx.load_cert_chain(self.tls.server_cert, self.tls.server_key)
@@ -216,7 +229,14 @@ class Emulator:
                 "commit_wall_s": round(self.store.commit_wall_s, 3) if self.store else 0.0,
                 "commit_cpu_s": round(self.store.commit_cpu_s, 3) if self.store else 0.0,
             }
+            snap["service"] = {**self.service.counters, "throttled_s": round(self.service.counters["throttled_s"], 3),
+                               "profile": self.service.effective_profile().as_dict()}
             return json_response(snap)
+        if path == "/clients" and method == "GET":
+            return json_response({"stream_user_agents": dict(self.service.user_agents),
+                                  "open_streams": [{k: st[k] for k in ("id", "table", "user_agent", "records", "acked")}
+                                                   for st in self.service.open_streams.values()],
+                                  "token_requests": self.token_requests})
         if path == "/faults":
             return await self._faults(req)
         if path == "/oidc/v1/token":
@@ -270,15 +290,19 @@ class Emulator:
             self.log("token_refused", status=401, client_id=client_id, reason="unknown client or wrong secret")
             return json_response({"error": "invalid_client", "error_description": "client authentication failed"}, 401)
         form = {k: v[-1] for k, v in parse_qs(req.body.decode("utf-8", "replace")).items()}
-        if form.get("grant_type") != "client_credentials":
-            return json_response({"error": "unsupported_grant_type", "error_description": "grant_type must be client_credentials"}, 400)
+        seen = {"client_id": client_id, "user_agent": req.headers.get("user-agent", ""), "grant_type": form.get("grant_type"),
+                "scope": form.get("scope"), "resource": form.get("resource"), "status": 200}
+        self.token_requests = (self.token_requests + [seen])[-20:]
         try:
-            tables = tables_from_authorization_details(form.get("authorization_details"))
-        except ValueError as exc:
-            return json_response({"error": "invalid_request", "error_description": str(exc)}, 400)
+            tables = check_token_form(form, self.opts.workspace_id)
+        except TokenRequestError as exc:
+            seen["status"] = 400
+            self.log("token_refused", status=400, client_id=client_id, reason=exc.description)
+            return json_response({"error": exc.error, "error_description": exc.description}, 400)
+        seen["tables"] = list(tables)
         token, ttl = self.issuer.issue(client_id, tables)
-        self.log("token_issued", client_id=client_id, tables=list(tables), expires_in=ttl)
-        return json_response({"access_token": token, "token_type": "Bearer", "expires_in": ttl, "scope": form.get("scope", "all-apis")})
+        self.log("token_issued", client_id=client_id, tables=list(tables), expires_in=ttl, user_agent=seen["user_agent"])
+        return json_response({"access_token": token, "token_type": "Bearer", "expires_in": ttl, "scope": form["scope"]})
 
     async def _rows(self, table: str, query: dict[str, str]) -> Response:
         if table not in self.tables:

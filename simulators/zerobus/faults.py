@@ -15,6 +15,8 @@ from typing import Any, Callable
 
 import grpc
 
+from .realism import OVERRIDABLE, check
+
 CODES = {c.name: c for c in grpc.StatusCode if c is not grpc.StatusCode.OK}
 
 _DEFAULT_TIMES = {
@@ -24,7 +26,8 @@ _DEFAULT_TIMES = {
     "token_error": None,
     "reject_records": None,
 }
-KNOWN = ("create_error", "fail_after_records", "close_after_records", "ack_delay_ms", "never_ack", "token_error", "reject_records", "down")
+KNOWN = ("create_error", "fail_after_records", "close_after_records", "ack_delay_ms", "never_ack", "token_error",
+         "reject_records", "down") + OVERRIDABLE
 
 
 class FaultError(ValueError):
@@ -61,6 +64,11 @@ def _validate(key: str, value: Any) -> Any:
         if not isinstance(value, (int, float)) or value < 0:
             raise FaultError("ack_delay_ms must be a non-negative number")
         return value
+    if key in OVERRIDABLE:  # per-test override of a --profile / flag setting
+        try:
+            return check(key, value)
+        except ValueError as exc:
+            raise FaultError(str(exc)) from None
     if value is True:
         value = {}
     if not isinstance(value, dict):
@@ -161,9 +169,14 @@ class Faults:
     def never_ack(self) -> bool:
         return bool(self._state.get("never_ack"))
 
-    @property
-    def ack_delay_s(self) -> float:
-        return float(self._state.get("ack_delay_ms", 0)) / 1000.0
+    def overrides(self) -> dict[str, Any]:
+        """Profile settings set through the fault API; ``ack_delay_ms`` is the older name of ``ack_latency_ms``."""
+        state = self._state
+        out = {k: state[k] for k in OVERRIDABLE if k in state}
+        if "ack_delay_ms" in state and "ack_latency_ms" not in out:
+            out["ack_latency_ms"] = float(state["ack_delay_ms"])
+            out.setdefault("ack_jitter_ms", 0.0)
+        return out
 
     def _fire(self, key: str) -> dict | None:
         """Caller holds the lock. Counts one firing and retires the fault when its times run out."""

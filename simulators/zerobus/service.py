@@ -2,13 +2,16 @@
 
 Requests arrive as raw bytes (no deserializer on the method) so a proto batch
 can be re-wrapped and validated in one C parse. One task per stream sends
-cumulative acks, each only after the batches it covers were committed.
+cumulative acks, each only after the batches it covers were committed and their
+ack time (arrival + a latency sample, later if over quota: realism.py) has come,
+so latencies overlap as on a network instead of adding up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import random
 import time
 import uuid
 from typing import Any, Callable
@@ -20,6 +23,7 @@ from google.protobuf.message import DecodeError
 from . import wire_pb2 as pb
 from .faults import CODES, Faults
 from .ledger import Ledger
+from .realism import Pacer, Profile, ack_latency_s
 from .records import DEFAULT_MAX_RECORD_BYTES, JsonCodec, ProtoCodec, RecordRejected
 from .schema import Column, compare_descriptor
 from .store import Store
@@ -57,6 +61,7 @@ class ZerobusService:
         faults: Faults,
         log: Callable[..., None],
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        profile: Profile | None = None,
     ):
         self.tables = tables
         self.issuer = issuer
@@ -65,8 +70,18 @@ class ZerobusService:
         self.faults = faults
         self.log = log
         self.max_record_bytes = max_record_bytes
+        self.profile = profile or Profile()
+        self.rng = random.Random()
         self.open_streams: dict[str, Any] = {}
         self.decode_s = 0.0  # event-loop time spent validating records, for /stats "perf"
+        # For /stats "service": what the realistic behaviours did, and the bytes received.
+        self.counters = {"messages": 0, "message_bytes": 0, "acks": 0, "close_signals": 0, "rotations": 0,
+                         "throttled_batches": 0, "throttled_s": 0.0, "quota_rejections": 0}
+        self.user_agents: collections.Counter = collections.Counter()
+
+    def effective_profile(self) -> Profile:
+        """The startup profile with the fault API's per-test overrides applied."""
+        return self.profile.with_overrides(self.faults.overrides())
 
     def handler(self) -> grpc.GenericRpcHandler:
         method = grpc.stream_stream_rpc_method_handler(
@@ -81,12 +96,13 @@ class ZerobusService:
         # The SDK waits for response headers before it sends create_stream.
         await context.send_initial_metadata(())
         try:
-            stream_id, table, codec = await self._create(context)
+            stream_id, table, codec, user_agent = await self._create(context)
         except StreamFailed as exc:
             self.log("stream_refused", code=exc.code.name, reason=exc.details, peer=context.peer())
             await context.abort(exc.code, exc.details)
             return
-        st = {"id": stream_id, "table": table, "records": 0, "batches": 0, "acked": -1, "opened": time.time()}
+        st = {"id": stream_id, "table": table, "records": 0, "batches": 0, "acked": -1, "opened": time.time(),
+              "opened_m": time.monotonic(), "user_agent": user_agent}
         self.open_streams[stream_id] = st
         try:
             await self._ingest_loop(context, st, table, codec)
@@ -98,7 +114,7 @@ class ZerobusService:
         finally:
             self.open_streams.pop(stream_id, None)
 
-    async def _create(self, context: grpc.aio.ServicerContext) -> tuple[str, str, Any]:
+    async def _create(self, context: grpc.aio.ServicerContext) -> tuple[str, str, Any, str]:
         md = {k.lower(): v for k, v in context.invocation_metadata() if isinstance(v, str)}
         auth = md.get("authorization", "")
         if not auth.lower().startswith("bearer "):
@@ -138,8 +154,11 @@ class ZerobusService:
             await asyncio.wrap_future(self.store.add_stream(stream_id, table, record_type, descriptor, context.peer()))
         self.ledger.stream_opened(table)
         await context.write(pb.EphemeralStreamResponse(create_stream_response=pb.CreateIngestStreamResponse(stream_id=stream_id)))
-        self.log("stream_opened", stream_id=stream_id, table=table, record_type=record_type, client=claims.client_id, peer=context.peer())
-        return stream_id, table, codec
+        user_agent = md.get("user-agent", "")
+        self.user_agents[user_agent] += 1
+        self.log("stream_opened", stream_id=stream_id, table=table, record_type=record_type, client=claims.client_id,
+                 peer=context.peer(), user_agent=user_agent)
+        return stream_id, table, codec, user_agent
 
     def _codec(self, cs: pb.CreateIngestStreamRequest, table: str, columns: list[Column]) -> tuple[Any, str, bytes | None]:
         rtype = cs.record_type
@@ -173,12 +192,30 @@ class ZerobusService:
         acker = asyncio.ensure_future(self._acker(context, pending, wake, st))
         expected = 0
         close_deadline: float | None = None
+        pacer = Pacer()
+        last_due = 0.0
         read = None
+        counters = self.counters
         try:
             while True:
-                read = asyncio.ensure_future(context.read())
-                timeout = None if close_deadline is None else max(0.0, close_deadline - time.monotonic())
-                done, _ = await asyncio.wait({read, acker}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                profile = self.effective_profile()
+                now = time.monotonic()
+                rotate_at = None
+                if close_deadline is None and profile.stream_lifetime_s > 0:
+                    rotate_at = st["opened_m"] + profile.stream_lifetime_s
+                    if now >= rotate_at:  # the server ends streams on its own schedule
+                        pending.append(("close", profile.close_grace_ms))
+                        close_deadline = now + profile.close_grace_ms / 1000.0
+                        counters["rotations"] += 1
+                        self.log("stream_rotating", stream_id=st["id"], lifetime_s=profile.stream_lifetime_s,
+                                 duration_ms=profile.close_grace_ms)
+                        wake.set()
+                        rotate_at = None
+                if read is None:
+                    read = asyncio.ensure_future(context.read())
+                timeout = min((t - now for t in (close_deadline, rotate_at) if t is not None), default=None)
+                done, _ = await asyncio.wait({read, acker}, timeout=None if timeout is None else max(0.0, timeout),
+                                             return_when=asyncio.FIRST_COMPLETED)
                 if acker in done:
                     read.cancel()
                     exc = acker.exception()
@@ -186,16 +223,21 @@ class ZerobusService:
                         return
                     # A failed commit is the server's problem: retriable, the SDK resends.
                     raise StreamFailed(grpc.StatusCode.INTERNAL, f"store commit failed: {exc}")
-                if not done:  # the close_stream_signal grace period ran out
-                    read.cancel()
-                    break
+                if not done:
+                    if close_deadline is not None and time.monotonic() >= close_deadline:
+                        read.cancel()  # the close_stream_signal grace period ran out
+                        break
+                    continue  # time to rotate: the top of the loop sends the signal
                 raw = read.result()
+                read = None
                 if raw is grpc.aio.EOF:
                     break
                 offset, records, batch_bytes = self._unpack(raw, codec)
                 if offset != expected:
                     raise StreamFailed(grpc.StatusCode.INVALID_ARGUMENT, f"offset_id {offset} out of order (expected {expected})")
                 expected = offset + 1
+                counters["messages"] += 1
+                counters["message_bytes"] += len(raw)
                 t0 = time.perf_counter()
                 try:
                     decoded = codec.decode(records, batch_bytes)
@@ -210,6 +252,16 @@ class ZerobusService:
                 if injected:
                     idx, code, reason = injected
                     raise StreamFailed(CODES[code], f"record rejected at offset_id {offset}, index {idx} in the batch: {reason}", ack_pending=True)
+                arrival = time.monotonic()
+                accept = pacer.admit(profile, len(records), len(raw), arrival)
+                if accept > arrival and profile.quota_action == "reject":
+                    counters["quota_rejections"] += 1
+                    raise StreamFailed(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"stream over its quota ({profile.quota_records_per_s:g} records/s, {profile.quota_bytes_per_s:g} bytes/s) "
+                        f"at offset_id {offset}",
+                        ack_pending=True,
+                    )
                 fail, close_ms = self.faults.count_records(len(records))
                 st["records"] += len(records)
                 st["batches"] += 1
@@ -223,11 +275,19 @@ class ZerobusService:
                         except Exception as exc:
                             self.log("store_error", stream_id=st["id"], error=repr(exc))
                     raise StreamFailed(CODES[fail[0]], fail[1])
-                pending.append((offset, fut))
+                # Acks stay cumulative and in offset order: a batch is never acked before the one ahead of it.
+                last_due = max(last_due, accept + ack_latency_s(profile, self.rng))
+                pending.append((offset, fut, last_due))
                 if close_ms is not None and close_deadline is None:
                     pending.append(("close", close_ms))
                     close_deadline = time.monotonic() + close_ms / 1000.0
                 wake.set()
+                if accept > arrival:
+                    # Over quota: read nothing more until the stream is back under it. The client's
+                    # sends then stall on HTTP/2 flow control, and its acks come late.
+                    counters["throttled_batches"] += 1
+                    counters["throttled_s"] += accept - arrival
+                    await asyncio.sleep(accept - time.monotonic())
             pending.append(_END)
             wake.set()
             await acker
@@ -270,6 +330,7 @@ class ZerobusService:
         raise StreamFailed(grpc.StatusCode.INVALID_ARGUMENT, f"unexpected {kind or 'empty'} request after create_stream")
 
     async def _acker(self, context: grpc.aio.ServicerContext, pending: collections.deque, wake: asyncio.Event, st: dict) -> None:
+        counters = self.counters
         while True:
             if not pending:
                 wake.clear()
@@ -281,25 +342,29 @@ class ZerobusService:
             if head[0] == "close":
                 pending.popleft()
                 await context.write(_close_signal(head[1]))
+                counters["close_signals"] += 1
                 self.log("close_stream_signal", stream_id=st["id"], duration_ms=head[1])
                 continue
-            offset, fut = head
+            offset, fut, due = head
             if fut is not None:
                 await asyncio.shield(fut)
+            wait = due - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
             pending.popleft()
             last = offset
-            # Coalesce every batch whose commit already finished into one cumulative ack.
-            while pending and pending[0] is not _END and pending[0][0] != "close" and (pending[0][1] is None or pending[0][1].done()):
-                off, f = pending.popleft()
+            # Coalesce every batch that is committed and due into one cumulative ack.
+            now = time.monotonic()
+            while pending and pending[0] is not _END and pending[0][0] != "close" and pending[0][2] <= now \
+                    and (pending[0][1] is None or pending[0][1].done()):
+                off, f, _ = pending.popleft()
                 if f is not None:
                     f.result()
                 last = off
             if self.faults.never_ack:
                 continue
-            delay = self.faults.ack_delay_s
-            if delay:
-                await asyncio.sleep(delay)
             await context.write(_ack(last))
+            counters["acks"] += 1
             st["acked"] = last
 
 

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -59,24 +60,69 @@ class Claims:
         return "*" in self.tables or table in self.tables
 
 
-def tables_from_authorization_details(raw: str | None) -> tuple[str, ...]:
-    """Tables the request asks to write (MODIFY on a TABLE); no details at all means every table."""
+class TokenRequestError(ValueError):
+    """A token request the real endpoint would refuse: OAuth ``error`` code + description (HTTP 400)."""
+
+    def __init__(self, error: str, description: str):
+        super().__init__(description)
+        self.error, self.description = error, description
+
+
+RESOURCE = re.compile(r"api://databricks/workspaces/([^/]+)/zerobusDirectWriteApi")
+
+
+def _grants(details: list) -> dict[tuple[str, str], set[str]]:
+    out: dict[tuple[str, str], set[str]] = {}
+    for d in details:
+        if not isinstance(d, dict) or d.get("type") != "unity_catalog_privileges":
+            raise TokenRequestError("invalid_authorization_details", "each entry must be {\"type\": \"unity_catalog_privileges\", ...}")
+        kind, path, privs = d.get("object_type"), d.get("object_full_path"), d.get("privileges")
+        if not isinstance(kind, str) or not isinstance(path, str) or not isinstance(privs, list):
+            raise TokenRequestError("invalid_authorization_details", "each entry needs object_type, object_full_path and a privileges list")
+        out.setdefault((kind.upper(), path), set()).update(str(p).upper() for p in privs)
+    return out
+
+
+def check_token_form(form: dict[str, str], workspace_id: str | None = None) -> tuple[str, ...]:
+    """The tables a ZeroBus token request may write, checked the way the SDK builds it (README.md, OAuth tokens).
+
+    grant_type=client_credentials, scope=all-apis, resource naming the workspace's
+    zerobusDirectWriteApi, and authorization_details granting USE CATALOG, USE SCHEMA and
+    SELECT+MODIFY down to each table. Anything else raises TokenRequestError.
+    """
+    if form.get("grant_type") != "client_credentials":
+        raise TokenRequestError("unsupported_grant_type", "grant_type must be client_credentials")
+    if "all-apis" not in (form.get("scope") or "").split():
+        raise TokenRequestError("invalid_scope", "scope must include all-apis")
+    m = RESOURCE.fullmatch(form.get("resource") or "")
+    if not m:
+        raise TokenRequestError("invalid_target", "resource must be api://databricks/workspaces/<workspace id>/zerobusDirectWriteApi")
+    if workspace_id is not None and m.group(1) != workspace_id:
+        raise TokenRequestError("invalid_target", f"resource names workspace {m.group(1)!r}, this is workspace {workspace_id!r}")
+    raw = form.get("authorization_details")
     if not raw:
-        return ("*",)
+        raise TokenRequestError("invalid_authorization_details", "authorization_details (Unity Catalog privileges) are required")
     try:
         details = json.loads(raw)
     except ValueError as exc:
-        raise ValueError(f"authorization_details is not JSON: {exc}") from None
+        raise TokenRequestError("invalid_authorization_details", f"authorization_details is not JSON: {exc}") from None
     if not isinstance(details, list):
-        raise ValueError("authorization_details must be a JSON array")
+        raise TokenRequestError("invalid_authorization_details", "authorization_details must be a JSON array")
+    grants = _grants(details)
     tables = []
-    for d in details:
-        if not isinstance(d, dict):
+    for (kind, path), privs in grants.items():
+        if kind != "TABLE" or not {"SELECT", "MODIFY"} <= privs:
             continue
-        if str(d.get("object_type", "")).upper() == "TABLE" and "MODIFY" in [str(p).upper() for p in d.get("privileges", [])]:
-            path = d.get("object_full_path")
-            if isinstance(path, str):
-                tables.append(path)
+        parts = path.split(".")
+        if len(parts) != 3:
+            raise TokenRequestError("invalid_authorization_details", f"table {path!r} is not catalog.schema.table")
+        if "USE CATALOG" not in grants.get(("CATALOG", parts[0]), set()):
+            raise TokenRequestError("invalid_authorization_details", f"USE CATALOG on {parts[0]!r} is missing for {path!r}")
+        if "USE SCHEMA" not in grants.get(("SCHEMA", f"{parts[0]}.{parts[1]}"), set()):
+            raise TokenRequestError("invalid_authorization_details", f"USE SCHEMA on {parts[0]}.{parts[1]!r} is missing for {path!r}")
+        tables.append(path)
+    if not tables:
+        raise TokenRequestError("invalid_authorization_details", "no table with SELECT and MODIFY in authorization_details")
     return tuple(tables)
 
 

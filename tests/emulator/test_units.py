@@ -15,7 +15,7 @@ from simulators.zerobus.intervals import IntervalSet
 from simulators.zerobus.ledger import Ledger
 from simulators.zerobus.records import JsonCodec, ProtoCodec, RecordRejected
 from simulators.zerobus.schema import SchemaError, compare_descriptor, load_ddl, parse_ddl
-from simulators.zerobus.tokens import TokenInvalid, TokenIssuer, tables_from_authorization_details
+from simulators.zerobus.tokens import TokenInvalid, TokenIssuer, TokenRequestError, check_token_form
 from tests.emulator.sdk_helpers import marker, readings
 
 F = descriptor_pb2.FieldDescriptorProto
@@ -160,12 +160,41 @@ def test_tokens_are_stateless_signed_and_expire():
         TokenIssuer(b"x" * 32).verify(token, now=1000)
     with pytest.raises(TokenInvalid):
         issuer.verify("garbage")
-    details = json.dumps([
+
+
+def _form(**over) -> dict:
+    details = [
         {"type": "unity_catalog_privileges", "privileges": ["USE CATALOG"], "object_type": "CATALOG", "object_full_path": "c"},
-        {"type": "unity_catalog_privileges", "privileges": ["SELECT", "MODIFY"], "object_type": "TABLE", "object_full_path": "c.s.t", "operations": ["zerobuswrite"]},
-    ])
-    assert tables_from_authorization_details(details) == ("c.s.t",)
-    assert tables_from_authorization_details(None) == ("*",)
+        {"type": "unity_catalog_privileges", "privileges": ["USE SCHEMA"], "object_type": "SCHEMA", "object_full_path": "c.s"},
+        {"type": "unity_catalog_privileges", "privileges": ["SELECT", "MODIFY"], "object_type": "TABLE", "object_full_path": "c.s.t"},
+    ]
+    form = {"grant_type": "client_credentials", "scope": "all-apis", "authorization_details": json.dumps(details),
+            "resource": "api://databricks/workspaces/1234567890/zerobusDirectWriteApi"}
+    form.update(over)
+    return {k: v for k, v in form.items() if v is not None}
+
+
+def test_token_form_is_checked_like_the_sdk_builds_it():
+    assert check_token_form(_form()) == ("c.s.t",)
+    assert check_token_form(_form(), workspace_id="1234567890") == ("c.s.t",)
+    refusals = [
+        (_form(grant_type="password"), "unsupported_grant_type"),
+        (_form(scope=None), "invalid_scope"),
+        (_form(scope="sql"), "invalid_scope"),
+        (_form(resource=None), "invalid_target"),
+        (_form(resource="api://databricks/workspaces/1/otherApi"), "invalid_target"),
+        (_form(authorization_details=None), "invalid_authorization_details"),
+        (_form(authorization_details="[{]"), "invalid_authorization_details"),
+        # MODIFY without the USE CATALOG / USE SCHEMA the SDK always asks for alongside it
+        (_form(authorization_details=json.dumps([{"type": "unity_catalog_privileges", "privileges": ["SELECT", "MODIFY"],
+                                                  "object_type": "TABLE", "object_full_path": "c.s.t"}])), "invalid_authorization_details"),
+    ]
+    for form, error in refusals:
+        with pytest.raises(TokenRequestError) as exc:
+            check_token_form(form)
+        assert exc.value.error == error, form
+    with pytest.raises(TokenRequestError, match="workspace '1234567890'"):
+        check_token_form(_form(), workspace_id="42")
 
 
 def test_faults_validate_count_and_retire():

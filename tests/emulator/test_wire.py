@@ -22,13 +22,24 @@ from simulators.kit.emulator import Emulator
 TIMEOUT_S = 10
 
 
-def token(emu: Emulator, tables: list[str] | None = None, status: int = 200, creds: str | None = None) -> dict:
-    form = {"grant_type": "client_credentials", "scope": "all-apis"}
-    if tables is not None:
-        form["authorization_details"] = json.dumps(
-            [{"type": "unity_catalog_privileges", "privileges": ["SELECT", "MODIFY"], "object_type": "TABLE",
-              "object_full_path": t, "operations": ["zerobuswrite"]} for t in tables]
-        )
+def sdk_form(tables: list[str], workspace: str = "127") -> dict:
+    """The token request form exactly as the SDK builds it (default_token_factory.rs)."""
+    details = []
+    for t in tables:
+        cat, sch, _ = t.split(".")
+        details += [
+            {"type": "unity_catalog_privileges", "privileges": ["USE CATALOG"], "object_type": "CATALOG", "object_full_path": cat},
+            {"type": "unity_catalog_privileges", "privileges": ["USE SCHEMA"], "object_type": "SCHEMA", "object_full_path": f"{cat}.{sch}"},
+            {"type": "unity_catalog_privileges", "privileges": ["SELECT", "MODIFY"], "object_type": "TABLE", "object_full_path": t},
+        ]
+    return {"grant_type": "client_credentials", "scope": "all-apis",
+            "resource": f"api://databricks/workspaces/{workspace}/zerobusDirectWriteApi",
+            "authorization_details": json.dumps(details)}
+
+
+def token(emu: Emulator, tables: list[str] | None = None, status: int = 200, creds: str | None = None,
+          form: dict | None = None) -> dict:
+    form = form or sdk_form(tables or [emu.table])
     req = urllib.request.Request(emu.workspace_url + "/oidc/v1/token", data=urllib.parse.urlencode(form).encode(), method="POST")
     basic = base64.b64encode((creds or f"{emu.client_id}:{emu.client_secret}").encode()).decode()
     req.add_header("Authorization", f"Basic {basic}")
