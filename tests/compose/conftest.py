@@ -9,6 +9,7 @@ have them) and are skipped, loudly, elsewhere.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -90,16 +91,12 @@ def docker_images(compose_tool):
     return builder
 
 
-def new_stack(tool: tuple[str, ...]) -> Compose:
-    project = f"zbe{os.getpid()}{uuid.uuid4().hex[:8]}"
-    return Compose(project, FILES, env_file=ENV_FILE, tool=tool,
-                   env={"ADMIN_PORT": str(free_port()), "ZEROBUS_HTTP_PORT": str(free_port())})
-
-
-@pytest.fixture
-def stack(docker_images, compose_tool):
+@contextlib.contextmanager
+def new_stack(tool: tuple[str, ...]):
     """A fresh project (own networks and volumes); torn down with `down -v` whatever happens."""
-    c = new_stack(compose_tool)
+    project = f"zbe{os.getpid()}{uuid.uuid4().hex[:8]}"
+    c = Compose(project, FILES, env_file=ENV_FILE, tool=tool,
+                env={"ADMIN_PORT": str(free_port()), "ZEROBUS_HTTP_PORT": str(free_port())})
     try:
         yield c
     finally:
@@ -109,11 +106,13 @@ def stack(docker_images, compose_tool):
 
 
 @pytest.fixture
+def stack(docker_images, compose_tool):
+    with new_stack(compose_tool) as c:
+        yield c
+
+
+@pytest.fixture
 def stack_v1(compose_v1):
     """The same, driven by docker-compose 1.29: the files stay in the subset both accept."""
-    c = new_stack(compose_v1)
-    try:
+    with new_stack(compose_v1) as c:
         yield c
-    finally:
-        print(c.logs(tail=80))
-        c.down(volumes=True)
