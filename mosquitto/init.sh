@@ -53,6 +53,11 @@ password_for() {
   cat "$gen"
 }
 
+for user in ${MQTT_PUBLISHERS:-}; do
+  # "edge" is the collector's read-only login (acl): a device of that name could publish nothing.
+  [ "$user" != edge ] || { echo "init.sh: 'edge' is the collector's read-only user, not a publisher (MQTT_PUBLISHERS)" >&2; exit 2; }
+done
+
 tmp="$AUTH/passwd.tmp"
 rm -f "$tmp"
 : > "$tmp"

@@ -53,6 +53,7 @@ def test_passwords_come_from_secrets_env_or_are_generated_never_a_default(tmp_pa
 @pytest.mark.parametrize("env,message", [
     ({"MQTT_PASSWORD_EDGE": "short"}, "shorter than 12"),
     ({"MQTT_PUBLISHERS": "bad/user"}, "invalid MQTT user name"),
+    ({"MQTT_PUBLISHERS": "sim1 edge"}, "'edge' is the collector's read-only user"),
     ({"MQTT_AUTOSAVE_CHANGES": "10k"}, "MQTT_AUTOSAVE_CHANGES must be a whole number"),
     ({"MQTT_AUTOSAVE_CHANGES": "5"}, "MQTT_AUTOSAVE_CHANGES must be at least 100"),
 ])
@@ -120,5 +121,33 @@ def test_acl_publishers_only_under_their_prefix_edge_reads_only(broker):
     e_pub.wait_for_publish(5)
     time.sleep(0.3)
     assert eseen["msgs"].count("plant/sim1/line1/x") == 1
+    edge.loop_stop()
+    sim1.loop_stop()
+
+
+def _until(cond, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return cond()
+
+
+@pytest.mark.parametrize("topic", ["plant/edge/line1/x", "spBv1.0/plant/NDATA/edge", "spBv1.0/plant/DDATA/edge/dev1"])
+def test_acl_the_edge_user_publishes_nothing_not_even_under_its_own_prefix(broker, topic):
+    """The device patterns (plant/%u/#, spBv1.0/+/+/%u) apply to every user: they must not
+    give the collector's login a namespace of its own to forge readings in."""
+    edge, eseen = _client(broker, "edge", v5=True)
+    granted = edge.subscribe([("plant/#", 1), ("spBv1.0/#", 1)])
+    assert granted[0] == mqtt.MQTT_ERR_SUCCESS
+    forged = edge.publish(topic, b"forged", qos=1)
+    forged.wait_for_publish(5)
+    assert eseen["pub_rc"][forged.mid].value == 135  # MQTT 5: Not authorized
+    # A marker published after the refusal: once it arrived, the forged message would have too.
+    sim1, _ = _client(broker, "sim1")
+    sim1.publish("plant/sim1/marker", b"1", qos=1).wait_for_publish(5)
+    assert _until(lambda: "plant/sim1/marker" in eseen["msgs"])
+    assert topic not in eseen["msgs"]
     edge.loop_stop()
     sim1.loop_stop()
