@@ -2,6 +2,7 @@
 
     edge run --config F              everything in one process (spool writer, forwarder, sources)
     edge check-config --config F     validate and summarise; exit 2 naming the bad field
+    edge config schema               JSON Schema of the config file (for editors)
     edge spool stats --config F      JSON: depth, oldest age, rates, runway, ETA, losses
     edge spool dead-letters|quarantine --config F [--limit N]
     edge healthcheck --config F      exit 0 when the appliance is ready (for Compose)
@@ -67,6 +68,13 @@ def cmd_check_config(args) -> int:
     print(f"  zerobus   {cfg.zerobus.endpoint} -> {cfg.zerobus.table}  (client {cfg.zerobus.client_id})")
     for s in cfg.sources:
         print(f"  source    {s.name} ({s.type}){'' if s.enabled else '  [disabled]'}")
+    return 0
+
+
+def cmd_config_schema(args) -> int:
+    from edge.config import schema
+
+    print(json.dumps(schema(), indent=2))
     return 0
 
 
@@ -208,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     chk = sub.add_parser("check-config", help="validate the config; exit 2 naming the first bad field")
     _config_arg(chk)
     chk.set_defaults(func=cmd_check_config)
+
+    conf = sub.add_parser("config", help="the config file's schema").add_subparsers(dest="config_command", required=True, metavar="WHAT")
+    conf.add_parser("schema", help="print the JSON Schema of the config file (for editors)").set_defaults(func=cmd_config_schema)
 
     spool = sub.add_parser("spool", help="inspect the spool").add_subparsers(dest="spool_command", required=True, metavar="WHAT")
     st = spool.add_parser("stats", help="JSON: depth, oldest age, rates, runway, ETA, losses")

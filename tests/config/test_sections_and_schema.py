@@ -1,0 +1,92 @@
+"""Each service loads only its section's secrets; the schema is printed for editors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from edge.config import SOURCE_TYPES, load
+from edge.configtypes import Secret
+
+ROOT = Path(__file__).resolve().parents[2]
+CLIENT_SECRET = "databricks-client-secret-value"
+IGNITION = "ignition-token-value-0123456789"
+MQTT_PW = "mqtt-password-value"
+
+DOC = {
+    "appliance_id": "a",
+    "zerobus": {"client_secret": "${DATABRICKS_CLIENT_SECRET}"},
+    "sources": [
+        {"name": "gw", "type": "http", "token": "${IGNITION_TOKEN}"},
+        {"name": "m", "type": "mqtt", "url": "mqtt://broker", "username": "edge", "password": "${MQTT_PASSWORD}",
+         "subscriptions": [{"topic": "a/#"}]},
+    ],
+    "admin": {"password": "${EDGE_ADMIN_PASSWORD}"},
+}
+
+
+def _everything(cfg) -> str:
+    """Every string reachable from the loaded config, secrets included (their real value, not their repr)."""
+    out = []
+
+    def walk(obj):
+        if isinstance(obj, str):
+            out.append(str.__str__(obj))
+        elif isinstance(obj, (list, tuple)):
+            for x in obj:
+                walk(x)
+        elif isinstance(obj, dict):
+            for x in obj.values():
+                walk(x)
+        elif hasattr(obj, "__dict__"):
+            walk(vars(obj))
+    walk(cfg)
+    return "\n".join(out)
+
+
+def test_the_admin_process_holds_no_other_sections_secrets(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(DOC))
+    env = {"DATABRICKS_CLIENT_SECRET": CLIENT_SECRET, "IGNITION_TOKEN": IGNITION, "MQTT_PASSWORD": MQTT_PW,
+           "EDGE_ADMIN_PASSWORD": "admin-password-1"}
+    full = load(path, env)
+    assert (full.zerobus.client_secret, full.sources[0].token) == (CLIENT_SECRET, IGNITION)
+
+    admin = load(path, env, section="admin")
+    assert admin.admin.password == "admin-password-1"
+    held = _everything(admin)
+    for value in (CLIENT_SECRET, IGNITION, MQTT_PW):
+        assert value not in held
+    assert admin.zerobus.client_secret.withheld and admin.sources[0].token.withheld
+    assert repr(admin.zerobus.client_secret) == "Secret(<not loaded>)"
+
+
+def test_other_sections_secret_files_are_not_even_read(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(DOC))
+    missing = str(tmp_path / "no-such-file")
+    env = {"DATABRICKS_CLIENT_SECRET_FILE": missing, "IGNITION_TOKEN_FILE": missing, "MQTT_PASSWORD_FILE": missing,
+           "EDGE_ADMIN_PASSWORD": "admin-password-1"}
+    cfg = load(path, env, section="admin")  # the whole config would fail: cannot read ..._FILE
+    assert cfg.sources[1].password.withheld and isinstance(cfg.sources[1].password, Secret)
+
+
+def test_cli_prints_the_json_schema():
+    r = subprocess.run([sys.executable, "-m", "edge.cli", "config", "schema"], capture_output=True, text=True,
+                       cwd=ROOT, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr
+    schema = json.loads(r.stdout)
+    assert schema["required"] == ["appliance_id"]
+    zerobus = schema["$defs"]["ZerobusConfig"]
+    assert {"reconnect_initial", "reconnect_max"} <= set(zerobus["properties"])
+    assert zerobus["additionalProperties"] is False  # unknown keys are errors, in the editor too
+    assert zerobus["properties"]["client_secret"]["writeOnly"] is True
+    variants = schema["properties"]["sources"]["items"]["oneOf"]
+    kinds = {schema["$defs"][v["$ref"].rsplit("/", 1)[1]]["properties"]["type"]["const"] for v in variants}
+    assert kinds == set(SOURCE_TYPES)
+    assert "bind" in schema["properties"]["admin"]["properties"]
