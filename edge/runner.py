@@ -113,11 +113,12 @@ class Appliance:
         spool = open_spool(cfg)
         self.writer = SpoolWriter(spool)
         if self.forward:
-            from edge.forwarder import Forwarder
+            from edge.forward import Forwarder
 
             self.forwarder = Forwarder(
                 cfg.zerobus, appliance_id=cfg.appliance_id, spool_path=cfg.spool.path, writer=self.writer
             )
+            self.writer.on_commit = self.forwarder.notify
             self.forwarder.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

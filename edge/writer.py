@@ -50,6 +50,7 @@ class SpoolWriter:
         self.expire_interval_s = expire_interval_s
         self.max_group = max_group
         self.groups = 0  # loop turns that committed at least one request
+        self.on_commit: Callable[[], None] | None = None  # after a commit with new rows (the forwarder's notify)
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._closed = False
         self._close_lock = threading.Lock()
@@ -202,6 +203,8 @@ class SpoolWriter:
                     full = False
         # Before resolving: a collector that just got SpoolFull must find the flag set when it waits.
         self._update_space(full, self.spool.freed != freed_before)
+        if self.on_commit is not None and any(req.is_append and ok for req, (ok, _) in zip(group, outcomes)):
+            self._safely(self.on_commit)
         for req, (ok, value) in zip(group, outcomes):
             if ok:
                 req.future.set_result(value)

@@ -10,7 +10,7 @@ import pytest
 from edge.config import ZerobusConfig
 from edge.configtypes import ByteSize, Duration, Secret
 from edge.encode import encode_reading
-from edge.forwarder import Forwarder
+from edge.forward import Forwarder
 from edge.spool import Spool
 from edge.writer import SpoolWriter
 from tests.support.fixtures import emulator  # noqa: F401
@@ -26,6 +26,18 @@ def body(i: int, point: str | None = None) -> bytes:
 
 def items(n: int, start: int = 0, bad: set[int] = frozenset()) -> list[tuple[int, bytes]]:
     return [(BASE_TS + start + i, body(start + i, "bad/x" if start + i in bad else None)) for i in range(n)]
+
+
+def wait_for(pred, timeout: float = 20.0, what: str = "condition"):
+    """Poll ``pred`` until it returns something true (returned); AssertionError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {timeout:g}s")
+        time.sleep(0.01)
 
 
 def make_cfg(emu, **kw) -> ZerobusConfig:
@@ -60,6 +72,7 @@ class Rig:
 
     def start(self, **kw) -> Forwarder:
         self.fwd = Forwarder(make_cfg(self.emu, **kw), appliance_id=APP, spool_path=str(self.path), writer=self.writer)
+        self.writer.on_commit = self.fwd.notify  # as edge/runner.py wires them
         self.fwd.start()
         return self.fwd
 

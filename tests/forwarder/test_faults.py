@@ -7,6 +7,7 @@ import time
 import pytest
 
 from edge.spool import SpoolReader
+from tests.forwarder.conftest import wait_for
 
 WINDOW_ROWS = 4 * 200  # max_inflight_batches x batch_max_records of make_cfg
 
@@ -72,12 +73,11 @@ def test_never_ack_bounds_duplicates_and_holds_the_watermark(rig):
     before = rig.watermark()
     rig.emu.set_faults({"never_ack": True})
     fwd = rig.start(ack_timeout=1)
-    time.sleep(4.0)
-    st = fwd.state()
+    st = wait_for(lambda: (s := fwd.state())["failures_total"] >= 2 and s, what="two ack timeouts")
     received = rig.emu.table_stats()["rows"]
     assert rig.watermark() == before  # nothing acked, nothing deleted
     attempts = st["stream_creations_total"]
-    assert attempts >= 2  # it kept trying
+    assert attempts >= 2 and st["recent_errors"][-1]["phase"] == "ack"  # it kept trying, timing out on acks
     assert received <= attempts * WINDOW_ROWS  # one window per attempt, no SDK resend storm
     assert st["acked_total"] == 0 and st["state"] in ("backing_off", "streaming", "connecting")
     rig.emu.clear_faults()
@@ -85,8 +85,8 @@ def test_never_ack_bounds_duplicates_and_holds_the_watermark(rig):
     _assert_complete(rig, res.first_seq, res.last_seq)
     st = fwd.state()
     assert rig.emu.table_stats()["duplicates"] <= st["stream_creations_total"] * WINDOW_ROWS
-    cuts = st["egress_cuts"]
-    assert cuts == [] or all("backlog_peak" in c for c in cuts)
+    # It never was healthy before the fault: a start against a silent server is no egress cut.
+    assert st["egress_cuts_total"] == 0 and st["egress_cuts"] == []
 
 
 def test_close_stream_signal_reconnects_without_loss(rig):
@@ -129,10 +129,11 @@ def _blocked_then_recovers(rig, faults: dict, words: tuple[str, ...]):
     assert any(w in st["reason"].lower() for w in words), st["reason"]
     # Blocked keeps the data: nothing acked, nothing deleted, and the state is persisted for the admin page.
     assert rig.watermark() == res.first_seq - 1
-    time.sleep(0.3)
-    with SpoolReader(rig.path) as r:
-        persisted = {s["name"]: s for s in r.states("forwarder")}["main"]
-    assert "blocked" in str(persisted)
+
+    def persisted():
+        with SpoolReader(rig.path) as r:
+            return {s["name"]: s for s in r.states("forwarder")}.get("main")
+    wait_for(lambda: "blocked" in str(persisted()), what="the blocked state persisted")
     rig.emu.clear_faults()
     rig.wait_delivered(res.last_seq)
     _assert_complete(rig, res.first_seq, res.last_seq)
@@ -182,8 +183,7 @@ def test_emulator_sigkill_and_restart_resumes_without_loss(rig):
     rig.emu.kill()
     wm = rig.watermark()
     # Everything at or below the watermark must be durable in the (killed) emulator's store.
-    time.sleep(1.0)
-    assert fwd.state()["state"] in ("backing_off", "connecting")
+    wait_for(lambda: fwd.state()["state"] in ("backing_off", "connecting"), what="the forwarder noticing the kill")
     rig.emu.start()
     led = rig.ledger()
     assert led["min_seq"] == res.first_seq and led["max_seq"] >= wm
@@ -201,10 +201,9 @@ def test_egress_cut_is_recorded_for_the_drill_timeline(rig):
     rig.wait_state("idle")
     rig.emu.set_faults({"down": True})
     more = rig.append(500)  # arrives during the cut: stays in the spool
-    deadline = time.monotonic() + 20
-    while fwd.state()["egress_cuts_total"] < 1 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(1.5)
+    # The cut lasts until the forwarder has failed at least twice (it backs off and retries).
+    wait_for(lambda: (c := fwd.state()["egress_cuts"]) and c[-1].get("open") and c[-1]["errors"] >= 2,
+             what="an open cut with two failures")
     rig.append(500)
     assert fwd.state()["egress_cuts"][-1].get("open") is True
     rig.emu.set_faults({"down": False})
@@ -214,9 +213,10 @@ def test_egress_cut_is_recorded_for_the_drill_timeline(rig):
     assert st["egress_cuts_total"] == 1
     cut = st["egress_cuts"][-1]
     assert "open" not in cut
-    assert cut["outage_s"] >= 1.0 and cut["drain_s"] is not None and cut["drain_s"] >= 0
-    assert cut["backlog_start"] >= 0 and cut["backlog_peak"] >= 1000
-    assert cut["errors"] >= 1
+    assert cut["outage_s"] > 0 and cut["drain_s"] is not None and cut["drain_s"] > 0
+    assert cut["recovered_ts"] < cut["drained_ts"]
+    assert cut["backlog_start"] <= cut["backlog_peak"] and cut["backlog_peak"] >= 1000
+    assert cut["errors"] >= 2
     _assert_complete(rig, res.first_seq, more.last_seq + 500)
 
 
@@ -268,8 +268,7 @@ def test_retry_now_cuts_a_blocked_wait_short(rig):
     fwd = rig.start(blocked_retry=600)
     rig.wait_state("blocked")
     rig.emu.clear_faults()
-    time.sleep(0.3)
-    assert fwd.state()["state"] == "blocked"  # waits its blocked_retry...
+    assert fwd.state()["state"] == "blocked"  # it would wait its blocked_retry (10 min)...
     fwd.retry_now()  # ...unless an operator says the cause is fixed
     rig.wait_delivered(res.last_seq, timeout=10)
 
@@ -296,7 +295,8 @@ def test_pause_finishes_the_window_then_holds_until_resume(rig):
     fwd.pause()
     st = rig.wait_state("paused")
     assert "operator" in st["reason"] and st["batches_in_flight"] == 0
-    time.sleep(0.3)
+    # Every ack of the finished window is recorded in the spool before we look.
+    wait_for(lambda: rig.watermark() == fwd.state()["acked_seq"], what="the acks recorded")
     held = rig.watermark()
     rows = rig.emu.table_stats()["rows"]
     time.sleep(0.5)

@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.encode import appliance_prefix, decode, encode_reading, frame
-from edge.forwarder import Framer
+from edge.forward import Framer
 
 PREFIX = appliance_prefix("plant-7/dmz")
 

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from edge.forwarder import Forwarder, Scrubber, proxy_summary
+from edge.forward import Forwarder, Scrubber, proxy_summary
 from edge.spool import SpoolReader
 from tests.forwarder.conftest import APP, Rig, make_cfg
 from simulators.kit.emulator import Emulator

@@ -12,7 +12,7 @@ import time
 
 from edge.config import ZerobusConfig
 from edge.configtypes import Duration
-from edge.forwarder import Forwarder
+from edge.forward import Forwarder
 from tests.forwarder.conftest import APP, Rig
 
 
