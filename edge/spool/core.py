@@ -32,8 +32,10 @@ class Spool(SpoolLog, SideTables):
     time (SpoolWriter's thread) calls the mutating methods."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path, *, appliance_id: str, max_bytes: int,
-                 when_full: str, max_age_s: float | None, min_free_bytes: int, seq: SeqReservation):
+                 when_full: str, max_age_s: float | None, min_free_bytes: int, seq: SeqReservation,
+                 side_max_bytes: int):
         self._conn = conn
+        self.side_max_bytes = side_max_bytes
         self.path = path
         self.appliance_id = appliance_id
         self.max_bytes = max_bytes
@@ -67,18 +69,26 @@ class Spool(SpoolLog, SideTables):
         max_age_s: float | None = None,
         min_free_bytes: int = 64 * 1024 * 1024,
         full_check_max_bytes: int = FULL_CHECK_MAX_BYTES,
+        side_max_bytes: int | None = None,
     ) -> "Spool":
+        """``side_max_bytes``: the part of ``max_bytes`` quarantine and dead letters may hold
+        (default: an eighth of it, at least 64 KiB and at most half); past it their oldest rows go."""
         if when_full not in WHEN_FULL:
             raise BadRequest(f"when_full must be one of {WHEN_FULL}, got {when_full!r}")
         if max_bytes <= 0:
             raise BadRequest(f"max_bytes must be positive, got {max_bytes}")
+        if side_max_bytes is None:
+            side_max_bytes = min(max_bytes // 2, max(64 * 1024, max_bytes // 8))
+        if not 0 < side_max_bytes < max_bytes:
+            raise BadRequest(f"side_max_bytes must be positive and under max_bytes ({max_bytes}), "
+                             f"got {side_max_bytes}")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = _WriterLock(path)
         try:
-            spool = cls._open_locked(path, appliance_id=appliance_id, max_bytes=max_bytes, when_full=when_full,
-                                     max_age_s=max_age_s, min_free_bytes=min_free_bytes,
-                                     full_check_max_bytes=full_check_max_bytes)
+            spool = cls._open_locked(path, full_check_max_bytes, dict(
+                appliance_id=appliance_id, max_bytes=max_bytes, when_full=when_full, max_age_s=max_age_s,
+                min_free_bytes=min_free_bytes, side_max_bytes=side_max_bytes))
         except BaseException:
             lock.release()
             raise
@@ -86,8 +96,8 @@ class Spool(SpoolLog, SideTables):
         return spool
 
     @classmethod
-    def _open_locked(cls, path: Path, *, appliance_id: str, max_bytes: int, when_full: str,
-                     max_age_s: float | None, min_free_bytes: int, full_check_max_bytes: int) -> "Spool":
+    def _open_locked(cls, path: Path, full_check_max_bytes: int, settings: dict) -> "Spool":
+        appliance_id = settings["appliance_id"]
         seq = SeqReservation(path)
         corrupt: dict | None = None
         deferred_check = False
@@ -127,9 +137,9 @@ class Spool(SpoolLog, SideTables):
                 "INSERT INTO meta(id, appliance_id, next_seq, delivered_seq, created_ts) VALUES (1, ?, ?, ?, ?)",
                 (appliance_id, start, start - 1, time.time()),
             )
-        conn.execute("UPDATE meta SET max_bytes = ?, when_full = ? WHERE id = 1", (max_bytes, when_full))
-        spool = cls(conn, path, appliance_id=appliance_id, max_bytes=max_bytes, when_full=when_full,
-                    max_age_s=max_age_s, min_free_bytes=min_free_bytes, seq=seq)
+        conn.execute("UPDATE meta SET max_bytes = ?, when_full = ?, side_max_bytes = ? WHERE id = 1",
+                     (settings["max_bytes"], settings["when_full"], settings["side_max_bytes"]))
+        spool = cls(conn, path, seq=seq, **settings)
         seq.ensure_above(spool._meta.next_seq)
         if corrupt:
             spool._after_corruption(corrupt)
@@ -211,9 +221,10 @@ class Spool(SpoolLog, SideTables):
         self._conn.execute(
             "UPDATE meta SET next_seq = ?, delivered_seq = ?, stored_rows = ?, stored_bytes = ?, "
             "appended_total = ?, delivered_total = ?, dropped_json = ?, dead_lettered = ?, quarantined = ?, "
-            "markers_written = ? WHERE id = 1",
+            "markers_written = ?, side_bytes = ?, side_dropped_json = ? WHERE id = 1",
             (m.next_seq, m.delivered_seq, m.stored_rows, m.stored_bytes, m.appended_total, m.delivered_total,
-             json.dumps(m.dropped, sort_keys=True), m.dead_lettered, m.quarantined, m.markers_written),
+             json.dumps(m.dropped, sort_keys=True), m.dead_lettered, m.quarantined, m.markers_written,
+             m.side_bytes, json.dumps(m.side_dropped, sort_keys=True)),
         )
 
     def checkpoint(self, mode: str = "TRUNCATE") -> str:

@@ -55,11 +55,10 @@ class SpoolLog:
         with self._tx():
             m = self._meta
             dropped = 0
-            limit = budget.effective_budget(self.max_bytes, m.stored_bytes, common._disk_free(self.path.parent),
-                                            self.min_free_bytes)
+            limit = self._readings_budget()
             if not budget.fits(m.stored_bytes, incoming, limit):
                 self._flush_pending()  # drops and markers work on the table as it stands
-                cause = "budget" if m.stored_bytes + incoming > self.max_bytes else "disk_low"
+                cause = "budget" if m.stored_bytes + incoming > self.max_bytes - m.side_bytes else "disk_low"
                 if self.when_full == "block" or (self.when_full == "drop_newest" and not may_drop_batch):
                     raise SpoolFull(cause, f"spool full ({cause}): {m.stored_bytes} of {limit} bytes used, "
                                            f"batch needs {incoming}")
@@ -82,10 +81,13 @@ class SpoolLog:
 
     def has_room(self, nbytes: int = 0) -> bool:
         """Would ``nbytes`` more fit the budget and the disk right now (for waiters after a SpoolFull)?"""
+        return budget.fits(self._meta.stored_bytes, nbytes + budget.ROW_OVERHEAD, self._readings_budget())
+
+    def _readings_budget(self) -> int:
+        """What readings may hold now: max_bytes less the side tables' bytes, capped by the free disk."""
         m = self._meta
-        limit = budget.effective_budget(self.max_bytes, m.stored_bytes, common._disk_free(self.path.parent),
-                                        self.min_free_bytes)
-        return budget.fits(m.stored_bytes, nbytes + budget.ROW_OVERHEAD, limit)
+        return budget.effective_budget(self.max_bytes - m.side_bytes, m.stored_bytes,
+                                       common._disk_free(self.path.parent), self.min_free_bytes)
 
     def _insert(self, first: int, items: Sequence[tuple[int, bytes]]) -> None:
         """Queue rows for the table; consecutive appends of one group go in with one executemany."""

@@ -7,6 +7,7 @@ import json
 import logging
 import sqlite3
 
+from edge.budget import ROW_OVERHEAD
 from edge.spool.common import SpoolError
 
 log = logging.getLogger("edge.spool")
@@ -57,6 +58,16 @@ _MIGRATIONS: list[tuple[str, ...]] = [
         "ALTER TABLE dead_letters ADD COLUMN retried_seq INTEGER",
         "ALTER TABLE dead_letters ADD COLUMN retried_ts REAL",
     ),
+    # v4: quarantine and dead-letter bytes count in the budget (side_bytes), with their own
+    # cap; what that cap pushed out is counted in side_dropped_json.
+    (
+        "ALTER TABLE meta ADD COLUMN side_bytes INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE meta ADD COLUMN side_dropped_json TEXT NOT NULL DEFAULT '{}'",
+        "ALTER TABLE meta ADD COLUMN side_max_bytes INTEGER",
+        f"""UPDATE meta SET side_bytes =
+             (SELECT coalesce(sum(length(raw)), 0) + {ROW_OVERHEAD} * count(*) FROM quarantine)
+           + (SELECT coalesce(sum(length(body)), 0) + {ROW_OVERHEAD} * count(*) FROM dead_letters)""",
+    ),
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -102,11 +113,13 @@ class _Meta:
     dead_lettered: int
     quarantined: int
     markers_written: int
+    side_bytes: int  # quarantine + dead letters, charged like readings (length + ROW_OVERHEAD)
+    side_dropped: dict  # {"quarantine": n, "dead_letters": n} rows the side cap pushed out
 
 
 _META_COLS = (
     "appliance_id, next_seq, delivered_seq, stored_rows, stored_bytes, appended_total, "
-    "delivered_total, dropped_json, dead_lettered, quarantined, markers_written"
+    "delivered_total, dropped_json, dead_lettered, quarantined, markers_written, side_bytes, side_dropped_json"
 )
 
 
@@ -116,5 +129,6 @@ def _read_meta(conn: sqlite3.Connection) -> _Meta | None:
         return None
     vals = list(row)
     vals[7] = json.loads(vals[7] or "{}")
+    vals[12] = json.loads(vals[12] or "{}")
     return _Meta(*vals)
 

@@ -17,7 +17,7 @@ from edge.spool.queries import _dead_letters, _quarantined, _samples, _states
 
 log = logging.getLogger("edge.spool")
 
-QUARANTINE_RAW_MAX = 64 * 1024
+QUARANTINE_RAW_MAX = 1024 * 1024  # per row; sources cut earlier (mqtt quarantine_max_bytes)
 QUARANTINE_KEEP = 10_000
 DEAD_LETTER_KEEP = 100_000
 SAMPLE_RETENTION_S = 24 * 3600
@@ -35,10 +35,11 @@ class SideTables:
             if row is None:
                 raise BadRequest(f"dead_letter({seq}): no such undelivered record")
             ts, body = row
+            kept = body[:self._side_room(len(body))]  # cut only when one body is over the whole side cap
             conn.execute("INSERT INTO dead_letters(seq, body, reason, ts) VALUES (?, ?, ?, ?)",
-                         (seq, body, reason, time.time()))
-            conn.execute("DELETE FROM dead_letters WHERE id <= (SELECT max(id) FROM dead_letters) - ?",
-                         (DEAD_LETTER_KEEP,))
+                         (seq, kept, reason, time.time()))
+            self._meta.side_bytes += len(kept) + budget.ROW_OVERHEAD
+            self._side_trim("dead_letters", "body", DEAD_LETTER_KEEP)
             marker = conn.execute("SELECT to_seq, reason FROM loss_markers WHERE seq = ?", (seq,)).fetchone()
             m = self._meta
             m.stored_rows -= 1
@@ -83,19 +84,63 @@ class SideTables:
         return result
 
     def quarantine(self, source: str, reason: str, raw: bytes | str | None, meta: Any = None) -> None:
-        """Keep input that could not become a reading, bounded (first 64 KiB, last QUARANTINE_KEEP entries)."""
+        """Keep input that could not become a reading, bounded: the first QUARANTINE_RAW_MAX bytes (less
+        when the side cap is smaller), the last QUARANTINE_KEEP entries, side_max_bytes in all.
+
+        ``raw_len`` is the length given; when the spool keeps less, ``meta["truncated"]`` says so
+        (a caller that cut the payload itself passes its own flag, which stays true)."""
         if isinstance(raw, str):
             raw = raw.encode("utf-8", "backslashreplace")
         raw = bytes(raw or b"")
         with self._tx():
+            kept = raw[:self._side_room(min(len(raw), QUARANTINE_RAW_MAX))]
+            if len(kept) < len(raw):
+                meta = {**(meta if isinstance(meta, dict) else {} if meta is None else {"meta": meta}),
+                        "truncated": True, "kept_bytes": len(kept)}
             self._conn.execute(
                 "INSERT INTO quarantine(source, reason, raw, raw_len, meta_json, ts) VALUES (?, ?, ?, ?, ?, ?)",
-                (source, reason, raw[:QUARANTINE_RAW_MAX], len(raw), json.dumps(meta, default=str), time.time()),
+                (source, reason, kept, len(raw), json.dumps(meta, default=str), time.time()),
             )
-            self._conn.execute("DELETE FROM quarantine WHERE id <= (SELECT max(id) FROM quarantine) - ?",
-                               (QUARANTINE_KEEP,))
+            self._meta.side_bytes += len(kept) + budget.ROW_OVERHEAD
+            self._side_trim("quarantine", "raw", QUARANTINE_KEEP)
             self._meta.quarantined += 1
             self._dirty = True
+
+    def _side_room(self, nbytes: int) -> int:
+        """Make room under ``side_max_bytes`` for one side row of ``nbytes`` payload bytes: the
+        oldest quarantine rows go first, then the oldest dead letters (a reading ZeroBus refused
+        is worth more than input that never parsed); each counted in ``side_dropped``. Readings
+        are never touched. Returns how many payload bytes the new row may keep."""
+        keep = max(0, min(nbytes, self.side_max_bytes - budget.ROW_OVERHEAD))
+        need = self._meta.side_bytes + keep + budget.ROW_OVERHEAD - self.side_max_bytes
+        for table, col in (("quarantine", "raw"), ("dead_letters", "body")):
+            if need <= 0:
+                break
+            cur = self._conn.execute(f"SELECT id, coalesce(length({col}), 0) + ? FROM {table} ORDER BY id",
+                                     (budget.ROW_OVERHEAD,))
+            upto, freed, n = None, 0, 0
+            for rid, nb in cur:
+                upto, freed, n = rid, freed + nb, n + 1
+                if freed >= need:
+                    break
+            cur.close()
+            if upto is not None:
+                self._conn.execute(f"DELETE FROM {table} WHERE id <= ?", (upto,))
+                self._meta.side_bytes -= freed
+                self._meta.side_dropped[table] = self._meta.side_dropped.get(table, 0) + n
+                self._dirty = True
+                need -= freed
+        return keep
+
+    def _side_trim(self, table: str, col: str, keep_rows: int) -> None:
+        """Keep only the newest ``keep_rows`` rows of a side table (its bytes leave side_bytes)."""
+        n, nbytes = self._conn.execute(
+            f"SELECT count(*), coalesce(sum(length({col})), 0) FROM {table} "
+            f"WHERE id <= (SELECT max(id) FROM {table}) - ?", (keep_rows,)).fetchone()
+        if n:
+            self._conn.execute(f"DELETE FROM {table} WHERE id <= (SELECT max(id) FROM {table}) - ?", (keep_rows,))
+            self._meta.side_bytes -= nbytes + n * budget.ROW_OVERHEAD
+        self._dirty = True
 
     def put_state(self, kind: str, name: str, obj: Any) -> None:
         with self._tx():

@@ -20,14 +20,16 @@ def _stats(conn: sqlite3.Connection, path: Path, now: float | None = None) -> di
     when_full; oldest_age_s (by the oldest row's collected ts); next_seq, delivered_seq;
     appended_total (seqs assigned, dropped batches included) and delivered_total (seqs passed
     by the watermark); dropped {cause: readings} and dropped_total; loss_markers_written;
-    dead_lettered; quarantined; disk_free_bytes, db_bytes, wal_bytes; ingest_rate_10s/5m and
+    dead_lettered; quarantined; side_bytes (quarantine + dead letters, charged like rows and
+    counted in the budget), side_budget_bytes (their cap) and side_dropped {table: rows the cap
+    pushed out}; disk_free_bytes, db_bytes, wal_bytes; ingest_rate_10s/5m and
     drain_rate_10s/5m in seqs/s (None until samples exist); runway_s (None when not filling);
     drain_eta_s (None when not draining, 0 when empty); schema_version; alarms (state records).
     """
     now = time.time() if now is None else now
     with _read_tx(conn):
         meta = _read_meta(conn)
-        settings = conn.execute("SELECT max_bytes, when_full FROM meta WHERE id = 1").fetchone()
+        settings = conn.execute("SELECT max_bytes, when_full, side_max_bytes FROM meta WHERE id = 1").fetchone()
         oldest = conn.execute("SELECT ts FROM readings ORDER BY seq LIMIT 1").fetchone()
         pts = conn.execute(
             "SELECT ts, appended_total, delivered_total FROM stats_samples "
@@ -36,7 +38,7 @@ def _stats(conn: sqlite3.Connection, path: Path, now: float | None = None) -> di
         ).fetchall()
         alarms = _states(conn, "alarm")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-    max_bytes, when_full = settings
+    max_bytes, when_full, side_max_bytes = settings
     disk_free = common._disk_free(path.parent)
     ingest = [(t, a) for t, a, _d in pts]
     drain = [(t, d) for t, _a, d in pts]
@@ -71,6 +73,9 @@ def _stats(conn: sqlite3.Connection, path: Path, now: float | None = None) -> di
         "loss_markers_written": meta.markers_written,
         "dead_lettered": meta.dead_lettered,
         "quarantined": meta.quarantined,
+        "side_bytes": meta.side_bytes,
+        "side_budget_bytes": side_max_bytes,
+        "side_dropped": dict(meta.side_dropped),
         "disk_free_bytes": disk_free,
         "db_bytes": common._file_size(path),
         "wal_bytes": common._file_size(f"{path}-wal"),

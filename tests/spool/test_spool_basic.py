@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from edge.spool import SCHEMA_VERSION, BadRequest, Spool, SpoolError, SpoolReader
+from edge.spool import QUARANTINE_RAW_MAX, SCHEMA_VERSION, BadRequest, Spool, SpoolError, SpoolReader
 
 from .conftest import BASE_TS, accounting, body, items
 
@@ -120,15 +120,52 @@ def test_states_quarantine_bounded(open_spool, spool_path):
     s = open_spool()
     s.put_state("forwarder", "main", {"status": "ok", "sent_hi": 5})
     s.put_state("forwarder", "main", {"status": "blocked"})
-    big = b"\x00" * (200 * 1024)
+    big = b"\x00" * (QUARANTINE_RAW_MAX + 200 * 1024)
     s.quarantine("mqtt-1", "not json", big, {"topic": "a/b"})
     s.quarantine("mqtt-1", "too short", "text", None)
     with SpoolReader(spool_path) as r:
         assert [x["value"] for x in r.states("forwarder")] == [{"status": "blocked"}]
         q = r.quarantined(10)
         assert r.stats()["quarantined"] == 2
-    assert q[1]["raw_len"] == 200 * 1024 and len(q[1]["raw"]) == 64 * 1024
-    assert q[1]["meta"] == {"topic": "a/b"} and q[0]["raw"] == b"text"
+    assert q[1]["raw_len"] == len(big) and len(q[1]["raw"]) == QUARANTINE_RAW_MAX
+    assert q[1]["meta"] == {"topic": "a/b", "truncated": True, "kept_bytes": QUARANTINE_RAW_MAX}
+    assert q[0]["raw"] == b"text" and q[0]["meta"] is None
+
+
+def test_quarantine_truncated_flag_agrees_with_what_is_stored(open_spool):
+    """A source configured to keep 128 KiB (mqtt quarantine_max_bytes) gets 128 KiB stored, and
+    ``truncated`` is true exactly when fewer bytes were stored than the payload had."""
+    s = open_spool()
+    payload = bytes(range(256)) * 512  # 128 KiB, all kept by the source
+    s.quarantine("mqtt-1", "not json", payload, {"bytes": len(payload), "truncated": False})
+    (q,) = s.quarantined(1)
+    assert q["raw"] == payload and q["meta"]["truncated"] is False
+    small = open_spool(path=s.path.with_name("small.db"), max_bytes=512 * 1024, side_max_bytes=100_000)
+    small.quarantine("mqtt-1", "not json", payload, {"bytes": len(payload), "truncated": False})
+    (q,) = small.quarantined(1)
+    assert len(q["raw"]) < len(payload) and q["raw"] == payload[:len(q["raw"])]
+    assert q["meta"]["truncated"] is True and q["meta"]["kept_bytes"] == len(q["raw"])
+
+
+def test_quarantine_and_dead_letters_count_in_the_budget(open_spool, spool_path):
+    """600 bad bodies of 60 KB on a 1 MiB budget: the side tables stay under their cap (oldest
+    quarantine rows go, counted), the file stays near the budget, readings are never dropped for them."""
+    s = open_spool(max_bytes=1 << 20, when_full="drop_oldest")
+    s.append(items(50))
+    for i in range(600):
+        s.quarantine("http", "bad body", bytes([i % 256]) * 60_000, None)
+    st = s.stats()
+    assert st["side_bytes"] <= st["side_budget_bytes"] < 1 << 20
+    assert st["side_dropped"]["quarantine"] >= 590 and st["quarantined"] == 600
+    assert st["dropped_total"] == 0 and st["depth_rows"] == 50  # no reading made way for them
+    s.checkpoint("TRUNCATE")
+    assert spool_path.stat().st_size < 2 * (1 << 20)
+    # what the side tables hold is taken from the readings' share of the budget
+    with SpoolReader(spool_path) as r:
+        kept = sum(len(q["raw"]) + 32 for q in r.quarantined(1000))
+    assert kept == st["side_bytes"]
+    assert not s.has_room((1 << 20) - st["side_bytes"] - st["depth_bytes"] + 1)
+    assert s.has_room((1 << 20) - st["side_bytes"] - st["depth_bytes"] - 64)
 
 
 def test_quarantine_keeps_only_the_newest(open_spool, monkeypatch):

@@ -124,6 +124,7 @@ def make_v1(path, rows):
                  (len(rows) + 6, len(rows), sum(len(b) + 32 for _, b in rows), len(rows) + 5))
     conn.executemany("INSERT INTO readings(seq, ts, body) VALUES (?, ?, ?)",
                      [(6 + i, ts, b) for i, (ts, b) in enumerate(rows)])
+    conn.execute("INSERT INTO quarantine(source, reason, raw, raw_len) VALUES ('s', 'bad', ?, 1000)", (b"x" * 1000,))
     conn.close()
 
 
@@ -131,7 +132,8 @@ def test_migrates_older_schema_and_keeps_the_spool(open_spool, spool_path):
     old_rows = items(20)
     make_v1(spool_path, old_rows)
     s = open_spool()
-    assert s.stats()["schema_version"] == SCHEMA_VERSION == 3
+    assert s.stats()["schema_version"] == SCHEMA_VERSION == 4
+    assert s.stats()["side_bytes"] == 1000 + 32  # v4 counted the quarantine already there
     assert s.peek(5, 100) == [(6 + i, b) for i, (_, b) in enumerate(old_rows)]
     assert s.append(items(1)).first_seq == 26
     s.put_state("forwarder", "main", {"ok": True})  # a v2 table
