@@ -33,21 +33,9 @@ from typing import Any, Callable, Literal, Union, get_args, get_origin, get_type
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 from pydantic_core import PydanticCustomError, core_schema
 
+from edge.redact import redact_url, redact_urls
+
 log = logging.getLogger("edge.config")
-
-_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
-_USERINFO = re.compile(r"^([^:]+://)[^/@]*@")
-_QUERY_VALUE = re.compile(r"([?&;][^=&#]*)=[^&#;]*")
-
-
-def redact_url(url: str) -> str:
-    """``scheme://user:pw@host/p?token=x`` -> ``scheme://***@host/p?token=***``."""
-    return _QUERY_VALUE.sub(r"\1=***", _USERINFO.sub(r"\1***@", url))
-
-
-def redact_urls(text: str) -> str:
-    return _URL.sub(lambda m: redact_url(m.group(0)), text)
-
 
 class ConfigError(ValueError):
     """A config value is wrong; ``path`` names the field, e.g. ``sources[1].port``."""

@@ -15,7 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+# The one list of proxy variables, in the order they are read (the forwarder's summary uses it too).
 GRPC_PROXY_VARS = ("grpc_proxy", "GRPC_PROXY", "https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY")
+NO_PROXY_VARS = {"grpc": ("no_grpc_proxy", "NO_PROXY", "no_proxy"), "https": ("no_proxy", "NO_PROXY")}
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,12 @@ def _bypassed(host: str, no_proxy: str | None) -> bool:
     return False
 
 
+def no_proxy(env: dict[str, str], *, purpose: str) -> str | None:
+    """The bypass list in force for ``purpose`` (``grpc`` or ``https``), as the SDK and urllib read it."""
+    names = NO_PROXY_VARS[purpose]
+    return next((env[n] for n in names if env.get(n)), None)
+
+
 def proxy_for(url: str, env: dict[str, str], *, purpose: str) -> str | None:
     """The proxy URL a connection to ``url`` goes through, or None (direct).
 
@@ -61,25 +69,12 @@ def proxy_for(url: str, env: dict[str, str], *, purpose: str) -> str | None:
     t = target(url)
     if purpose == "grpc":
         names: tuple[str, ...] = GRPC_PROXY_VARS
-        no_proxy = env.get("no_grpc_proxy") or env.get("NO_PROXY") or env.get("no_proxy")
     else:
         names = ("https_proxy", "HTTPS_PROXY") if t.tls else ("http_proxy", "HTTP_PROXY")
-        no_proxy = env.get("no_proxy") or env.get("NO_PROXY")
     proxy = next((env[n] for n in names if env.get(n)), None)
-    if proxy is None or _bypassed(t.host, no_proxy):
+    if proxy is None or _bypassed(t.host, no_proxy(env, purpose=purpose)):
         return None
     return proxy
-
-
-def redact(url: str) -> str:
-    """A proxy URL without user:password."""
-    u = urlsplit(url)
-    if u.username or u.password:
-        netloc = u.hostname or ""
-        if u.port:
-            netloc += f":{u.port}"
-        return u._replace(netloc=f"***@{netloc}").geturl()
-    return url
 
 
 # OpenSSL verify codes -> what an engineer on a DMZ host should do about them.

@@ -31,7 +31,8 @@ from email.utils import parsedate_to_datetime
 from typing import Callable
 
 from edge.config import Config
-from edge.egress import proxy_for, redact, target, tls_hint
+from edge.egress import proxy_for, target, tls_hint
+from edge.redact import redact_url
 
 MAX_SKEW_S = 30.0
 
@@ -74,20 +75,20 @@ class Doctor:
             try:
                 sock = socket.create_connection((p.host, p.port), timeout=self.timeout)
             except OSError as exc:
-                return self._add(f"tcp {label}", False, f"proxy {redact(proxy)}: {exc.strerror or exc}",
+                return self._add(f"tcp {label}", False, f"proxy {redact_url(proxy)}: {exc.strerror or exc}",
                                  "the proxy does not answer: check https_proxy / grpc_proxy and the DMZ firewall")
             try:
                 sock.sendall(f"CONNECT {t.host}:{t.port} HTTP/1.1\r\nHost: {t.host}:{t.port}\r\n{_proxy_auth(proxy)}\r\n".encode())
                 status = _read_status(sock, self.timeout)
             except OSError as exc:
                 sock.close()
-                return self._add(f"tcp {label}", False, f"CONNECT via {redact(proxy)}: {exc}", "the proxy closed the tunnel")
+                return self._add(f"tcp {label}", False, f"CONNECT via {redact_url(proxy)}: {exc}", "the proxy closed the tunnel")
             if status != 200:
                 sock.close()
-                return self._add(f"tcp {label}", False, f"proxy {redact(proxy)} answered CONNECT with {status}",
+                return self._add(f"tcp {label}", False, f"proxy {redact_url(proxy)} answered CONNECT with {status}",
                                  "the proxy refuses this destination: ask for an allow rule for host:port"
                                  + (" (407: proxy credentials)" if status == 407 else ""))
-            self._add(f"tcp {label}", True, f"{t.host}:{t.port} via CONNECT proxy {redact(proxy)}")
+            self._add(f"tcp {label}", True, f"{t.host}:{t.port} via CONNECT proxy {redact_url(proxy)}")
         else:
             if not self._dns(f"dns {label}", t.host):
                 return False

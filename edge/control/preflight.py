@@ -11,27 +11,21 @@ from __future__ import annotations
 from dataclasses import asdict, is_dataclass
 from typing import Any, Iterable
 
+from edge.redact import Scrubber
+
 KIND, NAME = "preflight", "last"
 ACTION = "run_preflight"
 _FIELDS = ("name", "ok", "detail", "hint")
 
 
-def _scrub(text: Any, secrets: list[str]) -> str:
-    out = str(text or "")
-    for s in secrets:
-        out = out.replace(s, "***")
-    return out
-
-
 def record(checks: Iterable[Any], *, started_ts: float, finished_ts: float, secrets: Iterable[Any] = ()) -> dict:
     """The stored record for the doctor's ``checks`` (``Check`` dataclasses or dicts)."""
-    # Longest first, so a secret containing a shorter one is replaced whole.
-    hidden = sorted({str(s) for s in secrets if s}, key=len, reverse=True)
+    scrub = Scrubber(also=secrets)
     rows = []
     for c in checks:
         d = asdict(c) if is_dataclass(c) else dict(c)
-        rows.append({"name": _scrub(d.get("name"), hidden), "ok": bool(d.get("ok")),
-                     "detail": _scrub(d.get("detail"), hidden), "hint": _scrub(d.get("hint"), hidden)})
+        rows.append({"name": scrub(d.get("name")), "ok": bool(d.get("ok")),
+                     "detail": scrub(d.get("detail")), "hint": scrub(d.get("hint"))})
     passed = sum(r["ok"] for r in rows)
     return {"ts": finished_ts, "started_ts": started_ts, "duration_s": round(max(0.0, finished_ts - started_ts), 3),
             "ok": bool(rows) and passed == len(rows), "passed": passed, "total": len(rows), "checks": rows}
