@@ -23,8 +23,10 @@ def err(data, env=None) -> ConfigError:
 EXAMPLE_ENV = {"IGNITION_TOKEN": "example-token-0123456789"}
 
 
-def test_example_config_parses():
-    cfg = load(EXAMPLE, env=EXAMPLE_ENV)
+def test_example_config_parses(caplog):
+    with caplog.at_level("WARNING", logger="edge.config"):
+        cfg = load(EXAMPLE, env=EXAMPLE_ENV)
+    assert not caplog.records, "the reference config uses a deprecated key"
     assert cfg.appliance_id == "plant-a-dmz-1"
     assert cfg.spool.max_bytes == 10 * 1024**3
     assert cfg.spool.max_age == 30 * 86400
@@ -98,6 +100,8 @@ def test_units():
     for bad in ("-1", "1 parsec", True, None):
         with pytest.raises(ConfigError):
             parse_size(bad)
+        with pytest.raises(ConfigError):
+            parse_duration(bad)
 
 
 def test_trailing_slash_removed_from_workspace_url():
@@ -140,7 +144,8 @@ def test_cli_table_ddl():
 
 
 def test_every_subcommand_has_help():
-    for args in (["run"], ["check-config"], ["spool", "stats"], ["healthcheck"], ["admin"], ["table", "ddl"]):
+    for args in (["run"], ["check-config"], ["config", "schema"], ["spool", "stats"], ["healthcheck"], ["admin"],
+                 ["table", "ddl"]):
         r = _edge(*args, "--help")
         assert r.returncode == 0 and "usage:" in r.stdout
 
