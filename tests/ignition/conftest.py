@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import ssl
 from pathlib import Path
 
 import pytest
@@ -24,8 +25,9 @@ class EdgeProcess(EdgeRun):
     """`edge run` with one http source; `kill()` is SIGKILL, `start()` again reuses the same spool."""
 
     def __init__(self, tmp: Path, *, forward: bool = False, zerobus: dict | None = None, spool: dict | None = None,
-                 http: dict | None = None):
+                 http: dict | None = None, tls_ca: str | None = None):
         self.port = free_port()
+        self.tls_ca = tls_ca  # with a tls_cert in http: requests go over HTTPS, verified against this CA
         cfg = {
             "appliance_id": "plant-test",
             "spool": {"path": str(tmp / "spool.db"), "max_bytes": "64MiB", **(spool or {})},
@@ -49,9 +51,15 @@ class EdgeProcess(EdgeRun):
         except OSError:
             return False
 
+    def connect(self, timeout: float = 15) -> http.client.HTTPConnection:
+        if self.tls_ca:
+            ctx = ssl.create_default_context(cafile=self.tls_ca)
+            return http.client.HTTPSConnection("localhost", self.port, timeout=timeout, context=ctx)
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
     def request(self, method: str, path: str, body=None, headers=None, conn=None):
         own = conn is None
-        conn = conn or http.client.HTTPConnection("127.0.0.1", self.port, timeout=15)
+        conn = conn or self.connect()
         try:
             raw = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
             conn.request(method, path, body=raw, headers=headers or {})

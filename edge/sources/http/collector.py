@@ -16,29 +16,37 @@ with 200 (resending them would not make them valid). When the spool refuses
 data (``when_full: block`` and full) the answer is 503 with Retry-After, so the
 gateway keeps the batch and retries.
 
-The server is stdlib ``ThreadingHTTPServer`` (HTTP/1.1 keep-alive, one thread
-per connection): a plant has a handful of gateways, and each handler blocks on
-the commit anyway.
+The server (``server.py``) bounds connections, timeouts and TLS handshakes;
+this module is the endpoint: routes, the token (failures logged without the
+token and throttled per address, ``throttle.py``), and the commit. A body is
+parsed by ``body.py``: what cannot be parsed is quarantined with its reason
+(200: resending would not help), and the valid events of a batch are committed
+before the 200 even when another element is unusable.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hmac
 import json
 import ssl
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from edge import __version__
-from edge.sources.http.config import Config
 from edge.sources.base import SourceContext, now_us
-from edge.sources.http.ignition import map_events
+from edge.sources.http.body import BodyError, Unparsed, load
+from edge.sources.http.config import Config
+from edge.sources.http.ignition import Rejected, map_events
+from edge.sources.http.server import Body, Limits, Reply, Server
+from edge.sources.http.throttle import AuthThrottle
+from edge.sources.http.wire import HttpError, Request
 
 ROUTE = "/system/zerobus"
 QUARANTINE_RAW_MAX = 64 * 1024
+PARSE_OFF_LOOP = 256 * 1024  # bodies larger than this are parsed on a worker thread, not the serving loop
 
 
 class _Counters:
@@ -56,168 +64,148 @@ class _Counters:
                 setattr(self, k, getattr(self, k) + v)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "zerobus-edge"
-    # Headers and body go out in two writes: without TCP_NODELAY, Nagle + delayed ACK stall each answer ~40 ms.
-    disable_nagle_algorithm = True
-    sys_version = ""
-    source: "Source"  # set on the subclass built per server
-
-    def log_message(self, fmt: str, *args: Any) -> None:  # access log off: request lines may carry tokens in bad clients
-        pass
-
-    # --- plumbing
-    def _send(self, status: int, body: dict, headers: dict | None = None) -> None:
-        raw = json.dumps(body, separators=(",", ":")).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.send_header("Cache-Control", "no-store")
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(raw)
-
-    def _authorized(self) -> bool:
-        token = self.source.cfg.token
-        given = self.headers.get("X-Edge-Token")
-        auth = self.headers.get("Authorization", "")
-        if given is None and auth[:7].lower() == "bearer ":
-            given = auth[7:].strip()
-        return given is not None and hmac.compare_digest(given.encode(), token.encode())
-
-    def _route(self) -> str | None:
-        base = self.source.cfg.base_path + ROUTE
-        path = self.path.split("?", 1)[0]
-        return path[len(base):] if path.startswith(base) else None
-
-    # --- verbs
-    def do_GET(self) -> None:
-        route = self._route()
-        if route == "/health":
-            self._send(200, {"status": "ok", "moduleLoaded": True, "version": __version__})
-        elif route == "/diagnostics":
-            if not self._authorized():
-                self._send(401, {"success": False, "error": "missing or wrong token"})
-                return
-            self._send(200, self.source.diagnostics())
-        else:
-            self._send(404, {"success": False, "error": "not found"})
-
-    def do_POST(self) -> None:
-        route = self._route()
-        if route not in ("/ingest/batch", "/ingest"):
-            self._drain_and_send(404, {"success": False, "error": "not found"})
-            return
-        src = self.source
-        if not self._authorized():
-            src.counters.add(refused=1)
-            self._drain_and_send(401, {"success": False, "error": "missing or wrong token"})
-            return
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            self._send(411, {"success": False, "error": "send Content-Length (chunked bodies are not accepted)"},
-                       {"Connection": "close"})
-            self.close_connection = True
-            return
-        try:
-            length = int(self.headers.get("Content-Length", ""))
-        except ValueError:
-            self._send(411, {"success": False, "error": "Content-Length required"}, {"Connection": "close"})
-            self.close_connection = True
-            return
-        if length > src.cfg.max_body_bytes:
-            src.counters.add(refused=1)
-            # Do not read a body we refuse; close so the unread bytes are not taken for a request.
-            self._send(413, {"success": False, "error": f"body over {int(src.cfg.max_body_bytes)} bytes: send smaller batches"},
-                       {"Connection": "close"})
-            self.close_connection = True
-            return
-        raw = self.rfile.read(length)
-        status, body, headers = src.handle(raw, single=(route == "/ingest"))
-        self._send(status, body, headers)
-
-    def _drain_and_send(self, status: int, body: dict) -> None:
-        try:
-            length = int(self.headers.get("Content-Length", "0"))
-        except ValueError:
-            length = -1
-        if 0 <= length <= self.source.cfg.max_body_bytes:
-            self.rfile.read(length)  # keep the connection usable
-            self._send(status, body)
-        else:
-            self._send(status, body, {"Connection": "close"})
-            self.close_connection = True
-
-
 class Source:
     def __init__(self, cfg: Config, ctx: SourceContext):
         self.cfg = cfg
         self.ctx = ctx
         self.counters = _Counters()
-        self.server: ThreadingHTTPServer | None = None
+        self.throttle = AuthThrottle(max_failures=cfg.auth_max_failures, window=cfg.auth_lockout,
+                                     lockout=cfg.auth_lockout)
+        self.server: Server | None = None
+        self.bound_port: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
 
-    # --- request handling (runs in the connection's thread)
-    def handle(self, raw: bytes, *, single: bool) -> tuple[int, dict, dict]:
+    # --- requests (on the serving thread's event loop)
+    async def app(self, req: Request, body: Body) -> Reply:
+        route = self._route(req.path)
+        if req.method == "GET" and route == "/health":
+            return Reply(200, {"status": "ok", "moduleLoaded": True, "version": __version__})
+        if route not in ("/diagnostics", "/ingest/batch", "/ingest"):
+            return Reply(404, {"success": False, "error": "not found"})
+        want = "GET" if route == "/diagnostics" else "POST"
+        if req.method != want:
+            return Reply(405, {"success": False, "error": f"use {want}"}, {"Allow": want})
+        refusal = self._check_token(req)
+        if refusal is not None:
+            self.counters.add(refused=1)
+            return refusal
+        if route == "/diagnostics":
+            return Reply(200, await asyncio.to_thread(self.diagnostics))
+        if req.content_length is None:
+            return Reply(411, {"success": False, "error": "Content-Length required"}, close=True)
+        if req.content_length > self.cfg.max_body_bytes:
+            self.counters.add(refused=1)
+            # The body is not read: the connection closes after the answer.
+            return Reply(413, {"success": False,
+                               "error": f"body over {int(self.cfg.max_body_bytes)} bytes: send smaller batches"})
+        try:
+            raw = await body.read()
+        except HttpError:
+            self.counters.add(refused=1)
+            raise
+        return await self.ingest(raw, single=(route == "/ingest"))
+
+    def _check_token(self, req: Request) -> Reply | None:
+        """None when the token is right; otherwise the answer (401, or 429 while the address is blocked)."""
+        now = time.monotonic()
+        wait = self.throttle.blocked_for(req.peer, now)
+        if wait > 0:
+            return Reply(429, {"success": False, "error": "too many failed token attempts: retry later"},
+                         {"Retry-After": str(max(1, round(wait)))}, close=True)
+        given, via = req.headers.get("x-edge-token"), "X-Edge-Token"
+        auth = req.headers.get("authorization", "")
+        if given is None and auth[:7].lower() == "bearer ":
+            given, via = auth[7:].strip(), "Authorization: Bearer"
+        if given is not None and hmac.compare_digest(given.encode(), self.cfg.token.encode()):
+            return None
+        failures, blocked = self.throttle.failed(req.peer, now)
+        what = "no token" if given is None else f"wrong token in {via}"
+        self.ctx.log.warning("http source %s: %s %s from %s refused: %s (%d in %g s)", self.cfg.name, req.method,
+                             req.path, req.peer, what, failures, self.cfg.auth_lockout)
+        if blocked:
+            self.ctx.log.warning("http source %s: %s blocked for %g s after %d failed token attempts",
+                                 self.cfg.name, req.peer, self.cfg.auth_lockout, failures)
+        return Reply(401, {"success": False, "error": "missing or wrong token"}, close=True)
+
+    def _route(self, path: str) -> str | None:
+        base = self.cfg.base_path + ROUTE
+        return path[len(base):] if path.startswith(base) else None
+
+    async def ingest(self, raw: bytes, *, single: bool) -> Reply:
         from edge.writer import SpoolFull
 
-        ctx, cfg = self.ctx, self.cfg
-        collected = now_us()
+        cfg = self.cfg
+        if len(raw) > PARSE_OFF_LOOP:
+            parsed = await asyncio.to_thread(self.parse, raw, single=single)
+        else:
+            parsed = self.parse(raw, single=single)
+        if isinstance(parsed, Reply):
+            return parsed
+        if isinstance(parsed, str):
+            return await self._quarantine_body(raw, parsed)
+        items, rejected, n = parsed
+        self.counters.add(received=n)
         try:
-            doc = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return self._quarantine_body(raw, f"body is not valid JSON: {exc}")
-        events = [doc] if single else doc
-        if not isinstance(events, list):
-            return self._quarantine_body(raw, "batch body must be a JSON array of events")
-        if len(events) > cfg.max_batch_events:
-            self.counters.add(refused=1)
-            return 413, {"success": False, "error": f"more than {cfg.max_batch_events} events: send smaller batches"}, {}
-        items, rejected = map_events(events, source=cfg.name, collected_ts=collected)
-        self.counters.add(received=len(events))
-        try:
-            if rejected:
+            async with asyncio.timeout(cfg.commit_timeout):
                 # Quarantine first: if that commit fails the whole request fails and is resent.
-                futs = [
-                    ctx.quarantine(cfg.name, r.reason, _bounded(json.dumps(r.event, default=str).encode()),
-                                   {"index": r.index, "route": "single" if single else "batch"})
-                    for r in rejected
-                ]
-                for f in futs:
-                    f.result(timeout=cfg.commit_timeout)
-            result = ctx.submit(items).result(timeout=cfg.commit_timeout) if items else None
+                for r in rejected:
+                    await asyncio.wrap_future(self.ctx.quarantine(
+                        cfg.name, r.reason, _event_bytes(r.event),
+                        {"index": r.index, "route": "single" if single else "batch"}))
+                result = await asyncio.wrap_future(self.ctx.submit(items)) if items else None
         except SpoolFull as exc:
             self.counters.add(refused=1)
-            ctx.status.set_state("blocked", f"spool full: {exc}")
-            return 503, {"success": False, "error": "spool full: retry later"}, {"Retry-After": str(cfg.retry_after)}
+            self.ctx.status.set_state("blocked", f"spool full: {exc}")
+            return Reply(503, {"success": False, "error": "spool full: retry later"}, {"Retry-After": str(cfg.retry_after)})
         except TimeoutError:
             self.counters.add(refused=1)
-            return 503, {"success": False, "error": "spool commit slow: retry later"}, {"Retry-After": str(cfg.retry_after)}
+            return Reply(503, {"success": False, "error": "spool commit slow: retry later"},
+                         {"Retry-After": str(cfg.retry_after)})
         self.counters.add(accepted=len(items), quarantined=len(rejected))
         self.counters.last_event_time = time.time()
         if rejected:
-            ctx.status.quarantined(len(rejected))
+            self.ctx.status.quarantined(len(rejected))
         if items:
-            ctx.status.readings(len(items))
-        ctx.status.set_state("listening", self._where())
+            self.ctx.status.readings(len(items))
+        self.ctx.status.set_state("listening", self._where())
         body: dict[str, Any] = {"success": True, "accepted": len(items), "quarantined": len(rejected)}
         if result is not None:
             body["firstSeq"], body["lastSeq"] = result.first_seq, result.last_seq
         if rejected:
             body["errors"] = [{"index": r.index, "reason": r.reason} for r in rejected[:20]]
-        return 200, body, {}
+        return Reply(200, body)
 
-    def _quarantine_body(self, raw: bytes, reason: str) -> tuple[int, dict, dict]:
+    def parse(self, raw: bytes, *, single: bool) -> tuple[list, list[Rejected], int] | str | Reply:
+        """Body -> (items, rejected, events), or the reason to quarantine the whole body, or a refusal."""
+        cfg = self.cfg
+        try:
+            doc = load(raw)
+        except BodyError as exc:
+            return str(exc)
+        events = [doc] if single else doc
+        if not isinstance(events, list):
+            return "batch body must be a JSON array of events"
+        if len(events) > cfg.max_batch_events:
+            self.counters.add(refused=1)
+            return Reply(413, {"success": False, "error": f"more than {cfg.max_batch_events} events: send smaller batches"})
+        items, rejected = map_events(events, source=cfg.name, collected_ts=now_us(), max_depth=cfg.max_json_depth)
+        rejected = [Rejected(r.index, r.event.reason, r.event) if isinstance(r.event, Unparsed) else r
+                    for r in rejected]
+        return items, rejected, len(events)
+
+    async def _quarantine_body(self, raw: bytes, reason: str) -> Reply:
         from edge.writer import SpoolFull
 
         try:
-            self.ctx.quarantine(self.cfg.name, reason, _bounded(raw), {"length": len(raw)}).result(
-                timeout=self.cfg.commit_timeout)
+            async with asyncio.timeout(self.cfg.commit_timeout):
+                await asyncio.wrap_future(self.ctx.quarantine(self.cfg.name, reason, _bounded(raw), {"length": len(raw)}))
         except (SpoolFull, TimeoutError):
-            return 503, {"success": False, "error": "spool unavailable: retry later"}, {"Retry-After": str(self.cfg.retry_after)}
+            return Reply(503, {"success": False, "error": "spool unavailable: retry later"},
+                         {"Retry-After": str(self.cfg.retry_after)})
         self.counters.add(quarantined=1)
         self.ctx.status.quarantined(1)
-        return 200, {"success": True, "accepted": 0, "quarantined": 1, "errors": [{"index": None, "reason": reason}]}, {}
+        return Reply(200, {"success": True, "accepted": 0, "quarantined": 1, "errors": [{"index": None, "reason": reason}]})
 
     def diagnostics(self) -> dict:
         stats = self.ctx.stats() if self.ctx.stats else {}
@@ -242,45 +230,72 @@ class Source:
         scheme = "https" if self.cfg.tls_cert else "http"
         return f"{scheme}://{self.cfg.listen}{self.cfg.base_path}{ROUTE}"
 
-    # --- lifecycle
-    def _make_server(self) -> ThreadingHTTPServer:
-        host, _, port = self.cfg.listen.rpartition(":")
-        handler = type("Handler", (_Handler,), {"source": self})
-        server = ThreadingHTTPServer((host.strip("[]"), int(port)), handler)
-        server.daemon_threads = True
-        if self.cfg.tls_cert:
-            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            tls.minimum_version = ssl.TLSVersion.TLSv1_2
-            tls.load_cert_chain(self.cfg.tls_cert, self.cfg.tls_key)
-            server.socket = tls.wrap_socket(server.socket, server_side=True)
-        return server
+    # --- lifecycle: the server runs its own event loop on its own thread, so parsing never stalls other sources
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if not self.cfg.tls_cert:
+            return None
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.minimum_version = ssl.TLSVersion.TLSv1_2
+        tls.load_cert_chain(self.cfg.tls_cert, self.cfg.tls_key)
+        return tls
+
+    async def _serve(self, tls: ssl.SSLContext | None, ready: concurrent.futures.Future) -> None:
+        cfg = self.cfg
+        limits = Limits(max_connections=cfg.max_connections, idle_timeout=cfg.idle_timeout,
+                        header_timeout=cfg.header_timeout, body_timeout=cfg.body_timeout)
+        host, _, port = cfg.listen.rpartition(":")
+        self.server = Server(self.app, limits, tls, self.ctx.log, on_refused=lambda: self.counters.add(refused=1))
+        try:
+            bound = await self.server.start(host.strip("[]"), int(port))
+        except BaseException as exc:
+            ready.set_exception(exc)
+            return
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        ready.set_result(bound)
+        try:
+            await self._stop.wait()
+        finally:
+            await self.server.close()
 
     async def run(self) -> None:
         try:
-            self.server = self._make_server()
+            tls = self._tls_context()
+        except (ssl.SSLError, OSError) as exc:
+            self.ctx.status.set_state("error", f"TLS certificate/key unusable: {getattr(exc, 'reason', None) or exc.strerror}")
+            raise
+        ready: concurrent.futures.Future = concurrent.futures.Future()
+        thread = threading.Thread(target=lambda: asyncio.run(self._serve(tls, ready)), name=f"http:{self.cfg.name}",
+                                  daemon=True)
+        thread.start()
+        try:
+            self.bound_port = await asyncio.wrap_future(ready)
         except OSError as exc:
             self.ctx.status.set_state("error", f"cannot listen on {self.cfg.listen}: {exc.strerror}")
             raise
-        except ssl.SSLError as exc:
-            self.ctx.status.set_state("error", f"TLS certificate/key unusable: {exc.reason}")
-            raise
-        thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.2},
-                                  name=f"http:{self.cfg.name}", daemon=True)
-        thread.start()
         self.ctx.status.set_state("listening", self._where())
         self.ctx.log.info("http source %s listening on %s", self.cfg.name, self._where())
         try:
-            while True:
-                await asyncio.sleep(3600)
+            await asyncio.Event().wait()
         finally:
-            await asyncio.to_thread(self.server.shutdown)
-            self.server.server_close()
+            if self._loop is not None and self._stop is not None:
+                self._loop.call_soon_threadsafe(self._stop.set)
+            await asyncio.to_thread(thread.join, 10)
 
     @property
     def port(self) -> int:
-        assert self.server is not None
-        return self.server.server_address[1]
+        assert self.bound_port is not None
+        return self.bound_port
 
 
 def _bounded(raw: bytes) -> bytes:
     return raw[:QUARANTINE_RAW_MAX]
+
+
+def _event_bytes(event: Any) -> bytes:
+    """A rejected event as it came, for the quarantine; never raises (it may be nested past any limit)."""
+    if isinstance(event, Unparsed):
+        return _bounded(event.raw.encode("utf-8", "replace"))
+    try:
+        return _bounded(json.dumps(event, default=str).encode())
+    except (RecursionError, ValueError, TypeError):
+        return b"<event could not be serialised: nested too deeply>"

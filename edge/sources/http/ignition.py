@@ -37,6 +37,7 @@ _BOOL = {"bool", "boolean"}
 _TEXT = {"unicode", "str", "string", "text"}
 
 MAX_TAG_PATH = 1024
+MAX_VALUE_DEPTH = 32  # lists/objects in a value (datasets are two levels)
 # Ignition timestamps are epoch milliseconds; accept 1990..2200 to catch seconds/us mix-ups.
 _MIN_MS, _MAX_MS = 631_152_000_000, 7_258_118_400_000
 
@@ -86,7 +87,7 @@ def _typed_value(value: Any, data_type: str | None) -> Any:
     return value
 
 
-def map_event(event: Any, *, source: str, collected_ts: int) -> bytes:
+def map_event(event: Any, *, source: str, collected_ts: int, max_depth: int = MAX_VALUE_DEPTH) -> bytes:
     """One event -> body bytes; raises ValueError with the reason when it cannot be used."""
     if not isinstance(event, dict):
         raise ValueError(f"event is {type(event).__name__}, not an object")
@@ -106,13 +107,16 @@ def map_event(event: Any, *, source: str, collected_ts: int) -> bytes:
     data_type = event.get("dataType")
     if data_type is not None and not isinstance(data_type, str):
         raise ValueError("dataType is not a string")
+    value = event.get("value")
+    if type(value) in (list, dict) and too_deep(value, max_depth):
+        raise ValueError(f"value nested deeper than {max_depth} levels")
     level, raw_code = quality_of(event.get("quality"), event.get("qualityCode"))
     point = tag if tag.startswith("[") or not provider else f"[{provider}]{tag}"
     return encode_reading(
         source=source,
         protocol="ignition",
         point=point,
-        value=_typed_value(event.get("value"), data_type),
+        value=_typed_value(value, data_type),
         quality=level,
         status_code=raw_code,
         source_ts=int(ts * 1000),
@@ -121,12 +125,30 @@ def map_event(event: Any, *, source: str, collected_ts: int) -> bytes:
     )
 
 
-def map_events(events: list, *, source: str, collected_ts: int) -> tuple[list[tuple[int, bytes]], list[Rejected]]:
+def map_events(events: list, *, source: str, collected_ts: int,
+               max_depth: int = MAX_VALUE_DEPTH) -> tuple[list[tuple[int, bytes]], list[Rejected]]:
     items: list[tuple[int, bytes]] = []
     rejected: list[Rejected] = []
     for i, event in enumerate(events):
         try:
-            items.append((collected_ts, map_event(event, source=source, collected_ts=collected_ts)))
+            items.append((collected_ts, map_event(event, source=source, collected_ts=collected_ts, max_depth=max_depth)))
         except (ValueError, TypeError, OverflowError) as exc:
             rejected.append(Rejected(i, str(exc), event))
     return items, rejected
+
+
+def too_deep(value: Any, limit: int) -> bool:
+    """Whether lists/objects nest more than ``limit`` levels below ``value`` (iterative)."""
+    stack = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if type(node) is dict:
+            children = node.values()
+        elif type(node) is list:
+            children = node
+        else:
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((c, depth + 1) for c in children if type(c) in (dict, list))
+    return False

@@ -1,0 +1,77 @@
+"""Failed token attempts per client address: counted, and blocked for a while past a limit (pure).
+
+``max_failures`` wrong or missing tokens from one address within ``window``
+seconds block that address for ``lockout`` seconds (answered 429 without
+looking at the token). A success does not clear the count: it expires with its
+window, so a client that also holds the token cannot keep guessing.
+
+Memory is bounded: at most ``max_addresses`` entries. When the table is full,
+entries whose window and lockout are over go first; if none has, new addresses
+share one overflow entry, so spraying from many addresses ends up blocked
+together instead of pushing known offenders out of the table.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+OVERFLOW = "*overflow*"
+
+
+@dataclass
+class _Entry:
+    start: float
+    failures: int = 0
+    blocked_until: float = 0.0
+
+
+class AuthThrottle:
+    def __init__(self, *, max_failures: int = 10, window: float = 60.0, lockout: float = 60.0,
+                 max_addresses: int = 4096):
+        self.max_failures, self.window, self.lockout = max_failures, window, lockout
+        self.max_addresses = max_addresses
+        self._table: OrderedDict[str, _Entry] = OrderedDict()
+        self._expired_at = float("-inf")
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def blocked_for(self, addr: str, now: float) -> float:
+        """Seconds this address stays blocked (0: it may try)."""
+        e = self._table.get(addr)
+        if e is None and len(self._table) >= self.max_addresses:
+            e = self._table.get(OVERFLOW)
+        return max(0.0, e.blocked_until - now) if e else 0.0
+
+    def failed(self, addr: str, now: float) -> tuple[int, bool]:
+        """Count one failure; returns (failures in the window, whether this one started a block)."""
+        e = self._entry(addr, now)
+        if now - e.start >= self.window and now >= e.blocked_until:
+            e.start, e.failures = now, 0
+        e.failures += 1
+        if e.failures >= self.max_failures and now >= e.blocked_until:
+            e.blocked_until = now + self.lockout
+            return e.failures, True
+        return e.failures, False
+
+    def _entry(self, addr: str, now: float) -> _Entry:
+        e = self._table.get(addr)
+        if e is not None:
+            self._table.move_to_end(addr)
+            return e
+        if len(self._table) >= self.max_addresses and now - self._expired_at >= 1.0:
+            self._expire(now)  # a sweep a second at most: a spray of new addresses costs no more
+        if len(self._table) >= self.max_addresses:
+            addr = OVERFLOW
+            if addr in self._table:
+                return self._table[addr]
+            self._table.popitem(last=False)  # room for the overflow entry itself
+        e = self._table[addr] = _Entry(start=now)
+        return e
+
+    def _expire(self, now: float) -> None:
+        self._expired_at = now
+        for key in [k for k, e in self._table.items()
+                    if now - e.start >= self.window and now >= e.blocked_until and k != OVERFLOW]:
+            del self._table[key]
