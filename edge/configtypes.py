@@ -143,42 +143,42 @@ def _locate(tp: Any, loc: tuple, path: str) -> tuple[str, Any, Any]:
     return path, unwrap(tp), parent
 
 
-def _message(err: dict, tp: Any, parent: Any, shown: Callable[[Any], str]) -> str:
+def _message(err: dict, tp: Any, parent: Any) -> tuple[str, bool]:
+    """(what is wrong, whether to add the value given)."""
     kind = err["type"]
     if kind in _UNKNOWN:
-        return f"unknown key (allowed: {', '.join(sorted(fields_of(parent)))})" if parent else "unknown key"
+        return (f"unknown key (allowed: {', '.join(sorted(fields_of(parent)))})" if parent else "unknown key"), False
     if kind == "literal_error" and get_origin(tp) is Literal:
-        return f"must be one of {', '.join(map(repr, get_args(tp)))}{shown(err['input'])}"
-    if kind in ("config", "secret"):
-        return err["msg"]
-    if kind == "missing":
-        return _MESSAGES[kind]
-    text = _MESSAGES.get(kind) or err["msg"][0].lower() + err["msg"][1:]
-    return text + shown(err["input"])
+        return f"must be one of {', '.join(map(repr, get_args(tp)))}", True
+    if kind in ("config", "secret", "missing"):
+        return _MESSAGES.get(kind) or err["msg"], False
+    return _MESSAGES.get(kind) or err["msg"][0].lower() + err["msg"][1:], True
 
 
 def _translate(cls: type, exc: ValidationError, path: str, origins: dict[str, list[str]]) -> ConfigError:
-    """The first failing field as a ConfigError; a union's alternatives are joined with 'or'."""
+    """The first failing field as a ConfigError; a union's alternatives are joined with 'or'.
+
+    The value given is added only when it was written in the file and is not a secret.
+    """
     first: str | None = None
     messages: list[str] = []
+    given = ""
     # An unknown key first: a misspelt key also makes its right spelling "missing".
     for err in sorted(exc.errors(include_url=False), key=lambda e: e["type"] not in _UNKNOWN):
         where, tp, parent = _locate(cls, err["loc"], path)
-        if first is None:
-            first = where
+        first = first or where
         if where != first:
             continue
-
-        def shown(value: Any, where: str = where, tp: Any = tp) -> str:
-            if where in origins:
-                return f" (value of ${{{origins[where][0]}}} not shown)"
-            if tp is Secret or isinstance(value, Secret):
-                return ""
-            return f", got {value!r}"
-        msg = _message(err, tp, parent, shown)
+        msg, show = _message(err, tp, parent)
         if msg not in messages:
             messages.append(msg)
-    return ConfigError(first or path, " or ".join(messages))
+        if show and where in origins:
+            given = f" (value of ${{{origins[where][0]}}} not shown)"
+        elif show and tp is not Secret and not isinstance(err["input"], Secret):
+            given = f", got {err['input']!r}"
+    if len(messages) > 1 and all(m.startswith("expected ") for m in messages):
+        messages = ["expected " + " or ".join(m[len("expected "):] for m in messages)]
+    return ConfigError(first or path, " or ".join(messages) + given)
 
 
 def _check_common(obj: Any, path: str) -> None:
