@@ -139,7 +139,7 @@ class SpoolWriter:
                         stop = True
                         continue
                     self._take(group, nxt)
-            except queue.Empty:
+            except queue.Empty:  # the group is as large as the queue allows now: write it
                 pass
             if group:
                 self._safely(lambda: self._process(group))

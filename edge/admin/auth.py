@@ -107,7 +107,7 @@ def session_key(directory: Path, creds: Mapping[str, str] | None = None) -> byte
     path = directory / "admin-session.key"
     try:
         return bytes.fromhex(path.read_text().strip())
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # no key yet (or a torn one): create it below
         pass
     try:
         return _create_key(directory, path)
@@ -128,7 +128,7 @@ def _create_key(directory: Path, path: Path) -> bytes:
     try:
         # link() fails when another worker won the race; then everyone uses the winner's key.
         os.link(tmp, path)
-    except FileExistsError:
+    except FileExistsError:  # another worker won the race: its key is read below
         pass
     finally:
         tmp.unlink(missing_ok=True)

@@ -14,16 +14,10 @@ from typing import Any, Iterable, Mapping
 
 from edge.sources.states import SEVERITY as SOURCE_SEVERITY
 
-# Forwarder states as the operator reads them; anything else is shown verbatim.
-UPLINK_STATES = {
-    "streaming": "streaming", "connected": "streaming", "running": "streaming", "draining": "streaming",
-    "idle": "idle", "caught_up": "idle",
-    "backoff": "backing_off", "backing_off": "backing_off", "retrying": "backing_off", "reconnecting": "backing_off",
-    "connecting": "connecting",
-    "blocked": "blocked",
-    "down": "egress_down", "egress_down": "egress_down", "unreachable": "egress_down", "disconnected": "egress_down",
-    "paused": "paused", "stopped": "stopped", "disabled": "disabled", "starting": "starting",
-}
+# The states the forwarder records (edge/forward/telemetry.py; "disabled" is the runner's when it does not
+# forward). The page adds "egress_down" (failing since a cut began) and "unknown" (no record).
+FORWARDER_STATES = ("starting", "connecting", "streaming", "idle", "backing_off", "blocked", "paused", "stopped",
+                    "disabled")
 # Severity drives the colour of a state badge: ok / warn / bad / idle. Source states and theirs
 # come from edge.sources.states (one enum for every collector); the rest are the forwarder's.
 SEVERITY = {
@@ -96,13 +90,8 @@ def normalize_states(raw: Any) -> dict[str, dict]:
     return out
 
 
-SAMPLE_KEYS = {
-    "ts": ("ts", "t", "time"),
-    "depth": ("depth_rows", "depth", "rows"),
-    "bytes": ("depth_bytes", "used_bytes", "bytes"),
-    "in": ("appended_total", "spooled_total", "ingested_total", "appended", "next_seq"),
-    "out": ("delivered_total", "forwarded_total", "acked_total", "delivered_seq", "delivered"),
-}
+# The spool's stats_samples columns (edge/spool/queries.py) under the names the page uses.
+SAMPLE_KEYS = {"ts": "ts", "depth": "depth_rows", "bytes": "depth_bytes", "in": "appended_total", "out": "delivered_total"}
 
 
 def normalize_samples(raw: Iterable[Any] | None) -> list[dict[str, float]]:
@@ -110,15 +99,13 @@ def normalize_samples(raw: Iterable[Any] | None) -> list[dict[str, float]]:
     out = []
     for s in raw or []:
         if type(s) is dict and "ts" in s and "depth_rows" in s and "appended_total" in s:
-            # The spool's own shape: the fast path (a 6 h chart is ~10k samples).
+            # A whole row as the spool stores it: the fast path (a 6 h chart is ~10k samples).
             out.append({"ts": s["ts"], "depth": s["depth_rows"], "bytes": s.get("depth_bytes"),
                         "in": s["appended_total"], "out": s.get("delivered_total")})
             continue
-        if isinstance(s, (tuple, list)):
-            s = dict(zip(("ts", "depth_rows", "depth_bytes", "appended_total", "delivered_total"), s))
         if not isinstance(s, Mapping):
             continue
-        row = {k: _num(s, *names) for k, names in SAMPLE_KEYS.items()}
+        row = {k: _num(s, name) for k, name in SAMPLE_KEYS.items()}
         row["ts"] = _ts(row["ts"])
         if row["ts"] is None:
             continue
@@ -151,14 +138,14 @@ def drill_timeline(cuts: Iterable[Any], samples: list[dict], now: float) -> list
     for cut in cuts or []:
         if not isinstance(cut, Mapping):
             continue
-        down = _ts(cut.get("started_ts", cut.get("down_ts")))
-        up = _ts(cut.get("recovered_ts", cut.get("up_ts")))
+        down = _ts(cut.get("started_ts"))
+        up = _ts(cut.get("recovered_ts"))
         drained = _ts(cut.get("drained_ts"))
         if down is None:
             continue
         end = drained if drained is not None else now
         window = [s for s in samples if down <= s["ts"] <= end and s["depth"] is not None]
-        peak = _num(cut, "backlog_peak", "peak_depth")
+        peak = _num(cut, "backlog_peak")
         peak_ts = None
         if window:
             top = max(window, key=lambda s: s["depth"])
@@ -182,19 +169,12 @@ def drill_timeline(cuts: Iterable[Any], samples: list[dict], now: float) -> list
 
 
 def _errors(fwd: Mapping[str, Any]) -> list[dict]:
-    raw = fwd.get("recent_errors", fwd.get("errors"))
+    raw = fwd.get("recent_errors")
     out = []
     for e in raw if isinstance(raw, list) else []:
         if isinstance(e, Mapping):
-            out.append({"ts": _ts(e.get("ts")),
-                        "message": str(e.get("reason", e.get("message", e.get("error", ""))))[:500],
-                        "kind": str(e.get("kind", e.get("outcome", "")))[:40],
-                        "phase": str(e.get("phase", ""))[:40]})
-        elif isinstance(e, str):
-            out.append({"ts": None, "message": e[:500], "kind": "", "phase": ""})
-    if not out and fwd.get("last_error"):
-        out.append({"ts": _ts(fwd.get("last_error_ts")), "message": str(fwd["last_error"])[:500], "kind": "",
-                    "phase": ""})
+            out.append({"ts": _ts(e.get("ts")), "message": str(e.get("reason") or "")[:500],
+                        "kind": str(e.get("kind") or "")[:40], "phase": str(e.get("phase") or "")[:40]})
     out.sort(key=lambda e: e["ts"] or 0, reverse=True)
     # A link that is down fails the same way every retry: one line with a count says more than twenty.
     grouped: list[dict] = []
@@ -215,19 +195,19 @@ def uplink(fwd: Mapping[str, Any] | None, stats: Mapping[str, Any], now: float, 
     forwarder sleeps ``blocked_retry`` between attempts) before it counts as stale.
     """
     fwd = fwd or {}
-    raw_state = _str(fwd, "state", "status")
-    state = UPLINK_STATES.get(raw_state or "", raw_state or "unknown")
+    raw_state = _str(fwd, "state")
+    state = raw_state or "unknown"
     cuts = fwd.get("egress_cuts") or []
     open_cut = next((c for c in cuts if isinstance(c, Mapping) and c.get("open") and not c.get("recovered_ts")), None)
     if open_cut is not None and state in ("backing_off", "connecting"):
         # Failing since a cut began and not delivered since: the link itself is down, not one request.
         state = "egress_down"
-    updated = _ts(fwd.get("updated_ts", fwd.get("ts")))
+    updated = _ts(fwd.get("updated_ts"))
     age = (now - updated) if updated is not None else None
     allowance = (quiet_allowance or {}).get(raw_state or "", 0.0)
     stale = not fwd or age is None or age > stale_after + allowance
     last_ack = _ts(fwd.get("last_ack_ts"))
-    drain = _num(stats, "drain_rate_10s", "drain_rate")
+    drain = _num(stats, "drain_rate_10s")
     return {
         "state": state,
         "state_raw": raw_state,
@@ -265,7 +245,7 @@ def sources(records: Mapping[str, dict], now: float, previous: Mapping[str, tupl
         total = _num(r, "readings_total") or 0
         updated = _ts(r.get("updated_ts")) or now
         last = _ts(r.get("last_reading_ts"))
-        rate = _num(r, "rate", "readings_per_s")
+        rate = _num(r, "rate")
         if rate is not None and (last is None or now - last > 15):
             rate = 0.0  # the source's own rate is from its last window; nothing has arrived since
         if rate is None and previous and name in previous:
@@ -296,25 +276,18 @@ def sources(records: Mapping[str, dict], now: float, previous: Mapping[str, tupl
 
 
 def _dropped(stats: Mapping[str, Any]) -> dict[str, int]:
-    raw = stats.get("dropped") or stats.get("dropped_by_cause") or {}
-    out = {str(k): int(v) for k, v in raw.items() if isinstance(v, (int, float))} if isinstance(raw, Mapping) else {}
-    for key, cause in (("dropped_oldest", "drop_oldest"), ("dropped_newest", "drop_newest"), ("expired", "expired")):
-        v = _num(stats, key)
-        if v is not None and cause not in out:
-            out[cause] = int(v)
-    return out
+    raw = stats.get("dropped") or {}
+    return {str(k): int(v) for k, v in raw.items() if isinstance(v, (int, float))} if isinstance(raw, Mapping) else {}
 
 
 def backlog(stats: Mapping[str, Any], now: float) -> dict:
-    depth = _num(stats, "depth_rows", "depth", "rows")
-    used = _num(stats, "depth_bytes", "used_bytes", "bytes")
-    budget = _num(stats, "budget_bytes", "max_bytes", "effective_budget_bytes")
-    pct = _num(stats, "budget_used_pct", "budget_pct")
+    depth = _num(stats, "depth_rows")
+    used = _num(stats, "depth_bytes")
+    budget = _num(stats, "budget_bytes")
+    pct = _num(stats, "budget_used_pct")
     if pct is None and used is not None and budget:
         pct = round(100.0 * used / budget, 2)
-    oldest_age = _num(stats, "oldest_age_s", "oldest_age")
-    if oldest_age is None and _num(stats, "oldest_ts") is not None:
-        oldest_age = max(0.0, now - _ts(_num(stats, "oldest_ts")))
+    oldest_age = _num(stats, "oldest_age_s")
     return {
         "depth_rows": depth,
         "depth_bytes": used,
@@ -322,9 +295,9 @@ def backlog(stats: Mapping[str, Any], now: float) -> dict:
         "budget_pct": pct,
         "oldest_age_s": oldest_age,
         "depth_seqs": _num(stats, "depth_seqs"),
-        "ingest_rate": _num(stats, "ingest_rate_10s", "ingest_rate"),
+        "ingest_rate": _num(stats, "ingest_rate_10s"),
         "ingest_rate_5m": _num(stats, "ingest_rate_5m"),
-        "drain_rate": _num(stats, "drain_rate_10s", "drain_rate"),
+        "drain_rate": _num(stats, "drain_rate_10s"),
         "drain_rate_5m": _num(stats, "drain_rate_5m"),
         "runway_s": _num(stats, "runway_s"),
         "drain_eta_s": _num(stats, "drain_eta_s"),
@@ -339,9 +312,9 @@ def losses(stats: Mapping[str, Any]) -> dict:
     return {
         "dropped": dropped,
         "dropped_total": sum(dropped.values()),
-        "loss_markers": int(_num(stats, "loss_markers_written", "loss_markers") or 0),
-        "dead_letters": int(_num(stats, "dead_lettered", "dead_letters") or 0),
-        "quarantined": int(_num(stats, "quarantined", "quarantined_total") or 0),
+        "loss_markers": int(_num(stats, "loss_markers_written") or 0),
+        "dead_letters": int(_num(stats, "dead_lettered") or 0),
+        "quarantined": int(_num(stats, "quarantined") or 0),
     }
 
 

@@ -44,7 +44,7 @@ def _to_dict(msg) -> dict:
         if isinstance(v, str) and (k.endswith("_ts") or k.endswith("_seq") or k in ("seq", "value_int")):
             try:
                 v = int(v)
-            except ValueError:
+            except ValueError:  # not a number after all: shown as the text it is
                 pass
         out[k] = v
         if k.endswith("_ts") and isinstance(v, int):

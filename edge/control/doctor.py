@@ -172,7 +172,7 @@ class Doctor:
         if header:
             try:
                 self._token_date = parsedate_to_datetime(header).timestamp()
-            except (TypeError, ValueError):
+            except (TypeError, ValueError):  # no usable Date header: the clock check says it has nothing to compare
                 pass
 
     def clock(self) -> bool:

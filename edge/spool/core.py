@@ -201,7 +201,7 @@ class Spool(SpoolLog, SideTables):
             if self._conn.in_transaction:
                 try:
                     self._conn.execute("ROLLBACK")
-                except sqlite3.Error:
+                except sqlite3.Error:  # the original error is re-raised below; SQLite rolls back on close
                     pass
             self._meta = _read_meta(self._conn)
             if _is_full(exc):

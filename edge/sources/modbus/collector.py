@@ -129,7 +129,7 @@ class _Connection:
                                    timeout=float(self.cfg.timeout))
         except socket.gaierror as exc:
             return f"host name {self.cfg.host!r} does not resolve ({exc.strerror}); check {self.cfg.name}.host"
-        except (asyncio.TimeoutError, OSError):
+        except (asyncio.TimeoutError, OSError):  # the name resolves or cannot be told: the generic reason below
             pass
         return f"connection refused or timed out; check {self.cfg.name}.host/port and that the device accepts connections"
 

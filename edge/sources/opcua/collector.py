@@ -99,7 +99,7 @@ class Source:
             self._space.clear()
             try:
                 await asyncio.wait_for(self._space.wait(), 1.0)
-            except asyncio.TimeoutError:
+            except asyncio.TimeoutError:  # no space yet: loop to refresh the watchdog and wait again
                 pass
 
     def _take(self, items: list[tuple], collected: int, seen: dict[str, set] | None) -> None:
@@ -171,7 +171,7 @@ class Source:
                 if not self._buf and not inflight:
                     try:
                         await asyncio.wait_for(self._have_data.wait(), cfg.backfill.checkpoint_interval)
-                    except asyncio.TimeoutError:
+                    except asyncio.TimeoutError:  # a quiet interval: the checkpoint below still runs
                         pass
                 if self._buf and len(inflight) < EMIT_INFLIGHT:
                     if cfg.emit_interval and not inflight:
