@@ -127,22 +127,39 @@ def rates(samples: list[dict], key: str) -> list[tuple[float, float]]:
     return pts
 
 
-def drill_timeline(cuts: Iterable[Any], samples: list[dict], now: float) -> list[dict]:
+def _last_progress(samples: list[dict], before: float) -> float | None:
+    """The last sample at or before ``before`` whose delivered counter moved: delivery was alive then."""
+    last, prev = None, None
+    for s in samples:
+        if s["ts"] > before:
+            break
+        if s.get("out") is not None:
+            if prev is not None and s["out"] > prev:
+                last = s["ts"]
+            prev = s["out"]
+    return last
+
+
+def drill_timeline(cuts: Iterable[Any], samples: list[dict], now: float, last_ack_ts: float | None = None) -> list[dict]:
     """Each egress cut (from the forwarder's history) with its backlog peak and drain time.
 
-    The forwarder records when a cut started, when delivery recovered and when the
-    backlog was drained; the spool's samples add the peak depth it reached (the
-    forwarder's own peak is only as fresh as its last look at the spool).
+    The forwarder records when it detected a cut (its first failure, which can come an ack
+    timeout after the link died), when delivery recovered and when the backlog was drained.
+    The cut is dated from the last ack before it: the forwarder's ``last_ack_ts`` for the
+    open cut, the last sample whose delivered counter moved for earlier ones (``detected_ts``
+    keeps the forwarder's time). The spool's samples add the peak depth the backlog reached.
     """
     out = []
     for cut in cuts or []:
         if not isinstance(cut, Mapping):
             continue
-        down = _ts(cut.get("started_ts"))
+        detected = _ts(cut.get("started_ts"))
         up = _ts(cut.get("recovered_ts"))
-        drained = _ts(cut.get("drained_ts"))
-        if down is None:
+        if detected is None:
             continue
+        ack = last_ack_ts if cut.get("open") and last_ack_ts is not None else _last_progress(samples, detected)
+        down = ack if ack is not None and ack <= detected else detected
+        drained = _ts(cut.get("drained_ts"))
         end = drained if drained is not None else now
         window = [s for s in samples if down <= s["ts"] <= end and s["depth"] is not None]
         peak = _num(cut, "backlog_peak")
@@ -153,6 +170,7 @@ def drill_timeline(cuts: Iterable[Any], samples: list[dict], now: float) -> list
                 peak, peak_ts = top["depth"], top["ts"]
         out.append({
             "down_ts": down,
+            "detected_ts": detected,
             "up_ts": up,
             "drained_ts": drained,
             "outage_s": (up if up is not None else now) - down,
@@ -304,7 +322,32 @@ def backlog(stats: Mapping[str, Any], now: float) -> dict:
         "next_seq": _num(stats, "next_seq"),
         "delivered_seq": _num(stats, "delivered_seq"),
         "when_full": _str(stats, "when_full"),
+        **drain_outlook(_num(stats, "depth_seqs"), depth, _num(stats, "drain_eta_s"),
+                        _num(stats, "ingest_rate_10s"), _num(stats, "drain_rate_10s")),
     }
+
+
+CAUGHT_UP_S = 10.0  # a backlog that is no more than this many seconds of ingest is live delivery, not a queue
+
+
+def drain_outlook(depth_seqs: float | None, depth_rows: float | None, eta_s: float | None,
+                  ingest: float | None, drain: float | None) -> dict:
+    """The "Time to drain" tile: ``drain_state`` (drained, caught_up, draining, falling_behind, stalled,
+    unknown) with a value and a line of explanation an operator can trust."""
+    depth = depth_seqs if depth_seqs is not None else depth_rows
+    if depth is None:
+        state, value, note = "unknown", "unknown", "no spool figures"
+    elif depth <= 0:
+        state, value, note = "drained", "drained", "nothing waiting"
+    elif drain and depth <= max(drain, ingest or 0.0) * CAUGHT_UP_S:
+        state, value, note = "caught_up", "caught up", "delivering as readings arrive"
+    elif eta_s is not None:
+        state, value, note = "draining", None, "at the current net rate"
+    elif drain:
+        state, value, note = "falling_behind", "growing", "draining slower than ingest"
+    else:
+        state, value, note = "stalled", "stalled", "nothing delivered in the last 10 s"
+    return {"drain_state": state, "drain_value": value, "drain_note": note}
 
 
 def losses(stats: Mapping[str, Any]) -> dict:
@@ -373,7 +416,7 @@ def status(*, appliance_id: str, stats: Mapping[str, Any] | None, states_by_kind
         "uplink": up,
         "sources": srcs,
         "losses": losses(stats),
-        "drills": drill_timeline((fwd or {}).get("egress_cuts") or [], samples, now),
+        "drills": drill_timeline((fwd or {}).get("egress_cuts") or [], samples, now, up["last_ack_ts"]),
         "health": health(stats, integrity, version=version, started=started, now=now, spool_error=spool_error,
                          appliance_started=_ts((fwd or {}).get("started_ts")) or (min(starts) if starts else None)),
         "overall": overall(bl, up, srcs, spool_error, stats),

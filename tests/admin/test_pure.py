@@ -297,3 +297,38 @@ def test_payloads_are_bounded_and_control_bytes_made_visible():
     dl = payloads.dead_letter({"id": 1, "seq": 7, "reason": "bad", "ts": 1.0,
                                "body": encode_reading(source="s", protocol="p", point="x", value=3)})
     assert dl["decoded"]["ok"] and dl["decoded"]["fields"]["value_int"] == 3 and dl["seq"] == 7
+
+
+def test_time_to_drain_says_caught_up_when_delivery_keeps_pace():
+    """Issue 16: a live spool (a few hundred in flight, drain == ingest) showed "stalled - not draining faster
+    than ingest"; it is caught up."""
+    live = model.backlog({"depth_rows": 400, "depth_seqs": 400, "ingest_rate_10s": 1000.0, "drain_rate_10s": 1000.0,
+                          "drain_eta_s": None}, now=0)
+    assert (live["drain_state"], live["drain_value"]) == ("caught_up", "caught up")
+    assert "stalled" not in live["drain_note"] and "faster" not in live["drain_note"]
+    assert model.backlog({"depth_rows": 0, "depth_seqs": 0, "drain_eta_s": 0.0}, now=0)["drain_value"] == "drained"
+    draining = model.backlog({"depth_rows": 90_000, "depth_seqs": 90_000, "ingest_rate_10s": 100.0,
+                              "drain_rate_10s": 1000.0, "drain_eta_s": 100.0}, now=0)
+    assert draining["drain_state"] == "draining" and draining["drain_value"] is None
+    behind = model.backlog({"depth_seqs": 90_000, "ingest_rate_10s": 1000.0, "drain_rate_10s": 500.0}, now=0)
+    assert behind["drain_state"] == "falling_behind"
+    cut = model.backlog({"depth_seqs": 90_000, "ingest_rate_10s": 1000.0, "drain_rate_10s": 0.0}, now=0)
+    assert (cut["drain_state"], cut["drain_value"]) == ("stalled", "stalled")
+
+
+def test_a_cut_is_dated_from_the_last_ack_not_from_its_detection():
+    """Issue 16: the forwarder notices a dead link an ack timeout (~30 s) after the last ack; the timeline
+    dated the cut from the detection."""
+    now = 10_000.0
+    cuts = [{"started_ts": 1000.0, "recovered_ts": 1600.0, "drained_ts": 1700.0},
+            {"started_ts": 9030.0, "recovered_ts": None, "open": True}]
+    # delivered_total moves until 975, then stands still through the detection at 1000
+    samples = model.normalize_samples([{"ts": t, "depth_rows": 10, "appended_total": t, "delivered_total": d}
+                                       for t, d in [(950, 100), (960, 200), (975, 300), (990, 300), (1005, 300)]])
+    tl = model.drill_timeline(cuts, samples, now, last_ack_ts=9001.5)
+    assert [(c["down_ts"], c["detected_ts"]) for c in tl] == [(9001.5, 9030.0), (975.0, 1000.0)]
+    assert tl[0]["outage_s"] == now - 9001.5 and tl[1]["outage_s"] == 1600 - 975
+    fwd = {"state": "backing_off", "updated_ts": now, "last_ack_ts": 9001.5, "egress_cuts": cuts}
+    doc = model.status(appliance_id="a", stats={}, states_by_kind={"forwarder": {"main": fwd}}, samples=samples,
+                       version="t", started=0, now=now)
+    assert doc["drills"][0]["down_ts"] == 9001.5
