@@ -18,7 +18,7 @@ from typing import Any, Iterator, Sequence
 
 from edge.spool import common
 from edge.spool.common import WAL_CHECKPOINT_BYTES, WAL_TRUNCATE_BYTES, WHEN_FULL, BadRequest, SpoolFull, _is_full
-from edge.spool.integrity import FULL_CHECK_MAX_BYTES, _check, _move_aside, _previous_check_failed, _salvage
+from edge.spool.integrity import FULL_CHECK_MAX_BYTES, _check, inspect_file
 from edge.spool.log import SpoolLog
 from edge.spool.schema import _Meta, _read_meta, _refuse_newer, migrate
 from edge.spool.seqfile import SeqReservation, _WriterLock
@@ -99,22 +99,8 @@ class Spool(SpoolLog, SideTables):
     def _open_locked(cls, path: Path, full_check_max_bytes: int, settings: dict) -> "Spool":
         appliance_id = settings["appliance_id"]
         seq = SeqReservation(path)
-        corrupt: dict | None = None
-        deferred_check = False
-        if path.exists():
-            size = common._file_size(path) + common._file_size(f"{path}-wal")
-            full = size <= full_check_max_bytes or _previous_check_failed(path)
-            problem = _check(path, full)
-            if problem is not None:
-                salvage = _salvage(path)
-                moved = _move_aside(path)
-                corrupt = {"problem": problem, "moved_to": str(moved), **salvage}
-                log.critical("SPOOL CORRUPT: %s; moved aside to %s, starting a fresh spool", problem, moved)
-            else:
-                deferred_check = not full
-        elif seq.value is not None:
-            corrupt = {"problem": "spool file missing while its seq reservation exists", "moved_to": None}
-            log.critical("SPOOL MISSING: %s absent but %s exists; starting after the reservation", path, seq.path)
+        wal_empty = common._file_size(f"{path}-wal") == 0  # before any connection touches it
+        corrupt, deferred_check = inspect_file(path, seq, full_check_max_bytes)
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
         _refuse_newer(conn)  # before any pragma rewrites the header of a file we do not understand
         conn.execute("PRAGMA journal_mode = WAL")
@@ -129,8 +115,18 @@ class Spool(SpoolLog, SideTables):
                 f"spool {path} belongs to appliance {existing.appliance_id!r}, not {appliance_id!r}: "
                 "seqs are per appliance; use another spool path"
             )
+        if existing is None and corrupt is None and seq.value is not None:
+            # The file opened as a brand-new database (e.g. truncated to 0 bytes after its
+            # header was gone) though the sidecar says this spool held seqs.
+            corrupt = {"problem": "spool file held no spool (empty) while its seq reservation exists",
+                       "moved_to": None}
+            log.critical("SPOOL EMPTY: %s has no spool in it but %s exists", path, seq.path)
+        lost = None
+        if (existing is not None and wal_empty and seq.committed is not None
+                and existing.next_seq - 1 < seq.committed):
+            lost = (existing.next_seq, seq.committed)
         if existing is None:
-            start = max(1, seq.value or 1)
+            start = max(1, seq.fresh_start)
             if corrupt:
                 start = max(start, corrupt.get("next_seq", 1), corrupt.get("max_seq", 0) + 1)
             conn.execute(
@@ -140,6 +136,8 @@ class Spool(SpoolLog, SideTables):
         conn.execute("UPDATE meta SET max_bytes = ?, when_full = ?, side_max_bytes = ? WHERE id = 1",
                      (settings["max_bytes"], settings["when_full"], settings["side_max_bytes"]))
         spool = cls(conn, path, seq=seq, **settings)
+        if lost:
+            spool._after_lost_commits(*lost)
         seq.ensure_above(spool._meta.next_seq)
         if corrupt:
             spool._after_corruption(corrupt)
@@ -148,9 +146,13 @@ class Spool(SpoolLog, SideTables):
         return spool
 
     def _after_corruption(self, info: dict) -> None:
+        """The old file is gone or unusable: one marker covers every seq it may have held undelivered,
+        from the last known delivered seq (its own, or the sidecar's) to the fresh start."""
         start = self._meta.next_seq
-        delivered = info.get("delivered_seq")
+        known = [d for d in (info.get("delivered_seq"), self._seq.delivered) if d is not None]
+        delivered = max(known) if known else None
         known_next = info.get("next_seq")
+        covered = ""
         with self._tx():
             if delivered is not None and delivered + 1 <= start - 1:
                 # Everything undelivered in the old file, and the reserved seqs
@@ -160,12 +162,30 @@ class Spool(SpoolLog, SideTables):
                 self._meta.delivered_seq = delivered
                 self._write_marker(delivered + 1, start - 1, "spool_corrupt", common._now_us(), extend=False)
                 self._count_drop("spool_corrupt", max(0, lost))
+                covered = f"; loss marker covers seq {delivered + 1}..{start - 1}"
             self._alarm(
                 "spool_corrupt",
-                f"spool file was unreadable ({info['problem']}); moved aside to {info['moved_to']}; "
-                f"fresh spool starts at seq {start}"
+                f"spool file was unusable ({info['problem']}); moved aside to {info['moved_to']}; "
+                f"fresh spool starts at seq {start}{covered}"
                 + ("" if delivered is not None else "; delivered watermark unknown, undelivered readings lost"),
-                {**info, "new_start_seq": start},
+                {**info, "new_start_seq": start, "delivered_seq": delivered},
+            )
+
+    def _after_lost_commits(self, first: int, last: int) -> None:
+        """The file ends below the sidecar's committed mark and no WAL is left: commits may have been
+        lost with it (a WAL deleted after a crash). Those seqs are never reused; one marker covers them."""
+        n = last - first + 1
+        with self._tx():
+            m = self._meta
+            m.next_seq = last + 1
+            m.appended_total += n
+            self._write_marker(first, last, "spool_lost", common._now_us(), extend=False)
+            self._count_drop("spool_lost", n)
+            self._alarm(
+                "spool_commits_lost",
+                f"the spool file ends at seq {first - 1} but up to seq {last} may have been committed and "
+                f"its WAL is gone; seq {first}..{last} are covered by a loss marker and not reused",
+                {"from_seq": first, "to_seq": last},
             )
 
     # ------------------------------------------------------------ transactions
@@ -259,6 +279,8 @@ class Spool(SpoolLog, SideTables):
 
     def _checkpoint(self, mode: str) -> bool:
         """True when the checkpoint completed (every WAL frame is in the main file)."""
+        if mode == "TRUNCATE":  # the WAL may be emptied: the sidecar's marks must not claim more than the file
+            self._seq.note_exact(self._meta.next_seq - 1, self._meta.delivered_seq)
         self._conn.execute("PRAGMA busy_timeout = 100")  # a reader must not stall the writer for long
         try:
             busy, frames, done = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
@@ -296,6 +318,7 @@ class Spool(SpoolLog, SideTables):
                         "full check and moves the file aside", {"result": result})
 
     def close(self) -> None:
+        self._seq.note_exact(self._meta.next_seq - 1, self._meta.delivered_seq)
         try:
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as e:

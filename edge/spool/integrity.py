@@ -6,16 +6,20 @@ A corrupt file is never deleted: it moves to ``<name>.corrupt-<UTC>`` with its -
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
-from edge.spool.common import _fsync_dir, _ro_uri
+from edge.spool.common import _file_size, _fsync_dir, _ro_uri
 
 # Above this size the full quick_check of the readings table runs in the
 # background after open (a multi-GB backlog would otherwise delay every start).
 FULL_CHECK_MAX_BYTES = 256 * 1024 * 1024
+
+log = logging.getLogger("edge.spool")
 
 def _check(path: Path, full: bool) -> str | None:
     """None when the file looks sound, else what is wrong. Read-only: never changes the evidence."""
@@ -98,3 +102,26 @@ def _previous_check_failed(path: Path) -> bool:
         return True
     return bool(row) and json.loads(row[0]).get("result") != "ok"
 
+
+
+def inspect_file(path: Path, seq: Any, full_check_max_bytes: int) -> tuple[dict | None, bool]:
+    """Before the writer opens ``path``: ``(damage, deferred_check)``. ``damage`` (None when the file
+    looks sound or is new) says what is wrong, where the file went and what counters were salvaged;
+    ``deferred_check``: the file is big, only its ends were checked, the full check runs later."""
+    if path.exists():
+        size = _file_size(path) + _file_size(f"{path}-wal")
+        if size == 0 and seq.value is not None:
+            problem = "spool file is empty (0 bytes)"
+        else:
+            full = size <= full_check_max_bytes or _previous_check_failed(path)
+            problem = _check(path, full)
+            if problem is None:
+                return None, not full
+        salvage = _salvage(path)
+        moved = _move_aside(path)
+        log.critical("SPOOL CORRUPT: %s; moved aside to %s, starting a fresh spool", problem, moved)
+        return {"problem": problem, "moved_to": str(moved), **salvage}, False
+    if seq.value is not None:
+        log.critical("SPOOL MISSING: %s absent but %s exists; starting after the reservation", path, seq.path)
+        return {"problem": "spool file missing while its seq reservation exists", "moved_to": None}, False
+    return None, False

@@ -294,5 +294,6 @@ class SpoolLog:
             self._dirty = True
         if rows:
             self.freed += 1
+        self._seq.note_delivered(m.delivered_seq)
         return m.delivered_seq
 

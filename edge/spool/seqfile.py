@@ -1,14 +1,21 @@
-"""Sidecar files next to the spool: the writer lock and the seq reservation."""
+"""Sidecar files next to the spool: the writer lock and the seq reservation (with the delivered mark)."""
 
 from __future__ import annotations
 
 import fcntl
+import json
+import logging
 import os
 from pathlib import Path
 
-from edge.spool.common import SpoolError, _fsync_dir
+from edge.fsutil import write_atomic
+from edge.spool.common import SpoolError
+
+log = logging.getLogger("edge.spool")
 
 SEQ_BLOCK = 1_000_000
+COMMIT_STEP = 20_000  # the committed mark runs at most this far ahead of the last commit
+DELIVERED_STEP = 10_000  # the delivered mark lags the watermark by at most this (plus one ack)
 
 class _WriterLock:
     """``<spool>.lock`` held with flock for as long as a Spool is open: exactly one
@@ -36,34 +43,75 @@ class _WriterLock:
 
 
 class SeqReservation:
-    """Sidecar ``<spool>.seq``: an upper bound no assigned seq ever reaches.
+    """Sidecar ``<spool>.seq``: what must outlive the spool file, so that a lost, emptied,
+    truncated or unreadable spool (or its lost WAL) becomes a loss marker, never a reused seq
+    or a silent gap. One small JSON object, replaced atomically (fsync, rename, fsync dir):
 
-    Written (fsynced, atomically replaced) once per SEQ_BLOCK seqs, before the
-    transaction that crosses it commits; a fresh spool starts at it when the
-    old file is corrupt or gone, so seq is never reused.
+    * ``reserved``: no assigned seq ever reaches it; moved SEQ_BLOCK ahead before the
+      transaction that crosses it commits.
+    * ``committed``: no committed seq is above it; moved COMMIT_STEP ahead before a commit
+      crosses it, and set exact (next_seq - 1) on a clean close and before a TRUNCATE
+      checkpoint, so a clean restart finds it equal to the file's last seq.
+    * ``delivered``: a seq the cloud acknowledged; rewritten once the watermark moved
+      DELIVERED_STEP past it, and exact on close. A lower bound of the real watermark.
+
+    A file holding a bare integer (the format before) reads as ``reserved`` alone.
     """
 
     def __init__(self, spool_path: Path):
         self.path = spool_path.with_name(spool_path.name + ".seq")
-        self.value = self.read()
+        self.value, self.committed, self.delivered = self.read()
 
-    def read(self) -> int | None:
+    def read(self) -> tuple[int | None, int | None, int | None]:
         try:
-            return int(self.path.read_text().strip())
-        except (OSError, ValueError):
-            return None
+            text = self.path.read_text().strip()
+        except FileNotFoundError:
+            return None, None, None
+        except OSError as e:
+            log.error("seq reservation %s unreadable (%s): starting without it", self.path, e)
+            return None, None, None
+        try:
+            if not text.startswith("{"):
+                return int(text), None, None
+            d = json.loads(text)
+            return (int(d["reserved"]), *(None if d.get(k) is None else int(d[k]) for k in ("committed", "delivered")))
+        except (ValueError, KeyError, TypeError) as e:
+            log.error("seq reservation %s unreadable (%s): starting without it", self.path, e)
+            return None, None, None
+
+    @property
+    def fresh_start(self) -> int:
+        """Where a spool with no usable file starts: above every seq that may have been committed."""
+        if self.committed is not None:
+            return self.committed + 1
+        return self.value or 1
 
     def ensure_above(self, seq: int) -> None:
-        """Make sure every seq <= ``seq`` lies below the reservation."""
-        if self.value is not None and seq < self.value:
+        """Make sure every seq < ``seq`` lies below the reservation and within the committed mark."""
+        reserved_ok = self.value is not None and seq < self.value
+        committed_ok = self.committed is not None and seq - 1 <= self.committed
+        if reserved_ok and committed_ok:
             return
-        new = seq + SEQ_BLOCK
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w") as f:
-            f.write(f"{new}\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        _fsync_dir(self.path.parent)
-        self.value = new
+        value = self.value if reserved_ok else seq + SEQ_BLOCK
+        self._write(value, min(seq - 1 + COMMIT_STEP, value - 1), self.delivered)
 
+    def note_delivered(self, delivered: int) -> None:
+        """The watermark moved; kept on disk once it moved DELIVERED_STEP (best effort: a lag is safe)."""
+        if self.delivered is None or delivered - self.delivered >= DELIVERED_STEP:
+            self._best_effort(self.value, self.committed, delivered)
+
+    def note_exact(self, last_seq: int, delivered: int) -> None:
+        """Clean close, or a TRUNCATE checkpoint about to empty the WAL: the marks become exact."""
+        if (self.committed, self.delivered) != (last_seq, delivered) and self.value is not None:
+            self._best_effort(self.value, last_seq, delivered)
+
+    def _best_effort(self, value: int | None, committed: int | None, delivered: int | None) -> None:
+        try:
+            self._write(value, committed, delivered)
+        except OSError as e:  # a full disk: the older marks on disk are still true bounds
+            log.warning("seq reservation %s not updated: %s", self.path, e)
+
+    def _write(self, value: int | None, committed: int | None, delivered: int | None) -> None:
+        data = {"reserved": value, "committed": committed, "delivered": delivered}
+        write_atomic(self.path, (json.dumps(data) + "\n").encode(), 0o644)
+        self.value, self.committed, self.delivered = value, committed, delivered

@@ -1,5 +1,6 @@
 """Corrupt, truncated, damaged and missing spool files; schema migrations."""
 
+import json
 import os
 import sqlite3
 
@@ -33,8 +34,9 @@ def test_garbage_file_moved_aside_and_seq_not_reused(open_spool, spool_path, tmp
     (alarm,) = s.alarms()
     assert alarm["name"] == "spool_corrupt" and "not a database" in alarm["value"]["message"]
     r = s.append(items(1))
-    assert r.first_seq == 1 + SEQ_BLOCK > 300  # the sidecar reservation: never a reused seq
-    accounting(spool_path)
+    assert r.first_seq == 301  # above the sidecar's committed mark (exact after a clean close): never reused
+    # the sidecar's delivered mark (20): one marker accounts for every seq the file may have held undelivered
+    assert accounting(spool_path)["markers"] == [(21, 300, "spool_corrupt")]
 
 
 def test_truncated_file(open_spool, spool_path, tmp_path):
@@ -46,11 +48,11 @@ def test_truncated_file(open_spool, spool_path, tmp_path):
     assert len(evidence(tmp_path)) == 1
     assert [a["name"] for a in s.alarms()] == ["spool_corrupt"]
     acc = accounting(spool_path)
-    start = acc["stats"]["next_seq"]
-    assert start > 300
-    # Nothing can be salvaged from this one (SQLite reports every query malformed): no watermark,
-    # so no marker, and the alarm says so.
-    assert "watermark unknown" in s.alarms()[0]["value"]["message"]
+    assert acc["stats"]["next_seq"] == 301
+    # Nothing can be salvaged from this one (SQLite reports every query malformed): the watermark
+    # comes from the sidecar, and one marker covers every seq that may be gone.
+    assert acc["markers"] == [(21, 300, "spool_corrupt")]
+    assert "loss marker covers seq 21..300" in s.alarms()[0]["value"]["message"]
 
 
 def damage_middle_page(path):
@@ -67,10 +69,10 @@ def test_damaged_page_found_by_full_check(open_spool, spool_path, tmp_path):
     s = open_spool()
     assert len(evidence(tmp_path)) == 1
     assert s.alarms()[0]["name"] == "spool_corrupt"
-    assert s.append(items(1)).first_seq == 1 + SEQ_BLOCK
+    assert s.append(items(1)).first_seq == 301
     acc = accounting(spool_path)
     # The counters were salvaged (watermark 20): one marker accounts for every undelivered seq.
-    assert acc["markers"] == [(21, SEQ_BLOCK, "spool_corrupt")]
+    assert acc["markers"] == [(21, 300, "spool_corrupt")]
     assert acc["stats"]["dropped"] == {"spool_corrupt": 280}
 
 
@@ -102,17 +104,30 @@ def test_missing_file_with_reservation_starts_after_it(open_spool, spool_path):
         if p.exists():
             p.unlink()
     s = open_spool()
-    assert s.append(items(1)).first_seq == 1 + SEQ_BLOCK
+    assert s.append(items(1)).first_seq == 301
     assert [a["name"] for a in s.alarms()] == ["spool_corrupt"]
+    assert accounting(spool_path)["markers"] == [(21, 300, "spool_corrupt")]
+
+
+def test_old_sidecar_format_still_reserves(open_spool, spool_path):
+    """A bare integer (the sidecar before the committed and delivered marks) still means: start above it."""
+    build(open_spool)
+    for suffix in ("", "-wal", "-shm"):
+        spool_path.with_name(spool_path.name + suffix).unlink(missing_ok=True)
+    spool_path.with_name("spool.db.seq").write_text(f"{SEQ_BLOCK + 1}\n")
+    s = open_spool()
+    assert s.append(items(1)).first_seq == 1 + SEQ_BLOCK
+    assert "watermark unknown" in s.alarms()[0]["value"]["message"]
 
 
 def test_reservation_crossed_is_fsynced_before_commit(open_spool, spool_path, monkeypatch):
     monkeypatch.setattr("edge.spool.seqfile.SEQ_BLOCK", 100)
     s = open_spool()
     sidecar = spool_path.with_name("spool.db.seq")
-    assert int(sidecar.read_text()) == 101
+    assert json.loads(sidecar.read_text())["reserved"] == 101
     s.append(items(250))
-    assert int(sidecar.read_text()) > 251
+    marks = json.loads(sidecar.read_text())
+    assert marks["reserved"] > 251 and 250 <= marks["committed"] < marks["reserved"]
 
 
 def make_v1(path, rows):
