@@ -90,3 +90,15 @@ def test_zero_ok_names_only_real_quantities():
     for _, owner, _ in CASES:
         for name in getattr(owner, "ZERO_OK", ()):
             assert unwrap(fields_of(owner)[name]) in (Duration, ByteSize), (owner, name)
+
+
+def test_validate_changes_nothing_in_any_config_class():
+    cfg = parse({**BASE, "zerobus": {"workspace_url": "https://ws.example.com"}}, {})
+    objects = [cfg.spool, cfg.zerobus, cfg.admin, cfg.logging, *cfg.sources]
+    objects += [d for s in cfg.sources for d in getattr(s, "devices", [])]
+    objects += [g for s in cfg.sources for g in getattr(s, "groups", [])]
+    for obj in objects:
+        before = {k: id(v) for k, v in vars(obj).items()}
+        obj.validate("x") if hasattr(obj, "validate") else None
+        assert {k: id(v) for k, v in vars(obj).items()} == before, type(obj)
+    assert len(cfg.source("plc").blocks) == 1 and cfg.source("plc").points[0].name == "t"

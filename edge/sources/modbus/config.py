@@ -7,6 +7,7 @@ two in step). Pure: no I/O. Errors name the field, e.g.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Literal
@@ -14,7 +15,9 @@ from typing import Literal
 from edge.config import SourceBase
 from edge.configtypes import ConfigError, Duration
 from edge.sources.modbus import decode as dec
-from edge.sources.modbus.plan import MAX_BITS, MAX_REGISTERS, TABLES, PointSpec, check_overlaps, parse_address, plan_blocks
+from edge.sources.modbus.plan import (
+    MAX_BITS, MAX_REGISTERS, TABLES, Block, PointSpec, check_overlaps, parse_address, plan_blocks,
+)
 
 _HOST = re.compile(r"^(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])$")  # a name, an IPv4 or a [IPv6] address
 
@@ -104,10 +107,25 @@ class Config(SourceBase):
         for key in ("poll_interval", "heartbeat", "offline_retry"):
             if getattr(self, key) < 0.001:
                 raise ConfigError(f"{path}.{key}", "must be at least 1ms")
-        self.points = build_points(self, path)
-        self.blocks = plan_blocks(
-            self.points, max_registers=self.max_block_registers, max_bits=self.max_block_bits, max_gap=self.max_gap
-        )
+        self.plan(path)  # only to raise the first ConfigError, naming the point; validate changes nothing
+
+    def plan(self, path: str = "") -> tuple[list[PointSpec], list[Block]]:
+        """The validated points and the block reads that cover them (pure; ConfigError names the field)."""
+        points = build_points(self, path)
+        return points, plan_blocks(points, max_registers=self.max_block_registers, max_bits=self.max_block_bits,
+                                   max_gap=self.max_gap)
+
+    @functools.cached_property
+    def _planned(self) -> tuple[list[PointSpec], list[Block]]:
+        return self.plan()
+
+    @property
+    def points(self) -> list[PointSpec]:
+        return self._planned[0]
+
+    @property
+    def blocks(self) -> list[Block]:
+        return self._planned[1]
 
 
 def build_points(cfg: Config, path: str) -> list[PointSpec]:
