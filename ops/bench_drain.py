@@ -1,17 +1,28 @@
-"""Drain benchmark: spool -> Forwarder -> real SDK -> emulator, against a bare-SDK baseline.
+"""Drain benchmark: spool -> Forwarder -> real SDK -> emulator, under a realistic cloud and a thin uplink.
 
-    PYTHONPATH=. .venv/bin/python ops/bench_drain.py [--rows 1000000] [--backlog-rows 10000000]
-        [--streams 1,2,4] [--batch 5000] [--inflight 4] [--store none|sqlite]
+    PYTHONPATH=. .venv/bin/python ops/bench_drain.py            # ~3 minutes on 2 busy cores
+        [--streams 1,4] [--rows-fast 300000] [--rows-slow 150000] [--batch 5000] [--inflight 4]
+        [--ack-latency-ms 150] [--quota 100000] [--quota-low 15000] [--link-mbit 20] [--link-delay-ms 50]
+        [--set key=value ...]  (any zerobus config field, e.g. an adaptive window's)  [--backlog-rows N]
 
-Prints, all measured in the same run against the same emulator process:
-- the baseline: the bare SDK pushing pre-framed records from memory (no spool, no framing);
-- the forwarder draining a spool of ``--rows`` readings with 1, 2, 4 streams, and its ratio
-  to the baseline with the same number of streams;
-- CPU spent by the emulator and by this process in each phase (share of one core, and
-  microseconds per reading: the load-independent cost), so a phase where the emulator burns
-  a whole core is flagged as emulator-bound;
-- restart to first ack: a fresh process opens a spool holding ``--backlog-rows`` readings,
-  starts the writer and the forwarder; time from process start (and from fork) to the first ack.
+One emulator (``--store none``), reconfigured per row through its fault API. Rows, for each
+``--streams`` value (the forwarder's ``zerobus.streams``):
+
+- ``no latency``: the forwarder against the bare SDK pushing the same records from memory
+  with the same streams and window (the no-latency limit, measured in this run);
+- ``150 ms + 100k/s``: acks 150 ms after each batch arrives, 100k records/s per stream;
+- ``150 ms + 15k/s``: the older per-stream quota;
+- ``link``: the same 150 ms + 100k/s service behind a 20 Mbit/s link with 50 ms one-way
+  delay on the uplink (ops/linkproxy.py: an in-process rate-limited TCP proxy, what
+  ``tc tbf + netem`` on the egress would do, without root).
+
+Each row prints its binding limit, computed in the same run: min(streams x quota, the
+no-latency rate with those streams, the link's capacity in readings/s at the wire bytes
+per reading measured at the proxy), and the drain as a fraction of it; also what the
+configured window allows (streams x inflight x batch / ack time), bytes per reading as
+gRPC messages (the emulator's counters) and on the wire (the proxy: gRPC frames, HTTP/2
+framing and headers included), and what compression would save on a batch.
+``--backlog-rows N`` adds the restart-to-first-ack measurement from an N-reading spool.
 """
 
 from __future__ import annotations
@@ -88,14 +99,14 @@ class Phase:
         self.self_cpu = time.process_time() - self.s0
 
 
-def baseline(emu, records_batches: list[list[bytes]], streams: int, inflight: int) -> None:
+def baseline(emu, records_batches: list[list[bytes]], streams: int, inflight: int, endpoint: str | None = None) -> None:
     """The bare SDK: pre-framed batches from memory, round-robin over streams, window per stream."""
     from zerobus.sdk.shared import StreamConfigurationOptions, TableProperties
     from zerobus.sdk.sync import ZerobusSdk
 
     from edge.pb.reading_pb2 import Reading
 
-    sdk = ZerobusSdk(emu.grpc_endpoint, emu.workspace_url)
+    sdk = ZerobusSdk(endpoint or emu.grpc_endpoint, emu.workspace_url)
     opts = StreamConfigurationOptions(max_inflight_records=inflight + 1, recovery=False)
     per = [records_batches[i::streams] for i in range(streams)]
 
@@ -117,19 +128,30 @@ def baseline(emu, records_batches: list[list[bytes]], streams: int, inflight: in
         t.join()
 
 
-def drain(emu, spool_path: Path, rows: int, streams: int, batch: int, inflight: int) -> dict:
+def forwarder_classes():
+    try:  # the forwarder split into edge/forward/ (loop + sink); the single module before it
+        from edge.forward import Forwarder, Framer
+    except ImportError:
+        from edge.forwarder import Forwarder, Framer
+    return Forwarder, Framer
+
+
+def drain(emu, spool_path: Path, rows: int, streams: int, batch: int, inflight: int,
+          endpoint: str | None = None, extra: dict | None = None) -> dict:
     from edge.config import ZerobusConfig
     from edge.configtypes import ByteSize, Secret
-    from edge.forwarder import Forwarder
     from edge.spool import Spool
     from edge.writer import SpoolWriter
+
+    Forwarder, _ = forwarder_classes()
 
     spool = Spool.open(spool_path, appliance_id=APP, max_bytes=64 << 30, when_full="block", min_free_bytes=0)
     last = spool.next_seq - 1
     writer = SpoolWriter(spool)
-    cfg = ZerobusConfig(endpoint=emu.grpc_endpoint, workspace_url=emu.workspace_url, table=emu.table,
+    cfg = ZerobusConfig(endpoint=endpoint or emu.grpc_endpoint, workspace_url=emu.workspace_url, table=emu.table,
                         client_id=emu.client_id, client_secret=Secret(emu.client_secret), streams=streams,
-                        batch_max_records=batch, batch_max_bytes=ByteSize(8 << 20), max_inflight_batches=inflight)
+                        batch_max_records=batch, batch_max_bytes=ByteSize(8 << 20), max_inflight_batches=inflight,
+                        **(extra or {}))
     fwd = Forwarder(cfg, appliance_id=APP, spool_path=str(spool_path), writer=writer)
     t0 = time.perf_counter()
     fwd.start()
@@ -148,10 +170,10 @@ def first_ack_child(cfg_json: str) -> int:
     t_imports0 = time.time()
     from edge.config import ZerobusConfig
     from edge.configtypes import ByteSize, Secret
-    from edge.forwarder import Forwarder
     from edge.spool import Spool
     from edge.writer import SpoolWriter
 
+    Forwarder, _ = forwarder_classes()
     t_imported = time.time()
     spool = Spool.open(c["spool"], appliance_id=APP, max_bytes=64 << 30, when_full="block", min_free_bytes=0)
     writer = SpoolWriter(spool)
@@ -181,100 +203,212 @@ def first_ack_child(cfg_json: str) -> int:
     return 0
 
 
+def compression_probe(framed: list[bytes], batch: int, framer) -> str:
+    """What one batch weighs as the SDK's gRPC message, and what zlib would make of it (the SDK does not compress).
+
+    The drain rows reuse 64 bodies, which compress far better than a plant's data; the probe also
+    builds a batch of 64 points whose values wander and whose timestamps advance, as collected ones do.
+    """
+    import random
+    import zlib
+
+    from edge.encode import encode_reading
+    from simulators.zerobus import wire_pb2 as pb
+
+    def weigh(records: list[bytes]) -> str:
+        req = pb.EphemeralStreamRequest()
+        req.ingest_record_batch.offset_id = 0
+        req.ingest_record_batch.proto_encoded_batch.records.extend(records)
+        msg = req.SerializeToString()
+        n = len(records)
+        return (f"{len(msg) / n:.1f} B/reading as a gRPC message, zlib -1 {len(zlib.compress(msg, 1)) / n:.1f}, "
+                f"zlib -6 {len(zlib.compress(msg, 6)) / n:.1f}")
+
+    rng = random.Random(7)
+    base, values, rows = 1_763_900_000_000_000, [180.0 + i for i in range(64)], []
+    for k in range(batch):
+        i = k % 64
+        values[i] += rng.gauss(0, 0.05)
+        ts = base + k * 1_000 + rng.randrange(1_000)
+        rows.append((k + 1_000, encode_reading(source="plc-line3", protocol="opcua", point=f"ns=2;s=Line3.Press{i:02d}.HydraulicPressure",
+                                               value=round(values[i], 3), quality="GOOD", status_code=0, source_ts=ts,
+                                               server_ts=ts + 100, collected_ts=ts + 200, unit="bar", data_type="Double")))
+    return (f"compression probe, batches of {batch:,}: bench rows (64 repeated bodies): {weigh(framed[:batch])}; "
+            f"wandering values: {weigh(framer.frame_rows(rows))}")
+
+
+def parse_sets(pairs: list[str]) -> dict:
+    out = {}
+    for p in pairs:
+        key, sep, value = p.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {p!r}: expected key=value")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", type=int, default=1_000_000, help="readings per drain run (default 1M)")
-    ap.add_argument("--backlog-rows", type=int, default=10_000_000,
-                    help="readings in the spool for the restart-to-first-ack measurement (default 10M; 0 skips)")
-    ap.add_argument("--streams", default="1,2,4")
+    ap.add_argument("--streams", default="1,4", help="zerobus.streams values, one set of rows each (default 1,4)")
+    ap.add_argument("--rows-fast", type=int, default=300_000, help="readings per run for the no-latency and 100k/s rows")
+    ap.add_argument("--rows-slow", type=int, default=150_000, help="readings per run for the 15k/s and link rows")
     ap.add_argument("--batch", type=int, default=5000)
     ap.add_argument("--inflight", type=int, default=4)
-    ap.add_argument("--store", choices=("none", "sqlite"), default="none",
-                    help="emulator store (none = ack without storing, the default for throughput)")
+    ap.add_argument("--ack-latency-ms", type=float, default=150.0)
+    ap.add_argument("--quota", type=float, default=100_000.0, help="records/s per stream (published default)")
+    ap.add_argument("--quota-low", type=float, default=15_000.0, help="records/s per stream (older pages)")
+    ap.add_argument("--link-mbit", type=float, default=20.0)
+    ap.add_argument("--link-delay-ms", type=float, default=50.0, help="one-way delay on the uplink (netem on egress)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra zerobus config field for the forwarder (JSON value), e.g. an adaptive window's")
+    ap.add_argument("--only", default=None, help="comma list of row kinds to run: nolat,quota,quota_low,link")
+    ap.add_argument("--backlog-rows", type=int, default=0,
+                    help="readings in the spool for the restart-to-first-ack measurement (0 = skip, the default)")
     ap.add_argument("--dir", default=None, help="work directory (default: a temp dir, removed)")
     ap.add_argument("--first-ack-child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    os.environ.setdefault("RUST_LOG", "warn")  # the SDK's INFO lines would bury the table
     if args.first_ack_child:
         return first_ack_child(args.first_ack_child)
 
     from edge.encode import appliance_prefix
-    from edge.forwarder import Framer
     from edge.spool import SpoolReader
+    from ops.linkproxy import LinkProxy
     from simulators.kit.emulator import Emulator
 
+    _, Framer = forwarder_classes()
+    extra = parse_sets(args.set)
+    only = set(args.only.split(",")) if args.only else {"nolat", "quota", "quota_low", "link"}
     work = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="bench-drain-"))
     work.mkdir(parents=True, exist_ok=True)
     streams_list = [int(s) for s in args.streams.split(",") if s.strip()]
-    emu = Emulator(data_dir=work / "emu", store=args.store)
+    lat, q, ql = args.ack_latency_ms, args.quota, args.quota_low
+    service = {"ack_latency_ms": lat, "quota_records_per_s": q}
+    link_bps = args.link_mbit * 1e6
+    rows_kinds = [
+        ("nolat", "no latency", {}, None, args.rows_fast),
+        ("quota", f"{lat:g} ms + {q / 1000:g}k/s", service, None, args.rows_fast),
+        ("quota_low", f"{lat:g} ms + {ql / 1000:g}k/s", {"ack_latency_ms": lat, "quota_records_per_s": ql}, None, args.rows_slow),
+        ("link", f"{args.link_mbit:g} Mbit/s {args.link_delay_ms:g} ms link", service, link_bps, args.rows_slow),
+    ]
+    rows_kinds = [r for r in rows_kinds if r[0] in only]
+    emu = Emulator(data_dir=work / "emu", store="none")
     emu.start()
     try:
-        print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; emulator store={args.store}; "
-              f"batches of {args.batch}, {args.inflight} in flight per stream")
-        src = work / "src.db"
-        fill_s = fill_spool(src, args.rows)
-        with SpoolReader(src) as r:
-            pooled = r.peek(0, args.rows)
-        size = sum(len(b) for _, b in pooled) / len(pooled)
-        print(f"spool: {args.rows:,} readings of ~{size:.0f} bytes (body) filled in {fill_s:.1f}s")
+        print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; emulator --store none; "
+              f"batches of {args.batch}, {args.inflight} in flight per stream; extra config {extra or '-'}")
+        spools: dict[int, Path] = {}
+        framed: list[bytes] = []
+        for n in sorted({r[4] for r in rows_kinds}):
+            spools[n] = work / f"src{n}.db"
+            fill_s = fill_spool(spools[n], n)
+            print(f"spool: {n:,} readings filled in {fill_s:.1f}s")
+        biggest = max(spools)
+        with SpoolReader(spools[biggest]) as r:
+            pooled = r.peek(0, biggest)
         framer = Framer(appliance_prefix(APP))
         framed = framer.frame_rows(pooled)
         del pooled
-        batches = [framed[i:i + args.batch] for i in range(0, len(framed), args.batch)]
+        print(compression_probe(framed, args.batch, framer))
         pid = emu.proc.pid
-        print(f"\n{'phase':34} {'readings/s':>12} {'wall s':>8} {'emu CPU':>8} {'self CPU':>9} "
-              f"{'emu us/r':>9} {'self us/r':>10}  note")
-        results = {}
+        nolat: dict[int, float] = {}
+        hdr = (f"\n{'row':26} {'streams':>7} {'readings/s':>11} {'limit/s':>10} {'binding':>12} {'drain':>6} "
+               f"{'window/s':>10} {'msg B/r':>8} {'wire B/r':>9} {'emu CPU':>8} {'self CPU':>9}  note")
+        print(hdr)
         for n in streams_list:
-            with Phase(pid) as base:
-                baseline(emu, batches, n, args.inflight)
-            base_rate = args.rows / base.wall
-            print(f"{f'bare SDK from memory, {n} stream(s)':34} {base_rate:12,.0f} {base.wall:8.2f} "
-                  f"{base.emu_cpu / base.wall:7.0%} {base.self_cpu / base.wall:8.0%} "
-                  f"{base.emu_cpu / args.rows * 1e6:9.2f} {base.self_cpu / args.rows * 1e6:10.2f}  "
-                  f"{'emulator-bound' if base.emu_cpu / base.wall > 0.85 else ''}")
-            copy = work / f"run{n}.db"
-            shutil.copyfile(src, copy)
-            with Phase(pid) as ph:
-                d = drain(emu, copy, args.rows, n, args.batch, args.inflight)
-            rate = args.rows / d["wall"]
-            results[n] = (rate, base_rate)
-            print(f"{f'forwarder from spool, {n} stream(s)':34} {rate:12,.0f} {d['wall']:8.2f} "
-                  f"{ph.emu_cpu / ph.wall:7.0%} {ph.self_cpu / ph.wall:8.0%} "
-                  f"{ph.emu_cpu / args.rows * 1e6:9.2f} {ph.self_cpu / args.rows * 1e6:10.2f}  ratio {rate / base_rate:.2f} to bare SDK"
-                  f"{', emulator-bound' if ph.emu_cpu / ph.wall > 0.85 else ''}"
-                  f"{', resent ' + str(d['resent']) if d['resent'] else ''}")
-            copy.unlink()
-            for suffix in ("-wal", "-shm", ".seq"):
-                Path(str(copy) + suffix).unlink(missing_ok=True)
-        del framed, batches
+            for kind, label, faults, rate_bps, rows in rows_kinds:
+                emu.clear_faults()
+                if faults:
+                    emu.set_faults(faults)
+                proxy = None
+                endpoint = None
+                if rate_bps:
+                    proxy = LinkProxy("127.0.0.1", emu.grpc_port, rate_bps=rate_bps, up_delay_ms=args.link_delay_ms).start()
+                    endpoint = f"http://127.0.0.1:{proxy.port}"
+                if kind in ("nolat", "link"):  # the bare SDK from memory: what the pipe allows without the forwarder
+                    batches = [framed[i:i + args.batch] for i in range(0, rows, args.batch)]
+                    up0 = proxy.bytes_up if proxy else 0
+                    with Phase(pid) as base:
+                        baseline(emu, batches, n, args.inflight, endpoint)
+                    bare = rows / base.wall
+                    if kind == "nolat":
+                        nolat[n] = bare
+                    wire = f"{(proxy.bytes_up - up0) / rows:.1f}" if proxy else "-"
+                    print(f"{'bare SDK, ' + label:26} {n:7d} {bare:11,.0f} {'':>10} {'':>12} {'':>6} {'':>10} {'':>8} {wire:>9} "
+                          f"{base.emu_cpu / base.wall:7.0%} {base.self_cpu / base.wall:8.0%}  "
+                          f"{'the no-latency limit' if kind == 'nolat' else 'what the link carries without the forwarder'}")
+                before = emu.stats()["service"]
+                up0 = proxy.bytes_up if proxy else 0
+                copy = work / "run.db"
+                shutil.copyfile(spools[rows], copy)
+                try:
+                    with Phase(pid) as ph:
+                        d = drain(emu, copy, rows, n, args.batch, args.inflight, endpoint, extra)
+                finally:
+                    if proxy is not None:
+                        proxy.stop()
+                    for suffix in ("", "-wal", "-shm", ".seq"):
+                        Path(str(copy) + suffix).unlink(missing_ok=True)
+                after = emu.stats()["service"]
+                rate = rows / d["wall"]
+                msg_bpr = (after["message_bytes"] - before["message_bytes"]) / rows
+                limits = {}
+                if n in nolat:
+                    limits["cpu"] = nolat[n]
+                if faults.get("quota_records_per_s"):
+                    limits["quota"] = n * faults["quota_records_per_s"]
+                wire_bpr = None
+                if proxy is not None:
+                    wire_bpr = (proxy.bytes_up - up0) / rows
+                    limits["link"] = rate_bps / 8 / wire_bpr
+                binding, limit = min(limits.items(), key=lambda kv: kv[1]) if limits else ("-", float("nan"))
+                ack_s = faults.get("ack_latency_ms", 0) / 1000 + (args.link_delay_ms / 1000 if proxy else 0)
+                window = n * args.inflight * args.batch / ack_s if ack_s else float("inf")
+                note = []
+                if d["resent"]:
+                    note.append(f"resent {d['resent']}")
+                if after["throttled_batches"] > before["throttled_batches"]:
+                    note.append(f"throttled {after['throttled_batches'] - before['throttled_batches']} batches")
+                if window < limit:
+                    note.append("window-bound")
+                print(f"{label:26} {n:7d} {rate:11,.0f} {limit:10,.0f} {binding + '-bound':>12} {rate / limit:6.2f} "
+                      f"{window:10,.0f} {msg_bpr:8.1f} {(f'{wire_bpr:.1f}' if wire_bpr else '-'):>9} "
+                      f"{ph.emu_cpu / ph.wall:7.0%} {ph.self_cpu / ph.wall:8.0%}  {', '.join(note)}")
+        del framed
+        emu.clear_faults()
         if args.backlog_rows:
-            big = work / "backlog.db"
-            fill_s = fill_spool(big, args.backlog_rows)
-            print(f"\nbacklog spool: {args.backlog_rows:,} readings, {big.stat().st_size / 1e9:.2f} GB, filled in {fill_s:.0f}s")
-            child_cfg = {"spool": str(big), "endpoint": emu.grpc_endpoint, "workspace_url": emu.workspace_url,
-                         "table": emu.table, "client_id": emu.client_id, "client_secret": emu.client_secret,
-                         "batch": args.batch, "inflight": args.inflight}
-            t_fork = time.time()
-            out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--first-ack-child", json.dumps(child_cfg)],
-                                 capture_output=True, text=True, timeout=300, cwd=str(ROOT),
-                                 env=dict(os.environ, PYTHONPATH=str(ROOT)))
-            if out.returncode != 0:
-                print(out.stderr[-3000:])
-                return 1
-            r = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"restart with a {args.backlog_rows:,}-reading backlog: first ack {r['first_ack_s']:.2f}s after process "
-                  f"start ({r['first_ack_wall'] - t_fork:.2f}s after fork incl. interpreter start; imports "
-                  f"{r['imports_s']:.2f}s, spool open {r['open_s']:.2f}s); target <= 2 s: "
-                  f"{'met' if r['first_ack_wall'] - t_fork <= 2.0 else 'NOT met'}")
-            print(f"drain rate at depth ({args.backlog_rows:,} backlog): {r['rate_at_depth']:,.0f} readings/s")
-        best = max(results.values(), key=lambda x: x[0]) if results else None
-        if best:
-            print(f"\nbest forwarder rate {best[0]:,.0f} readings/s (target 250,000: {'met' if best[0] >= 250_000 else 'NOT met'})")
+            return first_ack(args, emu, work)
         return 0
     finally:
         emu.stop()
         if not args.dir:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def first_ack(args, emu, work: Path) -> int:
+    big = work / "backlog.db"
+    fill_s = fill_spool(big, args.backlog_rows)
+    print(f"\nbacklog spool: {args.backlog_rows:,} readings, {big.stat().st_size / 1e9:.2f} GB, filled in {fill_s:.0f}s")
+    child_cfg = {"spool": str(big), "endpoint": emu.grpc_endpoint, "workspace_url": emu.workspace_url,
+                 "table": emu.table, "client_id": emu.client_id, "client_secret": emu.client_secret,
+                 "batch": args.batch, "inflight": args.inflight}
+    t_fork = time.time()
+    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--first-ack-child", json.dumps(child_cfg)],
+                         capture_output=True, text=True, timeout=300, cwd=str(ROOT),
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    if out.returncode != 0:
+        print(out.stderr[-3000:])
+        return 1
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"restart with a {args.backlog_rows:,}-reading backlog: first ack {r['first_ack_s']:.2f}s after process "
+          f"start ({r['first_ack_wall'] - t_fork:.2f}s after fork incl. interpreter start; imports "
+          f"{r['imports_s']:.2f}s, spool open {r['open_s']:.2f}s); target <= 2 s: "
+          f"{'met' if r['first_ack_wall'] - t_fork <= 2.0 else 'NOT met'}")
+    print(f"drain rate at depth ({args.backlog_rows:,} backlog): {r['rate_at_depth']:,.0f} readings/s")
+    return 0
 
 
 if __name__ == "__main__":

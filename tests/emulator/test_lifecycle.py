@@ -132,3 +132,16 @@ def test_tls_with_generated_ca():
         emu.restart()  # the CA survives restarts, so clients keep trusting it
         with open(emu.ca_path, "rb") as fh:
             assert fh.read() == ca_before
+
+
+def test_tls_with_given_certificate_files(tmp_path):
+    """How Compose runs it: an init service makes the CA and the server certificate, the emulator serves them."""
+    from simulators.zerobus.tlsgen import ensure_tls
+
+    files = ensure_tls(str(tmp_path / "secrets"), ["zerobus-emulator"])
+    args = ["--tls-cert", files.server_cert, "--tls-key", files.server_key, "--tls-ca", files.ca_cert]
+    with Emulator(tls=True, extra_args=args) as emu:
+        assert emu.ca_path == files.ca_cert
+        assert not (emu.data_dir / "tls").exists()  # nothing generated: the given files are served
+        assert run_sdk(emu, {"SSL_CERT_FILE": files.bundle}) == "RESULT ok"
+        assert emu.table_stats()["appliances"]["tls-app"]["max_seq"] == 6

@@ -66,14 +66,14 @@ def test_quota_throttles_by_flow_control_and_late_acks(emu, appliance_id):
     before = _service(emu)
     s = proto_stream(emu)
     t0 = time.monotonic()
-    for k in range(5):  # 2,500 records at 1,000/s: past the 1 s burst the server makes the stream wait
+    for k in range(5):  # 2,500 records at 1,000/s: past the 100 ms burst the server makes the stream wait
         s.ingest_records_offset(readings(appliance_id, range(k * 500, k * 500 + 500)))
     s.flush()
     elapsed = time.monotonic() - t0
     s.close()
     after = _service(emu)
     assert after["throttled_batches"] > before["throttled_batches"]
-    assert elapsed >= 1.0  # 2,500 records - 1,000 of burst - the admitted batch's 500, at 1,000/s
+    assert elapsed >= 1.8  # batches admitted at 0, 0.4, 0.9, 1.4, 1.9 s (each 0.5 s of quota, 0.1 s of burst)
     assert emu.table_stats()["appliances"][appliance_id]["missing"] == []
     _all_there(emu, appliance_id, 2500)
     assert emu.table_stats()["appliances"][appliance_id]["max_seq"] == 2499
@@ -102,6 +102,9 @@ def test_stream_lifetime_rotates_with_the_close_signal_and_no_duplicates(emu, ap
     while _service(emu)["rotations"] - before["rotations"] < 2 and time.monotonic() < deadline:
         s.wait_for_offset(s.ingest_records_offset(readings(appliance_id, range(seq, seq + 200))))
         seq += 200
+    # One more batch after the second signal: it can only be acked on a third stream.
+    s.wait_for_offset(s.ingest_records_offset(readings(appliance_id, range(seq, seq + 200))))
+    seq += 200
     s.flush()
     s.close()
     after, st = _service(emu), emu.table_stats()
