@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -67,3 +72,24 @@ def open_spool(spool_path: Path):
             s.close()
         except Exception:
             pass
+
+
+def run_crash_child(path: Path, run_id: int, wait: Callable[[subprocess.Popen], list[str]]) -> list[str]:
+    """Run tests/spool/crash_child.py on ``path``, SIGKILL it when ``wait(child)`` returns (the
+    lines it read), and return every complete line the child printed."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "PYTHONUNBUFFERED": "1"}
+    child = subprocess.Popen([sys.executable, str(Path(__file__).with_name("crash_child.py")), str(path), str(run_id)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    try:
+        lines = wait(child)
+        child.send_signal(signal.SIGKILL)
+        lines += child.stdout.read().splitlines(keepends=True)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait(10)
+        child.stdout.close()
+        child.stderr.close()
+    assert child.returncode == -signal.SIGKILL
+    # A line cut by the kill has no newline: the child had not finished saying it, so it does not count.
+    return [line for line in lines if line.endswith("\n")]

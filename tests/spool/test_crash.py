@@ -1,42 +1,26 @@
 """SIGKILL at random moments: every commit the child reported survives, seqs stay contiguous."""
 
-import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from edge.encode import decode
 from edge.spool import Spool
 
-from .conftest import accounting
+from .conftest import accounting, run_crash_child
 
-ROOT = Path(__file__).resolve().parents[2]
 KILLS = 25
 MIN_KILLS = 20
 
 
 def run_child(path: Path, run_id: int, rng: random.Random) -> list[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-    child = subprocess.Popen([sys.executable, str(Path(__file__).with_name("crash_child.py")), str(path), str(run_id)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
-    try:
+    def wait(child) -> list[str]:
         first = child.stdout.readline()  # wait until it is really appending
         assert first, child.stderr.read()
-        time.sleep(rng.uniform(0.0, 0.4))
-        child.send_signal(signal.SIGKILL)
-        rest = child.stdout.read()
-    finally:
-        if child.poll() is None:
-            child.kill()
-        child.wait(10)
-        child.stdout.close()
-        child.stderr.close()
-    assert child.returncode == -signal.SIGKILL
-    # A line cut by the kill has no newline: the child had not finished saying it, so it does not count.
-    return [line for line in [first, *rest.splitlines(keepends=True)] if line.endswith("\n")]
+        time.sleep(rng.uniform(0.0, 0.4))  # not a wait for a condition: a random moment to kill at
+        return [first]
+
+    return run_crash_child(path, run_id, wait)
 
 
 def test_sigkill_never_loses_a_reported_commit(tmp_path):

@@ -7,11 +7,7 @@ after a crash, becomes one loss marker over exactly the seqs that may be gone.
 
 import json
 import logging
-import os
 import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,9 +15,8 @@ import pytest
 from edge.encode import decode
 from edge.spool.seqfile import DELIVERED_STEP
 
-from .conftest import accounting, items
+from .conftest import accounting, items, run_crash_child
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def build(open_spool, rows=300, acked=20):
@@ -94,25 +89,16 @@ def test_wal_lost_after_a_power_cut_is_a_marker_and_seqs_are_not_reused(open_spo
 
 
 def run_child_until(path: Path, commits: int) -> list[str]:
-    """Start tests/spool/crash_child.py, SIGKILL it once it reported ``commits`` commits."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-    child = subprocess.Popen([sys.executable, str(Path(__file__).with_name("crash_child.py")), str(path), "0"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
-    lines = []
-    try:
+    """Run tests/spool/crash_child.py, SIGKILL it once it reported ``commits`` commits."""
+    def wait(child) -> list[str]:
+        lines: list[str] = []
         while sum(line.startswith("A ") for line in lines) < commits:
             line = child.stdout.readline()
             assert line, child.stderr.read()
             lines.append(line)
-        child.send_signal(signal.SIGKILL)
-        lines += child.stdout.read().splitlines(keepends=True)
-    finally:
-        if child.poll() is None:
-            child.kill()
-        child.wait(10)
-        child.stdout.close()
-        child.stderr.close()
-    return [line for line in lines if line.endswith("\n")]
+        return lines
+
+    return run_crash_child(path, 0, wait)
 
 
 def reported_seqs(lines: list[str]) -> dict[int, str]:
