@@ -27,7 +27,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
@@ -71,8 +71,9 @@ class ZerobusConfig:
     client_secret: Secret = Secret("")
     batch_max_records: int = 5000
     batch_max_bytes: ByteSize = ByteSize(4 * 1024**2)
-    max_inflight_batches: int = 4
-    streams: int = 1
+    max_inflight_batches: int = 16  # calls in flight per stream, at most; the bytes in flight adapt ...
+    max_inflight_bytes: ByteSize = ByteSize(64 * 1024**2)  # ... to rate x ack latency, up to this (memory)
+    streams: int = 4  # at most; more open only while one stream is quota-bound
     ack_timeout: Duration = Duration(30)
     reconnect_initial: Duration = Duration(0.5)  # stream retry after a failure, doubling with jitter ...
     reconnect_max: Duration = Duration(30)  # ... up to this
@@ -94,6 +95,8 @@ class ZerobusConfig:
             raise ConfigError(f"{path}.batch_max_bytes", "must be between 1KiB and 10MB")
         if not 1 <= self.max_inflight_batches <= 64:
             raise ConfigError(f"{path}.max_inflight_batches", "must be between 1 and 64")
+        if not 64 * 1024 <= self.max_inflight_bytes <= 1024**3:
+            raise ConfigError(f"{path}.max_inflight_bytes", "must be between 64KiB and 1GiB")
         if not 1 <= self.streams <= 16:
             raise ConfigError(f"{path}.streams", "must be between 1 and 16")
         for key in ("endpoint", "workspace_url"):
@@ -168,7 +171,10 @@ class _Interpolation:
             return Withheld()  # another service's secret: not read at all
         if not isinstance(value, str) or "${" not in value:
             return value
-        return self.string(value, path)
+        out = self.string(value, path)
+        if get_origin(tp) is Literal:  # pydantic matches a Literal's members by type: "1" is not 1
+            return next((a for a in get_args(tp) if not isinstance(a, str) and str(a) == out), out)
+        return out
 
     @staticmethod
     def _child(tp: Any, hints: dict[str, Any], key: str, parent: dict) -> Any:

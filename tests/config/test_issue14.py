@@ -75,6 +75,16 @@ def test_a_number_field_is_converted_from_its_variable():
     assert cfg.sources[0].port == 1502 and cfg.zerobus.streams == 2
 
 
+def test_every_field_type_converts_a_variable_by_its_declaration():
+    source = {**MODBUS, "address_base": "${BASE}", "enabled": "${ON}", "timeout": "${T}",
+              "devices": [{"device_id": "${ID}", "points": [{"name": "${NAME}", "address": "${ADDR}", "scale": "${K}"}]}]}
+    env = {"BASE": "1", "ON": "false", "T": "250ms", "ID": "3", "NAME": "007", "ADDR": "40001", "K": "0.5"}
+    src = parse(doc(sources=[source]), env).sources[0]
+    assert (src.address_base, src.enabled, src.timeout) == (1, False, 0.25)
+    point = src.points[0]
+    assert (src.devices[0].device_id, point.name, point.address, point.scale) == (3, "007", 0, 0.5)
+
+
 # --- malformed references are errors naming the field
 
 
