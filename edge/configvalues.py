@@ -7,6 +7,7 @@ the config layer, and never carries a URL's credentials or query values.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -117,7 +118,10 @@ def parse_size(value: Any, path: str = "") -> ByteSize:
     if isinstance(value, int):
         n = value
     elif isinstance(value, str) and (m := _QUANTITY.match(value)) and m.group(2).lower() in _SIZE_UNITS:
-        n = int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+        x = float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+        if not math.isfinite(x):  # "9" * 400 overflows to inf
+            raise ConfigError(path, f"size {value[:32]!r}... is too large")
+        n = int(x)
     else:
         raise ConfigError(path, f"expected a size like 512MiB or 10GB, got {value!r}")
     if n < 0:
@@ -134,6 +138,8 @@ def parse_duration(value: Any, path: str = "") -> Duration:
         s = float(m.group(1)) * _DURATION_UNITS[m.group(2).lower()]
     else:
         raise ConfigError(path, f"expected a duration like 250ms, 30s, 5m or 2h, got {value!r}")
+    if not math.isfinite(s):  # YAML .inf / .nan, or digits past a float
+        raise ConfigError(path, "must be a finite duration")
     if s < 0:
         raise ConfigError(path, "must not be negative")
     return Duration(s)

@@ -205,6 +205,8 @@ def parse_timestamp(raw: Any, fmt: str = "auto") -> int:
         s = raw.strip()
         number: float | int | None = None
         if re.fullmatch(r"-?\d+", s):
+            if len(s) > 40:  # past any time, and int() refuses strings past 4300 digits
+                raise ParseError(f"timestamp {s[:64]!r}... is not a time")
             number = int(s)
         elif re.fullmatch(r"-?\d+\.\d*", s):
             number = float(s)
@@ -338,7 +340,10 @@ def parse_number(payload: bytes) -> int | float:
     if not _NUMBER.match(s):
         raise ParseError(f"payload {s[:64]!r} is not a number")
     if re.fullmatch(r"[+-]?\d+", s):
-        return int(s)
+        try:
+            return int(s)
+        except ValueError:  # more digits than int() converts (4300)
+            raise ParseError(f"payload {s[:64]!r}... is out of range") from None
     v = float(s)
     if not math.isfinite(v):
         raise ParseError(f"payload {s[:64]!r} is out of range")
@@ -393,7 +398,7 @@ class Mapper:
             doc = json.loads(payload.decode("utf-8"))  # not json.loads(bytes): that would accept UTF-16/32
         except UnicodeDecodeError as exc:
             raise ParseError(f"payload is not valid UTF-8 (byte {exc.start})") from None
-        except (json.JSONDecodeError, RecursionError) as exc:
+        except (ValueError, RecursionError) as exc:  # ValueError: also an integer past int()'s 4300 digits
             raise ParseError(f"invalid JSON: {getattr(exc, 'msg', exc)} at char {getattr(exc, 'pos', '?')}") from None
         value = self._get_value(doc)
         if value is _MISSING:
