@@ -16,12 +16,13 @@ import importlib
 import logging
 import signal
 import threading
-import time
 from pathlib import Path
 
-from edge.backoff import Backoff
 from edge.config import SOURCE_TYPES, Config
-from edge.sources.base import SourceContext, SourceStatus
+from edge.sources.context import SourceContext
+from edge.sources.states import State
+from edge.sources.status import SourceStatus
+from edge.sources.supervisor import Supervisor
 
 log = logging.getLogger("edge.runner")
 
@@ -52,25 +53,12 @@ class Appliance:
         self._stop = asyncio.Event()
 
     def _context(self, src_cfg) -> SourceContext:
-        writer = self.writer
-        status = SourceStatus(src_cfg.name, src_cfg.type, writer.put_state)
-
-        def quarantine(source: str, reason: str, raw: bytes, meta: dict):
-            return writer.quarantine(source, reason, raw, meta)
-
+        status = SourceStatus(src_cfg.name, src_cfg.type, self.writer.put_state)
         data_dir = Path(self.cfg.data_dir) / "sources" / src_cfg.name
         data_dir.mkdir(parents=True, exist_ok=True)
-        return SourceContext(
-            appliance_id=self.cfg.appliance_id,
-            data_dir=data_dir,
-            emit=writer.emit,
-            submit=writer.submit,
-            quarantine=quarantine,
-            wait_for_space=writer.wait_for_space_async,
-            status=status,
-            log=logging.getLogger(f"edge.sources.{src_cfg.name}"),
-            stats=self.stats,
-        )
+        # The writer is the sink (edge/sources/sink.py): a source in a worker process would get a proxy of it.
+        return SourceContext.for_sink(self.writer, status, appliance_id=self.cfg.appliance_id, data_dir=data_dir,
+                                      stats=self.stats)
 
     def stats(self) -> dict:
         """Live numbers for sources that report them (the http source's diagnostics)."""
@@ -86,25 +74,15 @@ class Appliance:
         }
 
     async def _supervise(self, src_cfg) -> None:
+        """Run one collector; one that crashes is restarted by the same supervisor every source uses."""
         module = importlib.import_module(SOURCE_TYPES[src_cfg.type])
         ctx = self._context(src_cfg)
-        backoff = Backoff(1.0, 60.0)
-        while True:
-            started = time.monotonic()
-            try:
-                source = module.Source(src_cfg, ctx)
-                await source.run()
-                log.warning("source %s returned; restarting", src_cfg.name)
-            except asyncio.CancelledError:
-                ctx.status.set_state("stopped")
-                raise
-            except Exception as exc:  # keep the appliance up; the state shows what broke
-                log.exception("source %s failed", src_cfg.name)
-                ctx.status.error(f"{type(exc).__name__}: {exc}")
-                ctx.status.set_state("restarting", f"{type(exc).__name__}: {exc}")
-            if time.monotonic() - started > 60:
-                backoff.reset()  # it ran fine for a while: this is a new failure, not a crash loop
-            await asyncio.sleep(backoff.next_delay())
+        try:
+            await Supervisor(_Collector(module, src_cfg, ctx), ctx.status, initial=1.0, cap=60.0,
+                             healthy_after=60.0, phase="run", log=log).run()
+        except asyncio.CancelledError:
+            ctx.status.set_state(State.STOPPED)
+            raise
 
     async def run(self) -> None:
         from edge.writer import SpoolWriter
@@ -204,6 +182,23 @@ class Appliance:
         if self._reader is not None:
             self._reader.close()
         log.info("stopped")
+
+
+class _Collector:
+    """A whole collector as the supervisor's session: a new ``Source`` per attempt."""
+
+    def __init__(self, module, src_cfg, ctx: SourceContext):
+        self.module, self.src_cfg, self.ctx = module, src_cfg, ctx
+
+    async def connect(self) -> None:
+        pass
+
+    async def serve(self) -> None:
+        await self.module.Source(self.src_cfg, self.ctx).run()
+        raise RuntimeError("the collector returned; restarting it")
+
+    async def close(self) -> None:
+        pass
 
 
 def run(cfg: Config, *, forward: bool = True) -> None:

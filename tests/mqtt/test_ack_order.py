@@ -19,7 +19,9 @@ import pytest
 
 from edge.config import parse
 from edge.sources import mqtt as mqtt_source
-from edge.sources.base import SourceContext, SourceStatus
+from edge.sources.context import SourceContext
+from edge.sources.mqtt.pipeline import Msg
+from edge.sources.status import SourceStatus
 from edge.writer import SpoolFull
 
 
@@ -66,10 +68,10 @@ def test_acks_follow_commits_in_order_under_random_completion_and_spool_full(tmp
 
     ctx = SourceContext("a", tmp_path, None, submit, quarantine, None, SourceStatus("m", "mqtt", None))
     src = mqtt_source.Source(cfg, ctx)
-    src._client = FakeClient(on_ack)
-    src._up, src._gen = True, 1
+    src.session.client = FakeClient(on_ack)
+    src.session.up, src.session.gen = True, 1
     src.wait_for_space = lambda timeout: time.sleep(0.005)
-    pipe = src._pipeline = mqtt_source._Pipeline(src)
+    pipe = src.pipeline
     pipe.start()
     n = 400
     bad = set(rng.sample(range(1, n + 1), 20))
@@ -77,7 +79,7 @@ def test_acks_follow_commits_in_order_under_random_completion_and_spool_full(tmp
         for mid in range(1, n + 1):
             # The value is a string holding {"mid": N}: submit() finds it again inside the encoded body.
             payload = b"{not json" if mid in bad else json.dumps({"value": json.dumps({"mid": mid})}).encode()
-            pipe.inbox.put(mqtt_source._Msg(1, mid, 1, f"plant/x/{mid}".encode(), payload, False, 1))
+            pipe.put(Msg(1, mid, 1, f"plant/x/{mid}".encode(), payload, False, 1))
             if rng.random() < 0.3:
                 time.sleep(0.0005)
         deadline = time.monotonic() + 30

@@ -29,21 +29,23 @@ async def test_restart_of_the_edge_backfills_the_downtime_from_history(rig):
         first = rig.source(sim.endpoint, [GROUP], **opts)
         async with running(first):
             await wait_until(lambda: rig.statuses["plc"].data["state"] == "running", what="running")
-            await asyncio.sleep(1.5)
+            await wait_until(lambda: len({r.point for r in rig.readings()}) >= 27, every=0.2, what="every node once")
         ckpt = rig.tmp_path / "data" / "plc.opcua-checkpoint.json"
         saved = json.loads(ckpt.read_text())["points"]
         assert len(saved) == 27  # written on the way down: one committed source time per node
         def collected_total() -> int:  # changes of the nodes this group takes (info/* excluded)
             return sum(v for k, v in sim.produced.items() if ".info." not in k)
         down_from = collected_total()
-        await asyncio.sleep(2.5)  # the edge is down, the plant goes on
+        # The edge is down, the plant goes on.
+        await wait_until(lambda: collected_total() - down_from > 200, every=0.1, what="changes while the edge is down")
         missed = collected_total() - down_from
         assert missed > 150
         second = rig.source(sim.endpoint, [GROUP], **opts)  # a new process: only the data dir survives
         async with running(second):
             await wait_until(lambda: second.stats["backfilled"] > 0 and rig.statuses["plc"].data["state"] == "running",
                              what="back-fill")
-            await asyncio.sleep(1.0)
+            n = len(rig.readings())
+            await wait_until(lambda: len(rig.readings()) > n + 50, every=0.2, what="live data after the back-fill")
             sim.pause()
 
             def complete() -> bool:
@@ -74,8 +76,9 @@ async def test_server_without_history_reports_the_open_gap(rig):
         first = rig.source(sim.endpoint, [GROUP], backfill={"checkpoint_interval": "200ms"})
         async with running(first):
             await wait_until(lambda: rig.statuses["plc"].data["state"] == "running", what="running")
-            await asyncio.sleep(1.0)
-        await asyncio.sleep(1.0)
+            await wait_until(lambda: len(rig.readings()) > 20, every=0.2, what="first readings")
+        down_from = sum(sim.produced.values())
+        await wait_until(lambda: sum(sim.produced.values()) - down_from > 30, every=0.1, what="changes while down")
         second = rig.source(sim.endpoint, [GROUP])
         async with running(second):
             await wait_until(lambda: rig.statuses["plc"].data["state"] == "running", what="running again")

@@ -33,9 +33,11 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
 
+from edge.backoff import Backoff
 from edge.encode import BAD, GOOD, encode_reading
 from edge.sources.modbus import decode as dec
 from edge.sources.context import SourceContext, emit_with_backpressure
+from edge.sources.states import State
 from edge.sources.status import now_us
 from edge.sources.modbus.config import Config, DeviceConfig, PointConfig, build_points
 from edge.sources.modbus.plan import TABLES, Block, PointSpec, ReportFilter
@@ -89,7 +91,11 @@ class _ReadFailed(Exception):
 
 
 class _Connection:
-    """One TCP connection with our own capped reconnect backoff (pymodbus' own is turned off)."""
+    """One TCP connection; reconnects follow the backoff every source uses (pymodbus' own is turned off).
+
+    Not the ``Supervisor`` loop: a Modbus source keeps polling while its connection is down,
+    and every poll of a device it cannot reach is a BAD reading (``STATUS_NO_CONNECTION``).
+    """
 
     def __init__(self, cfg: Config, index: int):
         self.cfg = cfg
@@ -100,7 +106,7 @@ class _Connection:
         )
         self.client.register(_HoldingResponse)
         self.client.register(_InputResponse)
-        self.delay = float(cfg.reconnect_initial)
+        self.backoff = Backoff(initial=float(cfg.reconnect_initial), cap=float(cfg.reconnect_max))
         self.next_try = 0.0
         self.last_error = ""
 
@@ -116,10 +122,9 @@ class _Connection:
             ok, self.last_error = False, str(exc) or type(exc).__name__
         if not ok:
             self.last_error = self.last_error or await self._why_not()
-            self.next_try = time.monotonic() + self.delay
-            self.delay = min(self.delay * 2, float(self.cfg.reconnect_max))
+            self.next_try = time.monotonic() + self.backoff.next_delay()
             raise _ReadFailed(STATUS_NO_CONNECTION, f"cannot connect to {self.cfg.host}:{self.cfg.port}: {self.last_error}", True)
-        self.delay = float(self.cfg.reconnect_initial)
+        self.backoff.reset()
         self.last_error = ""
 
     async def _why_not(self) -> str:
@@ -310,11 +315,11 @@ class Source:
     def _report_state(self) -> None:
         offline = sorted(self._names[d] for d in self._offline)
         if not offline:
-            state, detail = "running", f"{len(self.cfg.blocks)} block reads over {len(self._names)} device(s)"
+            state, detail = State.RUNNING, f"{len(self.cfg.blocks)} block reads over {len(self._names)} device(s)"
         elif len(offline) == len(self._names):
-            state, detail = "disconnected", "; ".join(f"{self._names[d]}: {m}" for d, (_, m) in sorted(self._offline.items()))[:300]
+            state, detail = State.DISCONNECTED, "; ".join(f"{self._names[d]}: {m}" for d, (_, m) in sorted(self._offline.items()))[:300]
         else:
-            state, detail = "degraded", f"offline: {', '.join(offline)}"
+            state, detail = State.DEGRADED, f"offline: {', '.join(offline)}"
         self.ctx.status.update(devices_offline=offline, **self.counters)
         self.ctx.status.set_state(state, detail)
 
@@ -345,7 +350,7 @@ class Source:
         groups: dict[float, list[Block]] = {}
         for b in cfg.blocks:
             groups.setdefault(b.interval, []).append(b)
-        self.ctx.status.set_state("starting", f"connecting to {cfg.host}:{cfg.port}")
+        self.ctx.status.set_state(State.STARTING, f"connecting to {cfg.host}:{cfg.port}")
         try:
             async with asyncio.TaskGroup() as tg:
                 for interval, blocks in sorted(groups.items()):

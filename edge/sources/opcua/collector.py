@@ -4,7 +4,7 @@ One session at a time. A session: connect (security, login) -> resolve every gro
 create subscriptions and monitored items in batches, checking every result -> back-fill the
 gap from HistoryRead while live notifications are held -> run until the watchdog, the
 transport or a subscription status says the connection is gone -> tear down and start over
-with backoff. Our own reconnect (asyncua's auto_reconnect off) so browse paths and folders
+with backoff (``edge.sources.supervisor``: this class is its session). Our own reconnect (asyncua's auto_reconnect off) so browse paths and folders
 are re-resolved and every monitored item is re-checked after a reconnect.
 
 Readings flow: publish callback (maps and de-duplicates) -> in-memory buffer (bounded by
@@ -26,9 +26,10 @@ from typing import Any
 from asyncua import Client, ua
 from asyncua.crypto import security_policies
 
-from edge.backoff import Backoff
 from edge.sources.context import SourceContext, emit_with_backpressure
+from edge.sources.states import State
 from edge.sources.status import now_us
+from edge.sources.supervisor import Failure, Supervisor
 from edge.sources.opcua.map import datavalue_body, fingerprint, reading_body, value_key
 
 from . import speedups
@@ -40,6 +41,8 @@ from .subscribe import Item, subscribe_group
 
 log = logging.getLogger("edge.sources.opcua")
 EMIT_INFLIGHT = 4  # emits handed to the spool writer and not yet committed, at most
+# Refusals of our identity: the password or the user is wrong, not the network.
+_AUTH_CODES = frozenset(("BadUserAccessDenied", "BadIdentityTokenInvalid", "BadIdentityTokenRejected"))
 _HASHABLE = frozenset((int, float, str, bool, type(None), datetime))
 
 
@@ -68,6 +71,7 @@ class Source:
         self._emitter_task: asyncio.Task | None = None
         self._detail = ""
         self._lost_reason = ""
+        self._client: Client | None = None
         if cfg.password:
             # asyncua logs every request it sends at DEBUG, the ActivateSession user token (password) included.
             wire = logging.getLogger("asyncua.client.ua_client.UASocketProtocol")
@@ -192,8 +196,8 @@ class Source:
                     while inflight and inflight[0][0].done():
                         fut, marks, n = inflight.popleft()
                         fut.result()
-                        if ctx.status.data.get("state") == "blocked":
-                            ctx.status.set_state("running", self._detail)
+                        if ctx.status.data.get("state") == State.BLOCKED:
+                            ctx.status.set_state(State.RUNNING, self._detail)
                         self._committed(marks)
                         ctx.status.readings(n)
                 elif not self._buf:
@@ -236,31 +240,19 @@ class Source:
     # ---------------------------------------------------------------- session
 
     async def run(self) -> None:
-        cfg, ctx = self.cfg, self.ctx
+        cfg = self.cfg
         self.checkpoint.load()
         self._seed = dict(self.checkpoint.points)
         emitter = self._emitter_task = asyncio.create_task(self._emitter(), name=f"opcua-emit-{cfg.name}")
-        backoff = Backoff(cfg.reconnect_initial, cfg.reconnect_max)
+        supervisor = Supervisor(
+            self, self.ctx.status, initial=cfg.reconnect_initial, cap=cfg.reconnect_max, target=cfg.endpoint,
+            healthy_after=60.0, min_delay=cfg.reconnect_initial * 0.5, classify=self._classify,
+            check=self._check_emitter, log=log,
+        )
         try:
-            while True:
-                started = time.monotonic()
-                try:
-                    await self._session()
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - every failure is reported, then retried
-                    msg = _describe(exc)
-                    if self.pki.last_rejected and "Certificate" in msg:
-                        msg = f"{msg}; {self.pki.last_rejected}"
-                    log.warning("%s: %s", cfg.name, msg)
-                    ctx.status.set_state("disconnected", msg)
-                    ctx.status.error(msg)
-                if emitter.done():
-                    emitter.result()  # an emitter crash must not be hidden behind reconnects
-                if time.monotonic() - started > 60:
-                    backoff.reset()
-                await asyncio.sleep(max(cfg.reconnect_initial * 0.5, backoff.next_delay()))
+            await supervisor.run()
         finally:
+            await self.close()
             emitter.cancel()
             try:
                 await emitter
@@ -269,6 +261,23 @@ class Source:
             # Whatever was taken but not emitted is lost to the spool; the checkpoint lags it,
             # so the next start back-fills it from history where the server has it.
             await self._write_checkpoint()
+
+    def _check_emitter(self) -> None:
+        if self._emitter_task is not None and self._emitter_task.done():
+            self._emitter_task.result()  # an emitter crash must not be hidden behind reconnects
+
+    def _classify(self, exc: BaseException, phase: str) -> Failure:
+        msg = _describe(exc)
+        if self.pki.last_rejected and "Certificate" in msg:
+            msg = f"{msg}; {self.pki.last_rejected}"
+        code = ua.StatusCode(exc.code).name if isinstance(exc, ua.UaStatusCodeError) else ""
+        if code in _AUTH_CODES:
+            return Failure(State.AUTH_FAILED, f"the server refused the login of user {self.cfg.username!r}: {msg}")
+        if code.startswith("BadCertificate") or code == "BadSecurityChecksFailed":
+            return Failure(State.TLS_ERROR, msg)
+        if phase == "connect" and isinstance(exc, (OSError, asyncio.TimeoutError)):
+            return Failure(State.CONNECT_FAILED, f"cannot reach {self.cfg.endpoint}: {msg}")
+        return Failure(State.DISCONNECTED, msg)
 
     async def _connect(self) -> Client:
         cfg, sec = self.cfg, self.cfg.security
@@ -308,67 +317,73 @@ class Source:
         await asyncio.wait_for(client.connect(), cfg.timeout * 3)
         return client
 
-    async def _session(self) -> None:
+    async def connect(self) -> None:
+        """Session up to "running": connect, resolve, subscribe every group, back-fill the gap."""
         cfg, ctx = self.cfg, self.ctx
-        ctx.status.set_state("connecting", cfg.endpoint)
-        client = await self._connect()
+        client = self._client = await self._connect()
         self.stats["sessions"] += 1
+        if cfg.load_data_types:
+            await client.load_data_type_definitions()
+        ctx.status.set_state(State.SUBSCRIBING, cfg.endpoint)
+        self._items.clear()
+        plans, errors = [], []
+        for group in cfg.groups:
+            res = await resolve_group(client, group)
+            errors += [(f"{group.name}: {what}", why) for what, why in res.errors]
+            if cfg.read_units and res.targets:
+                await read_units(client, res.targets)
+            plans.append((group, res.targets))
+        backfill = cfg.backfill.enabled and any(
+            t.point in self.checkpoint.points or t.point in self._last for _, targets in plans for t in targets)
+        if backfill:
+            self._hold, self._held = [], 0
+        total = ok = 0
+        notes: list[str] = []
+        for group, targets in plans:
+            total += len(targets)
+            good, failed, note = await subscribe_group(self, client, group, targets)
+            ok += good
+            errors += failed
+            if note:
+                notes.append(note)
+        self.stats["subscribed"], self.stats["failed"] = ok, len(errors)
+        self._report_failures(errors)
+        if backfill:
+            await self._backfill(client)
+        detail = f"{ok} of {total} nodes subscribed on {cfg.endpoint}"
+        if errors:
+            detail += f"; {len(errors)} failed (see failed_nodes)"
+        if notes:
+            detail += "; " + "; ".join(notes)
+        self._detail = detail
+        ctx.status.set_state(State.RUNNING, detail)
+        log.info("%s: %s", cfg.name, detail)
+        if ok == 0:
+            raise RuntimeError(f"no node could be subscribed ({len(errors)} failed)")
+
+    async def serve(self) -> None:
+        """Until the watchdog, the transport or a subscription status says the connection is gone."""
+        lost = asyncio.create_task(self._lost.wait())
         try:
-            if cfg.load_data_types:
-                await client.load_data_type_definitions()
-            ctx.status.set_state("subscribing", cfg.endpoint)
-            self._items.clear()
-            plans, errors = [], []
-            for group in cfg.groups:
-                res = await resolve_group(client, group)
-                errors += [(f"{group.name}: {what}", why) for what, why in res.errors]
-                if cfg.read_units and res.targets:
-                    await read_units(client, res.targets)
-                plans.append((group, res.targets))
-            backfill = cfg.backfill.enabled and any(
-                t.point in self.checkpoint.points or t.point in self._last for _, targets in plans for t in targets)
-            if backfill:
-                self._hold, self._held = [], 0
-            total = ok = 0
-            notes: list[str] = []
-            for group, targets in plans:
-                total += len(targets)
-                good, failed, note = await subscribe_group(self, client, group, targets)
-                ok += good
-                errors += failed
-                if note:
-                    notes.append(note)
-            self.stats["subscribed"], self.stats["failed"] = ok, len(errors)
-            self._report_failures(errors)
-            if backfill:
-                await self._backfill(client)
-            detail = f"{ok} of {total} nodes subscribed on {cfg.endpoint}"
-            if errors:
-                detail += f"; {len(errors)} failed (see failed_nodes)"
-            if notes:
-                detail += "; " + "; ".join(notes)
-            self._detail = detail
-            ctx.status.set_state("running", detail)
-            log.info("%s: %s", cfg.name, detail)
-            if ok == 0:
-                raise RuntimeError(f"no node could be subscribed ({len(errors)} failed)")
-            lost = asyncio.create_task(self._lost.wait())
-            try:
-                # The emitter failing (spool closed, a bug) must end the session loudly, not leave a
-                # subscription filling a buffer nobody drains.
-                await asyncio.wait({lost, self._emitter_task}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                lost.cancel()
-            if self._emitter_task.done():
-                self._emitter_task.result()
-                raise RuntimeError("the emitter stopped")
-            raise ConnectionError(self._lost_reason or "connection lost")
+            # The emitter failing (spool closed, a bug) must end the session loudly, not leave a
+            # subscription filling a buffer nobody drains.
+            await asyncio.wait({lost, self._emitter_task}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            self._release_hold()
-            try:
-                await asyncio.wait_for(client.disconnect(), cfg.timeout)
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - the connection is gone anyway
-                client.disconnect_socket()
+            lost.cancel()
+        if self._emitter_task.done():
+            self._emitter_task.result()
+            raise RuntimeError("the emitter stopped")
+        raise ConnectionError(self._lost_reason or "connection lost")
+
+    async def close(self) -> None:
+        self._release_hold()
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            await asyncio.wait_for(client.disconnect(), self.cfg.timeout)
+        except (asyncio.CancelledError, Exception):  # noqa: BLE001 - the connection is gone anyway
+            client.disconnect_socket()
 
     def _report_failures(self, errors: list[tuple[str, str]]) -> None:
         self.ctx.status.update(failed_nodes=[f"{what}: {why}" for what, why in errors[:200]], failed_count=len(errors))
@@ -393,7 +408,7 @@ class Source:
             ts = self._have_until(it.point)
             if ts is not None:
                 wanted.append((it.point, it.nodeid, ts))
-        ctx.status.set_state("backfilling", f"reading history of {len(wanted)} nodes")
+        ctx.status.set_state(State.BACKFILLING, f"reading history of {len(wanted)} nodes")
         seen: dict[str, set] = {}
         by_point = {it.point: it for it in self._items.values()}
         name = cfg.name

@@ -15,6 +15,7 @@ import time
 from edge.encode import encode_reading
 from edge.sources.synthetic.config import Config
 from edge.sources.context import SourceContext, emit_with_backpressure
+from edge.sources.states import State
 from edge.sources.status import now_us
 
 
@@ -42,7 +43,7 @@ class Source:
 
     async def run(self) -> None:
         cfg, ctx = self.cfg, self.ctx
-        ctx.status.set_state("running", f"{cfg.rate:g} readings/s over {cfg.points} points")
+        ctx.status.set_state(State.RUNNING, f"{cfg.rate:g} readings/s over {cfg.points} points")
         owed = 0.0
         last = time.monotonic()
         while True:
@@ -57,5 +58,5 @@ class Source:
             # Cap one batch so a long stall (spool blocked) does not come back as one huge burst.
             n = min(n, max(1, int(cfg.rate * 2)))
             await emit_with_backpressure(ctx, self._batch(n, now_us()))
-            ctx.status.set_state("running", f"{cfg.rate:g} readings/s over {cfg.points} points")
+            ctx.status.set_state(State.RUNNING, f"{cfg.rate:g} readings/s over {cfg.points} points")
             ctx.status.readings(n)

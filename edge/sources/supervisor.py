@@ -1,0 +1,152 @@
+"""One connect / reconnect / backoff loop for every source.
+
+A collector with a connection implements a ``Session``::
+
+    async def connect(self) -> None   # up to "collecting" (connect, log in, subscribe...); raise if not
+    async def serve(self) -> None     # until the connection is gone: return or raise
+    async def close(self) -> None     # tear down what connect() built, after a failure
+
+and ``Supervisor.run()`` loops over it: it shows ``connecting``, turns every
+failure into a ``Failure`` (a state from ``edge.sources.states``, a detail for
+the operator, and how long to wait), reports it once per new problem (log
+line) and on every attempt (``errors_total``), waits a capped exponential
+backoff with full jitter (``edge.backoff``) or the failure's own wait (a
+refused login waits ``auth_backoff``: retrying fast will not help), and resets
+the backoff after a connection that stayed up ``healthy_after`` seconds.
+
+On cancellation the supervisor closes nothing: the source's ``run()`` owns
+its last shutdown (MQTT still acknowledges its last commits on the way out).
+
+The same loop restarts a whole collector that crashed (``edge.runner``), with
+``RESTARTING`` as its failure state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+import time
+from typing import Callable, Protocol
+
+from edge.backoff import Backoff
+from edge.sources.states import State
+from edge.sources.status import SourceStatus
+
+
+class Failure(Exception):
+    """A classified failure: the state to show, what to tell the operator, and how long to wait.
+
+    ``wait``: seconds before the next attempt (None: the backoff's next delay).
+    ``error``: count it in ``errors_total`` (a plain reconnect after a dropped connection is not an error).
+    """
+
+    def __init__(self, state: State, detail: str, *, wait: float | None = None, error: bool = True):
+        super().__init__(detail)
+        self.state = State(state)
+        self.detail = detail
+        self.wait = wait
+        self.error = error
+
+
+class Session(Protocol):
+    async def connect(self) -> None: ...
+
+    async def serve(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def describe_oserror(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def classify(exc: BaseException, phase: str, target: str) -> Failure:
+    """The generic part: TLS, name resolution, refused/unreachable/timed out; anything else by phase."""
+    if isinstance(exc, Failure):
+        return exc
+    if isinstance(exc, ssl.SSLError):
+        why = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or str(exc)
+        return Failure(State.TLS_ERROR, f"TLS handshake with {target} failed: {why}")
+    if isinstance(exc, socket.gaierror):
+        return Failure(State.CONNECT_FAILED, f"cannot reach {target}: the name does not resolve ({exc.strerror})")
+    if phase == "connect" and isinstance(exc, (OSError, TimeoutError, asyncio.TimeoutError)):
+        return Failure(State.CONNECT_FAILED, f"cannot reach {target}: {describe_oserror(exc) or 'timed out'}")
+    state = State.RESTARTING if phase == "run" else State.DISCONNECTED
+    return Failure(state, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+
+
+class Supervisor:
+    def __init__(self, session: Session, status: SourceStatus, *, initial: float, cap: float,
+                 target: str = "", healthy_after: float = 30.0, min_delay: float = 0.0,
+                 classify: Callable[[BaseException, str], Failure | None] | None = None,
+                 check: Callable[[], None] | None = None, log: logging.Logger | None = None,
+                 backoff: Backoff | None = None, phase: str = "connect"):
+        """``classify(exc, phase)``: the protocol's own reading of a failure (None: the generic one).
+        ``check()``: called after every failure; what it raises ends ``run()`` (a crash that
+        reconnecting cannot cure). ``phase``: "run" for a whole collector (the runner)."""
+        self.session = session
+        self.status = status
+        self.target = target
+        self.healthy_after = healthy_after
+        self.min_delay = min_delay
+        self.backoff = backoff or Backoff(initial=float(initial), cap=float(cap))
+        self._classify = classify
+        self._check = check
+        self._phase = phase
+        self.log = log or logging.getLogger("edge.sources")
+        self.last_problem = ""
+        self.connected_once = False
+
+    def classify(self, exc: BaseException, phase: str) -> Failure:
+        if self._classify is not None and not isinstance(exc, Failure):
+            mine = self._classify(exc, phase)
+            if mine is not None:
+                return mine
+        return classify(exc, phase, self.target)
+
+    def report(self, failure: Failure) -> None:
+        repeated = failure.detail == self.last_problem
+        self.last_problem = failure.detail
+        if not repeated:  # one line per new problem, not one per reconnect attempt
+            self.log.warning("source %s: %s: %s", self.status.name, failure.state.value, failure.detail)
+        if failure.error:
+            self.status.error(failure.detail)
+        self.status.set_state(failure.state, failure.detail)
+
+    async def run(self) -> None:
+        session, status = self.session, self.status
+        while True:
+            if self._phase == "connect":
+                last = f" (last attempt: {self.last_problem})" if self.last_problem else ""
+                status.set_state(State.CONNECTING, f"{self.target}{last}")
+            phase, up_at = self._phase, None
+            try:
+                if phase == "connect":
+                    await session.connect()
+                    phase, up_at = "serve", time.monotonic()
+                    if self.connected_once:
+                        status.reconnected()
+                    self.connected_once = True
+                else:
+                    up_at = time.monotonic()
+                await session.serve()
+                failure = Failure(State.RECONNECTING, f"{self.target}: the connection ended; reconnecting", error=False)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - every failure is classified, reported and retried
+                failure = self.classify(exc, phase)
+                if failure.state is State.RESTARTING:  # a collector crashed: the traceback is for its developer
+                    self.log.error("source %s failed", status.name, exc_info=exc)
+            await session.close()
+            self.report(failure)
+            if self._check is not None:
+                self._check()
+            if up_at is not None and time.monotonic() - up_at >= self.healthy_after:
+                self.backoff.reset()  # it ran fine for a while: a new failure, not a crash loop
+            delay = failure.wait if failure.wait is not None else max(self.min_delay, self.backoff.next_delay())
+            await asyncio.sleep(delay)
+

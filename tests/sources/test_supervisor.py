@@ -1,0 +1,108 @@
+"""The one reconnect loop: classification, backoff with its reset after a healthy run, the failure's own wait."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+
+import pytest
+
+from edge.backoff import Backoff
+from edge.sources.states import State
+from edge.sources.status import SourceStatus
+from edge.sources.supervisor import Failure, Supervisor, classify
+from simulators.kit.aio import running, wait_until
+
+
+class Script:
+    """A session whose connect() follows a script of outcomes; serve() ends after ``up_for`` seconds."""
+
+    def __init__(self, outcomes, up_for=0.0):
+        self.outcomes = list(outcomes)
+        self.up_for = up_for
+        self.connects = self.closes = 0
+        self.states_at_connect: list[str] = []
+
+    async def connect(self):
+        self.connects += 1
+        out = self.outcomes.pop(0) if self.outcomes else None
+        if isinstance(out, BaseException):
+            raise out
+
+    async def serve(self):
+        await asyncio.sleep(self.up_for)
+
+    async def close(self):
+        self.closes += 1
+
+
+def test_generic_classification():
+    assert classify(ConnectionRefusedError(111, "Connection refused"), "connect", "h:1").state is State.CONNECT_FAILED
+    assert "Connection refused" in classify(ConnectionRefusedError(111, "Connection refused"), "connect", "h:1").detail
+    assert classify(ssl.SSLCertVerificationError("bad cert"), "connect", "h:1").state is State.TLS_ERROR
+    assert classify(TimeoutError(), "connect", "h:1").state is State.CONNECT_FAILED
+    assert classify(ValueError("boom"), "serve", "h:1").state is State.DISCONNECTED
+    assert classify(ValueError("boom"), "run", "h:1").state is State.RESTARTING
+    f = Failure(State.AUTH_FAILED, "no", wait=60)
+    assert classify(f, "connect", "h:1") is f
+
+
+@pytest.mark.anyio
+async def test_failures_are_reported_retried_and_counted_and_a_reconnect_is_counted():
+    status = SourceStatus("s", "test", None)
+    session = Script([ConnectionRefusedError(111, "Connection refused"), None, None], up_for=0.01)
+    sup = Supervisor(session, status, initial=0.01, cap=0.02, target="h:1")
+    task = asyncio.create_task(sup.run())
+    try:
+        await wait_until(lambda: session.connects >= 3, timeout=10, what="three attempts")
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    snap = status.snapshot()
+    assert snap["errors_total"] == 1 and "Connection refused" in snap["last_error"]  # a plain end is no error
+    assert snap["reconnects_total"] >= 1
+    assert session.closes >= 2
+
+
+@pytest.mark.anyio
+async def test_a_failure_with_its_own_wait_is_not_retried_by_the_backoff():
+    status = SourceStatus("s", "test", None)
+    session = Script([Failure(State.AUTH_FAILED, "refused user 'edge'", wait=30)] * 5)
+    async with running(Supervisor(session, status, initial=0.01, cap=0.01, target="h:1")):
+        await wait_until(lambda: status.snapshot()["state"] == "auth_failed", timeout=5, what="auth_failed")
+        await asyncio.sleep(0.1)  # ten times the backoff: a backoff retry would have come by now
+        assert session.connects == 1
+
+
+@pytest.mark.anyio
+async def test_the_backoff_resets_only_after_a_healthy_run():
+    status = SourceStatus("s", "test", None)
+    backoff = Backoff(initial=0.001, cap=0.002, rng=random.Random(1))
+    session = Script([OSError("down")] * 3 + [None], up_for=0.05)
+    sup = Supervisor(session, status, initial=0, cap=0, target="h:1", healthy_after=0.04, backoff=backoff)
+    async with running(sup):
+        await wait_until(lambda: session.connects >= 4 and backoff.attempt <= 1, timeout=10, what="reset")
+        assert status.snapshot()["errors_total"] == 3
+
+
+@pytest.mark.anyio
+async def test_a_crashing_collector_is_restarted_and_check_can_end_the_loop():
+    status = SourceStatus("s", "test", None)
+
+    class Crash(Script):
+        async def serve(self):
+            raise KeyError("bug")
+
+    session = Crash([])
+    checks = []
+
+    def check():
+        checks.append(status.snapshot()["state"])
+        if len(checks) == 2:
+            raise RuntimeError("give up")
+
+    with pytest.raises(RuntimeError, match="give up"):
+        await Supervisor(session, status, initial=0.001, cap=0.001, phase="run", check=check).run()
+    assert checks == ["restarting", "restarting"] and "KeyError" in status.snapshot()["last_error"]
