@@ -342,6 +342,7 @@ def schema() -> dict:
         sub = json_schema(cls)
         defs.update(sub.pop("$defs", {}))
         sub["properties"]["type"] = {"const": kind}
+        sub["title"] = f"{kind} source"
         defs[f"source_{kind}"] = sub
         variants.append({"$ref": f"#/$defs/source_{kind}"})
     out["properties"]["sources"] = {"type": "array", "items": {"oneOf": variants}}

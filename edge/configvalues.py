@@ -36,7 +36,7 @@ class ByteSize(int):
     @classmethod
     def __get_pydantic_json_schema__(cls, schema: Any, handler: Any) -> dict:
         return {"anyOf": [{"type": "integer", "minimum": 0},
-                          {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*([kKmMgGtT]i?[bB]?|[bB])?\s*$"}],
+                          {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*([kKmMgGtT][iI]?[bB]?|[bB])?\s*$"}],
                 "description": "bytes, or a size like 512MiB, 10GB, 4k"}
 
 
@@ -50,7 +50,7 @@ class Duration(float):
     @classmethod
     def __get_pydantic_json_schema__(cls, schema: Any, handler: Any) -> dict:
         return {"anyOf": [{"type": "number", "minimum": 0},
-                          {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*(ms|s|m|min|h|d)?\s*$"}],
+                          {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*([mM][sS]|[sS]|[mM]([iI][nN])?|[hH]|[dD])?\s*$"}],
                 "description": "seconds, or a duration like 250ms, 30s, 5m, 2h, 7d"}
 
 

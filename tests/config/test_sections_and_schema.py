@@ -90,3 +90,22 @@ def test_cli_prints_the_json_schema():
     kinds = {schema["$defs"][v["$ref"].rsplit("/", 1)[1]]["properties"]["type"]["const"] for v in variants}
     assert kinds == set(SOURCE_TYPES)
     assert "bind" in schema["properties"]["admin"]["properties"]
+
+
+def test_the_schema_patterns_accept_what_the_parsers_accept():
+    import re
+
+    from edge.configvalues import ByteSize, ConfigError, Duration, parse_duration, parse_size
+
+    for cls, parse, samples in (
+        (ByteSize, parse_size, ["512MiB", "10 GB", "4k", "1KIB", "12", "1.5tb", "3 parsec", "-1", "MiB", "2 kb"]),
+        (Duration, parse_duration, ["250ms", "30s", "5m", "2h", "7d", "3MIN", "1.5", "1 parsec", "-2s", "ms", "1 w"]),
+    ):
+        pattern = cls.__get_pydantic_json_schema__(None, None)["anyOf"][1]["pattern"]
+        for text in samples:
+            try:
+                parse(text)
+                accepted = True
+            except ConfigError:
+                accepted = False
+            assert bool(re.match(pattern, text)) == accepted, (cls.__name__, text)
