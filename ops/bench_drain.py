@@ -6,10 +6,11 @@
         [--set key=value ...]  (any zerobus config field, e.g. an adaptive window's)  [--backlog-rows N]
 
 One emulator (``--store none``), reconfigured per row through its fault API. Rows, for each
-``--streams`` value (the forwarder's ``zerobus.streams``):
+``--streams`` value (the forwarder's ``zerobus.streams``), each preceded by the bare SDK pushing
+the same records from memory with the same streams and window through the same service (what
+the pipe allows without the forwarder):
 
-- ``no latency``: the forwarder against the bare SDK pushing the same records from memory
-  with the same streams and window (the no-latency limit, measured in this run);
+- ``no latency``: the bare SDK's rate here is the no-latency limit of this run;
 - ``150 ms + 100k/s``: acks 150 ms after each batch arrives, 100k records/s per stream;
 - ``150 ms + 15k/s``: the older per-stream quota;
 - ``link``: the same 150 ms + 100k/s service behind a 20 Mbit/s link with 50 ms one-way
@@ -328,18 +329,18 @@ def main() -> int:
                 if rate_bps:
                     proxy = LinkProxy("127.0.0.1", emu.grpc_port, rate_bps=rate_bps, up_delay_ms=args.link_delay_ms).start()
                     endpoint = f"http://127.0.0.1:{proxy.port}"
-                if kind in ("nolat", "link"):  # the bare SDK from memory: what the pipe allows without the forwarder
-                    batches = [framed[i:i + args.batch] for i in range(0, rows, args.batch)]
-                    up0 = proxy.bytes_up if proxy else 0
-                    with Phase(pid) as base:
-                        baseline(emu, batches, n, args.inflight, endpoint)
-                    bare = rows / base.wall
-                    if kind == "nolat":
-                        nolat[n] = bare
-                    wire = f"{(proxy.bytes_up - up0) / rows:.1f}" if proxy else "-"
-                    print(f"{'bare SDK, ' + label:26} {n:7d} {bare:11,.0f} {'':>10} {'':>12} {'':>6} {'':>10} {'':>8} {wire:>9} "
-                          f"{base.emu_cpu / base.wall:7.0%} {base.self_cpu / base.wall:8.0%}  "
-                          f"{'the no-latency limit' if kind == 'nolat' else 'what the link carries without the forwarder'}")
+                # The bare SDK from memory, same streams and window: what the pipe allows without the forwarder.
+                batches = [framed[i:i + args.batch] for i in range(0, rows, args.batch)]
+                up0 = proxy.bytes_up if proxy else 0
+                with Phase(pid) as base:
+                    baseline(emu, batches, n, args.inflight, endpoint)
+                bare = rows / base.wall
+                if kind == "nolat":
+                    nolat[n] = bare
+                wire = f"{(proxy.bytes_up - up0) / rows:.2f}" if proxy else "-"
+                print(f"{'bare SDK, ' + label:26} {n:7d} {bare:11,.0f} {'':>10} {'':>12} {'':>6} {'':>10} {'':>8} {wire:>9} "
+                      f"{base.emu_cpu / base.wall:7.0%} {base.self_cpu / base.wall:8.0%}  "
+                      f"{'the no-latency limit' if kind == 'nolat' else 'the same service without the forwarder'}")
                 before = emu.stats()["service"]
                 up0 = proxy.bytes_up if proxy else 0
                 copy = work / "run.db"
@@ -375,7 +376,7 @@ def main() -> int:
                 if window < limit:
                     note.append("window-bound")
                 print(f"{label:26} {n:7d} {rate:11,.0f} {limit:10,.0f} {binding + '-bound':>12} {rate / limit:6.2f} "
-                      f"{window:10,.0f} {msg_bpr:8.1f} {(f'{wire_bpr:.1f}' if wire_bpr else '-'):>9} "
+                      f"{window:10,.0f} {msg_bpr:8.2f} {(f'{wire_bpr:.2f}' if wire_bpr else '-'):>9} "
                       f"{ph.emu_cpu / ph.wall:7.0%} {ph.self_cpu / ph.wall:8.0%}  {', '.join(note)}")
         del framed
         emu.clear_faults()
