@@ -321,3 +321,48 @@ def test_committed_wire_modules_match_wire_proto(tmp_path):
     for name in ("wire_pb2.py", "wire_pb2_grpc.py"):
         fresh = (tmp_path / "simulators" / "zerobus" / name).read_text()
         assert fresh == (ROOT / "simulators" / "zerobus" / name).read_text(), f"{name} is stale: run bash ops/gen_proto.sh"
+
+
+def test_pacer_admits_at_the_quota_rate_after_a_small_burst():
+    from simulators.zerobus.realism import Pacer, Profile
+
+    p = Pacer()
+    prof = Profile(quota_records_per_s=1000)
+    starts = [p.admit(prof, 500, 10, now=100.0) for _ in range(5)]  # five batches arrive at once
+    assert starts == pytest.approx([100.0, 100.4, 100.9, 101.4, 101.9])
+    assert p.admit(prof, 500, 10, now=200.0) == 200.0  # idle long enough: no debt carried
+    both = Profile(quota_records_per_s=1000, quota_bytes_per_s=100)  # the bytes quota binds: 10 B = 0.1 s
+    q = Pacer()
+    assert [q.admit(both, 1, 10, now=0.0) for _ in range(3)] == pytest.approx([0.0, 0.0, 0.1])
+    assert Pacer().admit(Profile(), 10**9, 10**12, now=5.0) == 5.0  # no quota: never waits
+
+
+def test_ack_latency_median_and_p95_follow_the_profile():
+    import random
+
+    from simulators.zerobus.realism import Profile, ack_latency_s
+
+    rng = random.Random(1)
+    samples = sorted(ack_latency_s(Profile(ack_latency_ms=175, ack_jitter_ms=325), rng) for _ in range(20000))
+    assert samples[10000] == pytest.approx(0.175, rel=0.05)
+    assert samples[19000] == pytest.approx(0.500, rel=0.08)
+    assert ack_latency_s(Profile(ack_latency_ms=150), rng) == 0.15
+    assert ack_latency_s(Profile(), rng) == 0.0
+
+
+def test_profile_overrides_through_faults():
+    from simulators.zerobus.realism import REALISTIC
+
+    f = Faults()
+    f.update({"ack_delay_ms": 300})
+    assert REALISTIC.with_overrides(f.overrides()).ack_latency_ms == 300
+    assert REALISTIC.with_overrides(f.overrides()).ack_jitter_ms == 0  # the old fault meant a fixed delay
+    f.update({"ack_latency_ms": 50, "quota_action": "reject", "stream_lifetime_s": 0})
+    prof = REALISTIC.with_overrides(f.overrides())
+    assert (prof.ack_latency_ms, prof.quota_action, prof.stream_lifetime_s) == (50, "reject", 0)
+    assert prof.quota_records_per_s == 100_000  # untouched settings keep the startup profile
+    for bad in ({"quota_action": "drop"}, {"ack_jitter_ms": -1}, {"stream_lifetime_s": "soon"}, {"quota_bytes_per_s": True}):
+        with pytest.raises(FaultError):
+            f.update(bad)
+    f.update({"ack_latency_ms": None, "ack_delay_ms": None})
+    assert "ack_latency_ms" not in f.overrides()
