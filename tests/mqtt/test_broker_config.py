@@ -12,6 +12,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from simulators.kit.broker import SHIPPED, Broker
+from simulators.kit.mqtt import wait_until
 
 
 def run_init(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
@@ -73,7 +74,7 @@ def test_autosave_interval_can_be_set_at_start(tmp_path):
 
 
 def _client(broker: Broker, user: str | None, password: str | None = None, v5: bool = False) -> tuple[mqtt.Client, dict]:
-    seen: dict = {"connack": None, "msgs": [], "pub_rc": {}}
+    seen: dict = {"connack": None, "msgs": [], "pub_rc": {}, "subacked": threading.Event()}
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"acl-{user}-{time.monotonic_ns()}",
                     protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311)
     if user:
@@ -87,6 +88,7 @@ def _client(broker: Broker, user: str | None, password: str | None = None, v5: b
     c.on_connect = on_connect
     c.on_message = lambda cl, u, m: seen["msgs"].append(m.topic)
     c.on_publish = lambda cl, u, mid, rc, props: seen["pub_rc"].__setitem__(mid, rc)
+    c.on_subscribe = lambda cl, u, mid, rcs, props: seen["subacked"].set()
     c.connect("127.0.0.1", broker.port)
     c.loop_start()
     ev.wait(10)
@@ -105,7 +107,7 @@ def test_anonymous_and_wrong_passwords_are_refused(broker):
 def test_acl_publishers_only_under_their_prefix_edge_reads_only(broker):
     edge, eseen = _client(broker, "edge")
     edge.subscribe([("plant/#", 1), ("spBv1.0/#", 1)])
-    time.sleep(0.3)
+    assert eseen["subacked"].wait(10)
     sim1, sseen = _client(broker, "sim1", v5=True)  # MQTT 5 reports a denied publish
     ok = sim1.publish("plant/sim1/line1/x", b"1", qos=1)
     other = sim1.publish("plant/sim2/line1/x", b"1", qos=1)
@@ -113,13 +115,16 @@ def test_acl_publishers_only_under_their_prefix_edge_reads_only(broker):
     sp_other = sim1.publish("spBv1.0/plant/NDATA/sim2", b"", qos=1)
     for i in (ok, other, sp_ok, sp_other):
         i.wait_for_publish(5)
-    time.sleep(0.5)
-    assert sorted(eseen["msgs"]) == ["plant/sim1/line1/x", "spBv1.0/plant/NDATA/sim1"]
+    # A last message from the same publisher: once it arrived, every earlier one that was let through has.
+    sim1.publish("plant/sim1/line1/end", b"1", qos=1).wait_for_publish(5)
+    wait_until(lambda: "plant/sim1/line1/end" in eseen["msgs"], 10, "the end marker")
+    assert sorted(eseen["msgs"]) == ["plant/sim1/line1/end", "plant/sim1/line1/x", "spBv1.0/plant/NDATA/sim1"]
     assert sseen["pub_rc"][other.mid].value == 135 and sseen["pub_rc"][sp_other.mid].value == 135
     # The edge itself cannot publish into the plant namespace.
     e_pub = edge.publish("plant/sim1/line1/x", b"forged", qos=1)
     e_pub.wait_for_publish(5)
-    time.sleep(0.3)
+    sim1.publish("plant/sim1/line1/end2", b"1", qos=1).wait_for_publish(5)
+    wait_until(lambda: "plant/sim1/line1/end2" in eseen["msgs"], 10, "the second end marker")
     assert eseen["msgs"].count("plant/sim1/line1/x") == 1
     edge.loop_stop()
     sim1.loop_stop()
