@@ -6,6 +6,7 @@ Shared by the app factory (``app.py``) and the routes (``views.py``), so neither
 from __future__ import annotations
 
 import base64
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,8 @@ from flask import abort, current_app, g, redirect, request, session, url_for
 
 from edge.admin import auth
 from edge.admin.settings import AdminConfig
+
+AUDIT = logging.getLogger("edge.admin.audit")
 
 
 @dataclass
@@ -39,6 +42,31 @@ def st() -> AdminState:
 # ---------------------------------------------------------------- who is asking
 
 
+def audit(event: str, role: str, client: str, via: str, detail: str = "") -> None:
+    """One line per login event (success, failure, lockout); never the password."""
+    AUDIT.info("admin login %s: role=%s client=%s via=%s%s", event, role, client, via, f" {detail}" if detail else "")
+
+
+def try_login(role: str, password: str, via: str) -> tuple[bool, float]:
+    """Check ``password`` against ``role`` only, under the shared limiter: (ok, seconds to wait when locked)."""
+    s = st()
+    client = request.remote_addr or "?"
+    if role not in s.creds:
+        role = role if role in auth.RANK else "?"
+    wait = s.limiter.retry_after(client, role)
+    if wait > 0:
+        audit("refused", role, client, via, f"locked out for {int(wait)}s")
+        return False, wait
+    if auth.check_password(s.creds, role, password):
+        s.limiter.succeeded(client, role)
+        audit("ok", role, client, via)
+        return True, 0.0
+    s.limiter.failed(client, role)
+    wait = s.limiter.retry_after(client, role)
+    audit("failed", role, client, via, f"locked out for {int(wait)}s" if wait > 0 else "")
+    return False, 0.0
+
+
 def _basic_role() -> str | None:
     """HTTP Basic for scripts: user is the role name, password that role's password."""
     header = request.headers.get("Authorization", "")
@@ -48,26 +76,19 @@ def _basic_role() -> str | None:
         user, _, pw = base64.b64decode(header[6:], validate=True).decode().partition(":")
     except (ValueError, UnicodeDecodeError):
         return None
-    s = st()
-    client = request.remote_addr or "?"
-    if s.limiter.retry_after(client):
+    ok, wait = try_login(user, pw, "basic")
+    if wait > 0:
         abort(429)
-    if user in s.creds and auth.check_password(s.creds, user, pw):
-        s.limiter.succeeded(client)
-        return user
-    s.limiter.failed(client)
-    return None
+    return user if ok else None
 
 
 def current_role() -> str | None:
     if "role" in g:
         return g.role
     role = None
-    s = st()
+    # The session interface has already refused an expired session or one opened with an old password.
     sess_role = session.get("role")
-    # Absolute lifetime: the page's auto-refresh would otherwise keep a session alive forever.
-    fresh = time.time() - float(session.get("login_ts") or 0) < float(s.admin.session_lifetime)
-    if sess_role in s.creds and fresh and session.get("fp") == auth.fingerprint(s.creds[sess_role]):
+    if sess_role in st().creds:
         role = sess_role
     elif request.path.startswith("/api/"):
         role = _basic_role()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,9 @@ from edge import __version__
 from edge.admin import auth
 from edge.admin.access import AdminState, csrf_token, has_role
 from edge.admin.fmt import FILTERS
+from edge.admin.sessions import StoreSessionInterface
 from edge.admin.settings import AdminConfig, credentials, metrics_token
+from edge.admin.store import AdminStore
 from edge.admin.views import bp
 from edge.configtypes import ConfigError
 from edge.control import commands
@@ -42,6 +46,30 @@ def _load_config(config: Any, env: dict[str, str]):
     return config
 
 
+def state_dir(cfg: Any, admin: AdminConfig, env: dict[str, str]) -> Path:
+    """Where sessions and login failures live: admin.state_dir, $EDGE_ADMIN_STATE_DIR, or <data_dir>/admin-state.
+
+    When the default cannot be written (an admin container that mounts the data volume read-only
+    and names no state dir), a private directory under the system temp dir is used: still shared
+    by every worker, lost with the container (everyone signs in again).
+    """
+    if admin.state_dir:
+        return Path(admin.state_dir)
+    if env.get("EDGE_ADMIN_STATE_DIR"):
+        return Path(env["EDGE_ADMIN_STATE_DIR"])
+    default = Path(cfg.data_dir) / "admin-state"
+    try:
+        default.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if os.access(default, os.W_OK):
+            return default
+    except OSError:
+        log.debug("cannot create %s", default)  # the fallback below says what happens instead
+    fallback = Path(tempfile.gettempdir()) / f"edge-admin-{os.getuid()}"
+    log.warning("admin state: %s is not writable; sessions and login limits kept in %s (set admin.state_dir "
+                "to keep them across restarts)", default, fallback)
+    return fallback
+
+
 def create_app(config: Any = None, *, env: dict[str, str] | None = None) -> Flask:
     """Build the app from a Config, a config path, or ``$EDGE_CONFIG``; refuses to start without credentials."""
     env = dict(os.environ) if env is None else env
@@ -49,18 +77,23 @@ def create_app(config: Any = None, *, env: dict[str, str] | None = None) -> Flas
     admin = cfg.admin if cfg.admin is not None else AdminConfig()
     creds = credentials(admin, env)
     token = metrics_token(admin, env)
-    data_dir = Path(cfg.data_dir)
+    store = AdminStore(state_dir(cfg, admin, env))
+    tags = {role: store.tag(role, str(pw)) for role, pw in creds.items()}
+    # A password changed since the last start ends every session opened with the old one.
+    store.prune(tags, float(admin.session_lifetime))
     state = AdminState(
         cfg=cfg, admin=admin, creds=dict(creds), token=str(token),
-        limiter=auth.LoginLimiter(admin.login_attempts, float(admin.login_window)),
+        limiter=auth.LoginLimiter(store, admin.login_attempts, float(admin.login_window)),
         commands_dir=commands.directory(cfg),
         version=__version__,
     )
     app = Flask(__name__, static_folder="static", template_folder="templates")
+    app.session_interface = StoreSessionInterface(store, float(admin.session_lifetime), tags.get)
+    tls = bool(admin.tls_cert)
     app.config.update(
-        SECRET_KEY=auth.session_key(data_dir, creds),
+        SECRET_KEY=secrets.token_bytes(32),  # nothing is signed with it: sessions are server-side
         SESSION_COOKIE_NAME="edge_admin",
-        SESSION_COOKIE_SECURE=bool(admin.secure_cookies),
+        SESSION_COOKIE_SECURE=bool(admin.secure_cookies) or tls,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
         PERMANENT_SESSION_LIFETIME=timedelta(seconds=float(admin.session_lifetime)),
@@ -83,7 +116,7 @@ def create_app(config: Any = None, *, env: dict[str, str] | None = None) -> Flas
         h["Cross-Origin-Resource-Policy"] = "same-origin"
         if request.endpoint != "static":
             h["Cache-Control"] = "no-store"
-        if request.is_secure:
+        if request.is_secure or tls:
             h["Strict-Transport-Security"] = "max-age=31536000"
         return resp
 

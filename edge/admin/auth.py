@@ -1,24 +1,21 @@
-"""Who may see and do what: password check, login rate limit, sessions, CSRF, roles.
+"""Who may see and do what: password check, login rate limit, CSRF, roles.
 
-Sessions are Flask's signed cookies holding the role, a CSRF token and a
-fingerprint of the password that was used: changing a password logs out every
-session opened with the old one. The signing key is shared by all gunicorn
-workers through a 0600 file in the data directory.
+Sessions are server-side (sessions.py, store.py): the cookie holds a random id only.
+Failed logins are counted per client address and per role named, in the admin store
+shared by every gunicorn worker (store.py), so another role's success, a worker restart
+or a spray of addresses does not reset anyone's count.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
-import threading
 import time
-from collections import deque
-from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 from edge.admin.settings import ROLES
+from edge.admin.store import AdminStore
 
 RANK = {role: i for i, role in enumerate(ROLES)}
 
@@ -27,12 +24,8 @@ def allowed(role: str | None, needed: str) -> bool:
     return role in RANK and RANK[role] >= RANK[needed]
 
 
-def fingerprint(password: str) -> str:
-    """Short non-reversible tag of a password (goes into the signed session; never the password)."""
-    return hashlib.sha256(b"edge-admin-session\0" + password.encode()).hexdigest()[:16]
-
-
 def check_password(creds: Mapping[str, str], role: str, given: str) -> bool:
+    """Whether ``given`` is the password of ``role`` (one role: the one the form or the Basic user names)."""
     expected = creds.get(role)
     # Compare digests so the comparison time says nothing about the length of the secret.
     a = hashlib.sha256((given or "").encode()).digest()
@@ -40,53 +33,28 @@ def check_password(creds: Mapping[str, str], role: str, given: str) -> bool:
     return bool(expected) and hmac.compare_digest(a, b)
 
 
-def role_for(creds: Mapping[str, str], given: str) -> str | None:
-    """The role whose password this is (roles have distinct passwords), checking every role."""
-    found = None
-    for role in ROLES:
-        if check_password(creds, role, given):
-            found = role
-    return found
-
-
 class LoginLimiter:
-    """Failed logins per client address in a sliding window (per worker process: memory only)."""
+    """Failed logins per (client address, role) in a sliding window, shared by every worker (the admin store)."""
 
-    def __init__(self, attempts: int, window_s: float, clock=time.monotonic):
+    def __init__(self, store: AdminStore, attempts: int, window_s: float, clock: Callable[[], float] = time.time):
+        self.store = store
         self.attempts = attempts
         self.window = window_s
         self.clock = clock
-        self._fails: dict[str, deque] = {}
-        self._lock = threading.Lock()
 
-    def _trim(self, q: deque, now: float) -> None:
-        while q and q[0] <= now - self.window:
-            q.popleft()
-
-    def retry_after(self, client: str) -> float:
-        """0 when a login attempt is allowed now, else seconds to wait."""
+    def retry_after(self, client: str, role: str) -> float:
+        """0 when a login attempt for ``role`` from ``client`` is allowed now, else seconds to wait."""
         now = self.clock()
-        with self._lock:
-            q = self._fails.get(client)
-            if not q:
-                return 0.0
-            self._trim(q, now)
-            if len(q) < self.attempts:
-                return 0.0
-            return max(1.0, q[0] + self.window - now)
+        fails = self.store.failures(client, role, now - self.window)
+        if len(fails) < self.attempts:
+            return 0.0
+        return max(1.0, fails[-self.attempts] + self.window - now)
 
-    def failed(self, client: str) -> None:
-        now = self.clock()
-        with self._lock:
-            if len(self._fails) > 10_000:  # bound memory under a spray of addresses
-                self._fails.clear()
-            q = self._fails.setdefault(client, deque())
-            self._trim(q, now)
-            q.append(now)
+    def failed(self, client: str, role: str) -> None:
+        self.store.add_failure(client, role, self.clock(), self.window)
 
-    def succeeded(self, client: str) -> None:
-        with self._lock:
-            self._fails.pop(client, None)
+    def succeeded(self, client: str, role: str) -> None:
+        self.store.clear_failures(client, role)
 
 
 def new_csrf_token() -> str:
@@ -95,41 +63,3 @@ def new_csrf_token() -> str:
 
 def csrf_ok(expected: str | None, given: str | None) -> bool:
     return bool(expected) and bool(given) and hmac.compare_digest(str(expected), str(given))
-
-
-def session_key(directory: Path, creds: Mapping[str, str] | None = None) -> bytes:
-    """The cookie signing key, created once (0600) and shared by every worker.
-
-    When the data directory is read-only (an admin container mounting the spool
-    volume read-only), the key is derived from the passwords instead: still shared
-    by every worker, and still only known to who knows an admin password.
-    """
-    path = directory / "admin-session.key"
-    try:
-        return bytes.fromhex(path.read_text().strip())
-    except (OSError, ValueError):  # no key yet (or a torn one): create it below
-        pass
-    try:
-        return _create_key(directory, path)
-    except OSError:
-        material = "\0".join(f"{r}={p}" for r, p in sorted((creds or {}).items()))
-        return hashlib.sha256(b"edge-admin-session-key\0" + material.encode()).digest()
-
-
-def _create_key(directory: Path, path: Path) -> bytes:
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".admin-session.key.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, secrets.token_hex(32).encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        # link() fails when another worker won the race; then everyone uses the winner's key.
-        os.link(tmp, path)
-    except FileExistsError:  # another worker won the race: its key is read below
-        pass
-    finally:
-        tmp.unlink(missing_ok=True)
-    return bytes.fromhex(path.read_text().strip())

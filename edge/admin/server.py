@@ -13,12 +13,21 @@ import sys
 from pathlib import Path
 
 ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
+# Threads per worker: a connection that sends nothing, or stalls mid-request, holds one thread (gthread
+# hands an idle connection back to its poller after 5 s) instead of a whole sync worker, so a few slow
+# or half-open clients cannot take the page down for everyone (issue 16).
+THREADS = 8
+WORKER_CONNECTIONS = 200  # open connections per worker, kept-alive ones included
 
 
-def gunicorn_argv(config_path: str, bind: str, *, workers: int, timeout: float) -> list[str]:
+def gunicorn_argv(config_path: str, bind: str, *, workers: int, timeout: float, threads: int = THREADS,
+                  certfile: str | None = None, keyfile: str | None = None) -> list[str]:
     argv = [
         sys.executable, "-m", "gunicorn",
         "--workers", str(workers),
+        "--worker-class", "gthread",
+        "--threads", str(threads),
+        "--worker-connections", str(WORKER_CONNECTIONS),
         "--bind", bind,
         "--timeout", str(int(timeout)),
         "--graceful-timeout", "10",
@@ -34,6 +43,9 @@ def gunicorn_argv(config_path: str, bind: str, *, workers: int, timeout: float) 
         # gunicorn 27's control socket defaults to one path under $HOME: two instances would fight over it.
         "--no-control-socket",
     ]
+    if certfile:
+        # TLS on the page's own listener; the app sends HSTS on every answer over it.
+        argv += ["--certfile", certfile, "--keyfile", keyfile or certfile]
     if Path("/dev/shm").is_dir():
         # Worker heartbeats on tmpfs: a slow disk (the spool's) must not make gunicorn kill workers.
         argv += ["--worker-tmp-dir", "/dev/shm"]
@@ -51,7 +63,8 @@ def serve(config_path: str, bind: str | None = None, *, exec_: bool = True) -> l
     credentials(admin)
     metrics_token(admin)
     path = str(Path(config_path).resolve())
-    argv = gunicorn_argv(path, bind or admin.bind, workers=admin.workers, timeout=float(admin.timeout))
+    argv = gunicorn_argv(path, bind or admin.bind, workers=admin.workers, timeout=float(admin.timeout),
+                         certfile=admin.tls_cert or None, keyfile=admin.tls_key or None)
     if not exec_:
         return argv
     os.environ["EDGE_CONFIG"] = path

@@ -52,6 +52,11 @@ class AdminConfig:
     timeout: Duration = Duration(30)
     # Operator requests (pause/resume, checkpoint, dead-letter retry) land here for the runner.
     commands_dir: str | None = None  # default <data_dir>/admin-commands
+    # Sessions and login-failure counts (SQLite, shared by every worker); default <data_dir>/admin-state.
+    state_dir: str | None = None
+    # TLS on the page's own listener (PEM files, both or neither); HSTS is sent over it.
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     ZERO_OK = ("refresh",)  # 0: no auto-refresh
 
@@ -67,6 +72,8 @@ class AdminConfig:
             raise ConfigError(f"{path}.chart_window", "must be between 1m and 7d")
         if not 1 <= self.timeout <= 600:
             raise ConfigError(f"{path}.timeout", "must be between 1s and 10m")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError(f"{path}.tls_cert", "tls_cert and tls_key go together: set both or neither")
 
 
 def _from_env(value: str, var: str, env: dict[str, str]) -> Secret:

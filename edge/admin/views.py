@@ -8,9 +8,10 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response, abort, flash, g, jsonify, redirect, render_template, request, session, url_for
 
 from edge.admin import auth, model, payloads, reading
-from edge.admin.access import check_csrf, current_role, probe_allowed, require, st
+from edge.admin.access import check_csrf, current_role, probe_allowed, require, st, try_login
 from edge.admin.charts import line_chart
 from edge.admin.metrics import render as render_metrics
+from edge.admin.settings import ROLES
 from edge.control import commands, preflight
 
 bp = Blueprint("admin", __name__)
@@ -134,8 +135,8 @@ def _safe_next(target: str | None) -> str:
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     s = st()
-    client = request.remote_addr or "?"
     error, status = None, 200
+    chosen = request.form.get("user") or request.args.get("user") or ""
     if request.method == "POST":
         if not auth.csrf_ok(session.get("csrf"), request.form.get("csrf")):
             error, status = "The form expired; please try again.", 400
@@ -143,24 +144,22 @@ def login():
                 # The usual lab mistake: browsers never send a Secure cookie back over plain HTTP.
                 error += (" This page is served over plain HTTP while session cookies are Secure: serve it over "
                           "HTTPS, or set admin.secure_cookies: false for lab use.")
-        elif (wait := s.limiter.retry_after(client)) > 0:
-            error, status = f"Too many failed attempts. Try again in {int(wait)} s.", 429
+        elif chosen not in ROLES:
+            error, status = "Choose who you sign in as.", 400
         else:
-            role = auth.role_for(s.creds, request.form.get("password", ""))
-            if role:
-                s.limiter.succeeded(client)
+            ok, wait = try_login(chosen, request.form.get("password", ""), "form")
+            if ok:
                 session.clear()
+                session.regenerate()  # a new id: one planted before the login is worth nothing after it
                 session.permanent = True
-                session.update(role=role, fp=auth.fingerprint(s.creds[role]), csrf=auth.new_csrf_token(),
-                               login_ts=time.time())
-                from flask import current_app
-
-                current_app.logger.info("admin login: role %s from %s", role, client)
+                session.update(role=chosen, csrf=auth.new_csrf_token())
                 return redirect(_safe_next(request.form.get("next")))
-            s.limiter.failed(client)
-            error, status = "Wrong password.", 401
-    resp = render_template("login.html", error=error, next=request.values.get("next", ""),
-                           appliance_id=s.cfg.appliance_id, role=None)
+            if wait > 0:
+                error, status = f"Too many failed attempts. Try again in {int(wait)} s.", 429
+            else:
+                error, status = "Wrong password.", 401
+    resp = render_template("login.html", error=error, next=request.values.get("next", ""), roles=ROLES,
+                           chosen=chosen if chosen in ROLES else "viewer", appliance_id=s.cfg.appliance_id, role=None)
     return resp, status
 
 
@@ -168,6 +167,7 @@ def login():
 def logout():
     if current_role() is not None:
         check_csrf()
+    # Deletes the server-side record: a copy of the cookie is worth nothing from now on.
     session.clear()
     return redirect(url_for("admin.login"))
 

@@ -19,16 +19,17 @@ from pathlib import Path
 CHROMIUM = "/usr/bin/chromium"
 
 
-def login_cookie(host: str, port: int, password: str, timeout: float = 10.0) -> str:
+def login_cookie(host: str, port: int, role: str, password: str, timeout: float = 10.0, tls=None) -> str:
     """Sign in through GET /login + POST /login; returns the ``edge_admin=...`` cookie pair."""
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    conn = (http.client.HTTPSConnection(host, port, timeout=timeout, context=tls) if tls is not None
+            else http.client.HTTPConnection(host, port, timeout=timeout))
     try:
         conn.request("GET", "/login")
         r = conn.getresponse()
         page = r.read().decode()
         cookie = http.cookies.SimpleCookie(r.getheader("Set-Cookie"))
         csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
-        body = urllib.parse.urlencode({"password": password, "csrf": csrf, "next": "/"})
+        body = urllib.parse.urlencode({"user": role, "password": password, "csrf": csrf, "next": "/"})
         conn.request("POST", "/login", body=body, headers={
             "Content-Type": "application/x-www-form-urlencoded", "Cookie": f"edge_admin={cookie['edge_admin'].value}"})
         r = conn.getresponse()

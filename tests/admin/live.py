@@ -22,11 +22,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def get(port: int, path: str, headers: dict | None = None, timeout: float = 10.0) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def get(port: int, path: str, headers: dict | None = None, timeout: float = 10.0, tls=None,
+        response_headers: dict | None = None) -> tuple[int, bytes]:
+    """GET over HTTP, or HTTPS verified against ``tls`` (an ssl.SSLContext); fills ``response_headers`` if given."""
+    conn = (http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=tls) if tls is not None
+            else http.client.HTTPConnection("127.0.0.1", port, timeout=timeout))
     try:
         conn.request("GET", path, headers=headers or {})
         r = conn.getresponse()
+        if response_headers is not None:
+            response_headers.update({k.lower(): v for k, v in r.getheaders()})
         return r.status, r.read()
     finally:
         conn.close()
@@ -35,9 +40,11 @@ def get(port: int, path: str, headers: dict | None = None, timeout: float = 10.0
 class Gunicorn:
     """``edge admin``'s gunicorn command line (from edge.admin.server), bound to a free loopback port."""
 
-    def __init__(self, config_path: Path, env: dict[str, str], *, workers: int = 2, log: Path):
+    def __init__(self, config_path: Path, env: dict[str, str], *, workers: int = 2, log: Path, tls=None,
+                 **argv_options):
         self.port = free_port()
-        argv = gunicorn_argv(str(config_path), f"127.0.0.1:{self.port}", workers=workers, timeout=30)
+        self.tls = tls
+        argv = gunicorn_argv(str(config_path), f"127.0.0.1:{self.port}", workers=workers, timeout=30, **argv_options)
         self.log_path = log
         self._log = open(log, "wb")
         full_env = {**os.environ, **env, "EDGE_CONFIG": str(config_path), "PYTHONPATH": str(ROOT)}
@@ -47,7 +54,7 @@ class Gunicorn:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gunicorn exited: {self.log_tail()}")
             try:
-                if get(self.port, "/healthz", timeout=2)[0] == 200:
+                if get(self.port, "/healthz", timeout=2, tls=tls)[0] == 200:
                     break
             except OSError:
                 pass

@@ -120,7 +120,7 @@ def test_operator_sees_backlog_states_and_drills_in_a_real_browser(appliance):
           and any(c.get("open") for c in _forwarder(spool).get("egress_cuts", [])), 30, "the forwarder to notice")
     _wait(lambda: _depth(spool) > 2000, 30, "a new backlog")
 
-    cookie = login_cookie("127.0.0.1", gun.port, PASSWORDS["operator"])
+    cookie = login_cookie("127.0.0.1", gun.port, "operator", PASSWORDS["operator"])
     for _ in range(6):  # an operator who has had the page open: each worker has seen earlier source counters
         assert get(gun.port, "/", headers={"Cookie": cookie})[0] == 200
         time.sleep(0.5)

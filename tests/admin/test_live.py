@@ -84,7 +84,7 @@ def test_page_under_load_does_not_slow_ingest_and_the_wal_stays_bounded(tmp_path
 
     watcher = threading.Thread(target=watch_wal, daemon=True)
     try:
-        cookie = login_cookie("127.0.0.1", gun.port, PASSWORDS["viewer"])
+        cookie = login_cookie("127.0.0.1", gun.port, "viewer", PASSWORDS["viewer"])
         ingest.start()
         watcher.start()
         time.sleep(1.0)  # warm up: first samples, page caches

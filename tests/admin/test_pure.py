@@ -8,6 +8,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from edge.admin import auth, charts, fmt, metrics, model, payloads
+from edge.admin.store import AdminStore
 from edge.admin.settings import AdminConfig, AdminConfigError, credentials, metrics_token
 from edge.config import parse
 from edge.configtypes import ConfigError, Secret
@@ -216,37 +217,62 @@ def test_metrics_leave_out_unknown_gauges_but_keep_counters():
 # ---------------------------------------------------------------- auth, commands, payloads
 
 
-def test_login_limiter_window():
-    clock = [0.0]
-    lim = auth.LoginLimiter(3, 60, clock=lambda: clock[0])
+def test_login_limiter_window(tmp_path):
+    clock = [1000.0]
+    lim = auth.LoginLimiter(AdminStore(tmp_path), 3, 60, clock=lambda: clock[0])
     for _ in range(3):
-        assert lim.retry_after("ip") == 0
-        lim.failed("ip")
-    assert lim.retry_after("ip") > 0 and lim.retry_after("other") == 0
-    clock[0] = 61
-    assert lim.retry_after("ip") == 0
+        assert lim.retry_after("ip", "admin") == 0
+        lim.failed("ip", "admin")
+    assert lim.retry_after("ip", "admin") > 0 and lim.retry_after("other", "admin") == 0
+    clock[0] = 1061
+    assert lim.retry_after("ip", "admin") == 0
 
 
-def test_roles_follow_passwords_and_rank():
+def test_login_limits_are_shared_by_every_worker_and_survive_a_restart(tmp_path):
+    """Issue 16: the limit lived in each worker's memory; a worker restart or another worker forgot it."""
+    one = auth.LoginLimiter(AdminStore(tmp_path), 3, 300)
+    for _ in range(3):
+        one.failed("10.0.0.9", "admin")
+    other_worker = auth.LoginLimiter(AdminStore(tmp_path), 3, 300)  # another process, same state dir
+    assert other_worker.retry_after("10.0.0.9", "admin") > 0
+
+
+def test_another_roles_success_does_not_reset_the_count(tmp_path):
+    """Issue 16: any successful login from the address (a viewer's, say) cleared the admin guesses."""
+    lim = auth.LoginLimiter(AdminStore(tmp_path), 3, 300)
+    for _ in range(3):
+        lim.failed("10.0.0.9", "admin")
+    lim.succeeded("10.0.0.9", "viewer")
+    assert lim.retry_after("10.0.0.9", "admin") > 0
+
+
+def test_a_spray_of_addresses_is_bounded_and_resets_no_one(tmp_path, monkeypatch):
+    """Issue 16: more than 10,000 addresses cleared every count (memory bound by clear())."""
+    monkeypatch.setattr("edge.admin.store.MAX_FAILURE_ROWS", 500)
+    store = AdminStore(tmp_path)
+    lim = auth.LoginLimiter(store, 3, 300)
+    for _ in range(3):
+        lim.failed("10.0.0.9", "admin")
+    for i in range(600):
+        lim.failed(f"198.51.{i // 256}.{i % 256}", "admin")
+        if i == 100:
+            assert lim.retry_after("10.0.0.9", "admin") > 0
+    assert store.count_failure_rows() <= 500
+
+
+def test_a_password_is_checked_against_the_role_named_only():
     creds = {"admin": "a" * 10, "viewer": "v" * 10}
-    assert auth.role_for(creds, "a" * 10) == "admin" and auth.role_for(creds, "v" * 10) == "viewer"
-    assert auth.role_for(creds, "") is None and auth.role_for(creds, "x") is None
+    assert auth.check_password(creds, "admin", "a" * 10) and not auth.check_password(creds, "admin", "v" * 10)
+    assert not auth.check_password(creds, "operator", "") and not auth.check_password(creds, "nobody", "a" * 10)
     assert auth.allowed("admin", "operator") and not auth.allowed("viewer", "operator")
     assert not auth.allowed(None, "viewer")
 
 
-def test_session_key_is_shared_and_private(tmp_path):
-    k1, k2 = auth.session_key(tmp_path), auth.session_key(tmp_path)
-    assert k1 == k2 and len(k1) == 32
-    assert (tmp_path / "admin-session.key").stat().st_mode & 0o077 == 0
-
-
-def test_session_key_without_a_writable_data_dir_is_derived_from_the_passwords(tmp_path):
-    blocker = tmp_path / "file"
-    blocker.write_text("x")
-    k1 = auth.session_key(blocker / "sub", {"admin": "a" * 10})
-    assert k1 == auth.session_key(blocker / "sub", {"admin": "a" * 10})
-    assert k1 != auth.session_key(blocker / "sub", {"admin": "b" * 10})
+def test_admin_store_is_private(tmp_path):
+    store = AdminStore(tmp_path / "state")
+    assert store.path.stat().st_mode & 0o077 == 0 and (tmp_path / "state").stat().st_mode & 0o077 == 0
+    assert store.tag("admin", "pw-one-xx") != store.tag("admin", "pw-two-xx")
+    assert store.tag("admin", "pw-one-xx") == AdminStore(tmp_path / "state").tag("admin", "pw-one-xx")
 
 
 def test_commands_round_trip(tmp_path):

@@ -140,26 +140,26 @@ def test_login_is_rate_limited_per_client(app):
     c = app.test_client()
     c.get("/login")
     for _ in range(5):
-        r = c.post("/login", data={"password": "nope-nope", "csrf": csrf_of(c)})
+        r = c.post("/login", data={"user": "admin", "password": "nope-nope", "csrf": csrf_of(c)})
         assert r.status_code == 401
-    r = c.post("/login", data={"password": PASSWORDS["admin"], "csrf": csrf_of(c)})
+    r = c.post("/login", data={"user": "admin", "password": PASSWORDS["admin"], "csrf": csrf_of(c)})
     assert r.status_code == 429 and b"Too many failed attempts" in r.data
     other = app.test_client()  # another address is not locked out
     other.get("/login", environ_base={"REMOTE_ADDR": "10.9.9.9"})
     tok = csrf_of(other)
-    r = other.post("/login", data={"password": PASSWORDS["admin"], "csrf": tok}, environ_base={"REMOTE_ADDR": "10.9.9.9"})
+    r = other.post("/login", data={"user": "admin", "password": PASSWORDS["admin"], "csrf": tok}, environ_base={"REMOTE_ADDR": "10.9.9.9"})
     assert r.status_code == 302
 
 
 def test_login_needs_its_csrf_token_and_refuses_open_redirects(app):
     c = app.test_client()
     c.get("/login")
-    assert c.post("/login", data={"password": PASSWORDS["admin"]}).status_code == 400
+    assert c.post("/login", data={"user": "admin", "password": PASSWORDS["admin"]}).status_code == 400
     for target in ("//evil.example/x", "/\\evil.example/x", "https://evil.example/"):
         c.get("/login")
-        r = c.post("/login", data={"password": PASSWORDS["admin"], "csrf": csrf_of(c), "next": target})
+        r = c.post("/login", data={"user": "admin", "password": PASSWORDS["admin"], "csrf": csrf_of(c), "next": target})
         assert r.status_code == 302 and r.headers["Location"] == "/", target
-    r = c.post("/login", data={"password": PASSWORDS["admin"], "csrf": csrf_of(c), "next": "/quarantine"})
+    r = c.post("/login", data={"user": "admin", "password": PASSWORDS["admin"], "csrf": csrf_of(c), "next": "/quarantine"})
     assert r.headers["Location"] == "/quarantine"
 
 
@@ -177,7 +177,7 @@ def test_session_cookie_flags_and_security_headers(cfg):
 
 def test_login_over_plain_http_with_secure_cookies_explains_itself(cfg):
     c = create_app(make_config_secure(cfg), env=ENV).test_client()
-    r = c.post("/login", data={"password": PASSWORDS["admin"], "csrf": "x"})
+    r = c.post("/login", data={"user": "admin", "password": PASSWORDS["admin"], "csrf": "x"})
     assert r.status_code == 400 and b"secure_cookies: false" in r.data
 
 
@@ -202,7 +202,8 @@ def test_session_lifetime_is_absolute_even_with_auto_refresh(app):
     c = client_for(app, "viewer")
     assert c.get("/").status_code == 200
     with c.session_transaction() as s:
-        s["login_ts"] = time.time() - 9 * 3600  # default lifetime 8h
+        s.created = time.time() - 9 * 3600  # signed in 9 h ago; the default lifetime is 8 h
+        s.modified = True
     r = c.get("/")
     assert r.status_code == 302 and "/login" in r.headers["Location"]
 
