@@ -30,6 +30,9 @@ class Retry:
     # The server ended the stream on purpose (close signal, status OK): a routine rotation,
     # not an outage; reconnect at once.
     graceful: bool = False
+    # The service refused the stream over its quota (RESOURCE_EXHAUSTED): not an outage;
+    # reopen that stream after a short pause, and more streams may share the load.
+    throttled: bool = False
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,8 @@ def classify(message: str, *, nonretriable: bool = False, phase: Phase = "ack") 
     if code is None and nonretriable and "exceed" in low and ("size" in low or "bytes" in low or "limit" in low):
         # The SDK refuses an oversized call before sending; bisecting shrinks it.
         return RejectRecord(f"batch too large: {short}")
+    if code == "RESOURCE_EXHAUSTED":
+        return Retry(f"throttled by the service: {short}", throttled=True)
     if code == "OK" or "closed gracefully" in low:
         return Retry(f"the server closed the stream: {short}", graceful=True)
     if "stream is closed" in low or "stream closed" in low:

@@ -14,6 +14,7 @@ import functools
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -169,12 +170,41 @@ class Compose:
         raise ComposeError(f"not healthy after {time.monotonic() - t0:.0f}s: {states}")
 
 
-def http_json(url: str, timeout: float = 5) -> dict:
+def http_json(url: str, timeout: float = 5, cadata: str | None = None) -> dict:
+    """GET a JSON document; https is verified against ``cadata`` (PEM) when given, else the system CAs."""
     req = urllib.request.Request(url, headers={"Accept": "application/json"})
     # The emulator and the admin page are on 127.0.0.1: a proxy from the environment must not see them.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(req, timeout=timeout) as resp:
+    handlers: list = [urllib.request.ProxyHandler({})]
+    if cadata:
+        handlers.append(urllib.request.HTTPSHandler(context=ssl.create_default_context(cadata=cadata)))
+    with urllib.request.build_opener(*handlers).open(req, timeout=timeout) as resp:
         return json.loads(resp.read().decode())
+
+
+class Emulator:
+    """The demo ZeroBus emulator's HTTP side (GET /stats) as seen from the host.
+
+    It serves TLS with the CA the init service generated: the CA is read from the
+    emulator's container (its secrets volume), never skipped.
+    """
+
+    CA_PATH = "/secrets/zerobus-ca.pem"
+
+    def __init__(self, url: str, cadata: str | None = None):
+        self.url, self.cadata = url.rstrip("/"), cadata
+
+    @classmethod
+    def of(cls, compose: "Compose", service: str = "zerobus", port: int = 8090) -> "Emulator":
+        host, hport = compose.port(service, port)
+        ca = wait_for(lambda: compose.exec(service, "cat", cls.CA_PATH, timeout=30).stdout, timeout=60,
+                      what=f"{service}'s CA certificate")
+        return cls(f"https://{host}:{hport}", ca)
+
+    def get(self, path: str, timeout: float = 5) -> dict:
+        return http_json(self.url + path, timeout=timeout, cadata=self.cadata)
+
+    def stats(self, timeout: float = 5) -> dict:
+        return self.get("/stats", timeout=timeout)
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.5, what: str = "condition"):

@@ -7,6 +7,8 @@ follow the drain, and prove with the sink's own accounting that nothing was lost
     python3 ops/drill.py --cut 60 --kill-during-drain    # plus a kill -9 of the edge mid-drain
     python3 ops/drill.py --cut 60 --restart-stack        # plus a restart of everything (a host reboot)
     python3 ops/drill.py --cut 60 --upgrade zerobus-edge:0.2.0   # plus an upgrade, spool kept
+    sudo python3 ops/drill.py --cut 600 --wan-rate 20mbit --wan-delay-ms 50 --wan-loss 0.1%
+                                                         # over a plant's uplink (tc, ops/wan.py)
 
 Steps: (1) record the start state (spool stats from `edge spool stats` inside the
 edge container, the sink's view); (2) `docker network disconnect` the edge from
@@ -20,10 +22,14 @@ Exit status: 0 passed, 1 loss / unexplained gap / drain not finished, 2 the
 drill could not run (no project, no edge container, no sink). The egress link is
 restored on every exit path, Ctrl-C included.
 
-Verifiers are pluggable (VERIFIERS below): `emulator` reads the bundled
+Verifiers are pluggable (ops/drillsink.py): `emulator` reads the bundled
 emulator's GET /stats; `databricks` runs `edge verify` in the edge container,
 which queries the real Delta table through a SQL warehouse (gaps, loss
 markers, duplicates per appliance_id) and reports the same accounting.
+
+--wan-* shapes the edge's uplink for the whole drill (ops/wan.py: tc in the
+edge's network namespace, from the host, as root) and the report adds the
+link, the binding limit and the drain as a fraction of it.
 """
 
 from __future__ import annotations
@@ -40,108 +46,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable as a plain script
 
 from ops import drillcheck as dc  # noqa: E402
-from ops.composectl import Compose, ComposeError, docker, http_json, wait_for  # noqa: E402
+from ops import wan  # noqa: E402
+from ops.drillsink import VERIFIERS, DrillSetupError, EmulatorVerifier, SpoolProbe, TableVerifier  # noqa: E402
+from ops.composectl import Compose, ComposeError, Emulator, docker  # noqa: E402
 
 EXIT_PASS, EXIT_LOSS, EXIT_SETUP = 0, 1, 2
 
 
-class DrillError(RuntimeError):
-    """The drill cannot run (setup), as opposed to a drill that found loss."""
-
-
-class SpoolProbe:
-    """Spool stats from inside the edge container: the same function the admin page uses."""
-
-    def __init__(self, find_container, config: str):
-        self.find_container = find_container  # re-resolved: a restart or upgrade replaces the container
-        self.config = config
-
-    def stats(self, attempts: int = 60) -> dict:
-        last = ""
-        for _ in range(attempts):  # the container may be restarting (kill -9, restart, upgrade)
-            try:
-                proc = docker("exec", self.find_container(), "edge", "spool", "stats", "--config", self.config,
-                              timeout=60, check=False)
-            except ComposeError as exc:
-                last = str(exc)[-300:]
-            else:
-                if proc.returncode == 0:
-                    return json.loads(proc.stdout)
-                last = (proc.stderr or proc.stdout).strip()[-300:]
-            time.sleep(1)
-        raise DrillError(f"edge spool stats kept failing: {last}")
-
-
-class EmulatorVerifier:
-    """The bundled ZeroBus emulator's landed-row accounting (GET /stats)."""
-
-    name = "emulator"
-
-    def __init__(self, url: str, table: str):
-        self.url = url.rstrip("/")
-        self.table = table
-
-    def _table(self) -> dict:
-        # Retried for a while: the emulator restarts with the stack in --restart-stack / --upgrade.
-        stats = wait_for(lambda: http_json(f"{self.url}/stats", timeout=10), timeout=120, interval=1,
-                         what=f"GET {self.url}/stats")
-        return (stats.get("tables") or {}).get(self.table) or {}
-
-    def view(self, appliance_id: str) -> dc.SinkView:
-        t = self._table()
-        # The emulator counts rows and duplicates per table, the ranges per appliance.
-        return _sink_view((t.get("appliances") or {}).get(appliance_id) or {}, counts=t)
-
-    def progress(self, appliance_id: str) -> int | None:
-        return self.view(appliance_id).max_seq
-
-
-class TableVerifier:
-    """A real workspace: `edge verify` runs the seq accounting as SQL on the Delta table.
-
-    It runs where the config, the credentials and the egress are: inside the edge
-    container (``command`` = ``docker exec <edge> edge``), through a SQL warehouse.
-    """
-
-    name = "databricks"
-
-    def __init__(self, command: list[str], config: str, warehouse_id: str | None, table: str):
-        self.command, self.config, self.warehouse_id, self.table = command, config, warehouse_id, table
-
-    def _report(self, appliance_id: str) -> dict:
-        import subprocess
-
-        args = [*self.command, "verify", "--config", self.config, "--appliance-id", appliance_id]
-        if self.warehouse_id:
-            args += ["--warehouse-id", self.warehouse_id]
-        proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
-        if proc.returncode not in (0, 1):  # 1 = unexplained gaps, still a report
-            raise DrillError(f"edge verify failed: {(proc.stderr or proc.stdout).strip()[-500:]}")
-        doc = json.loads(proc.stdout)
-        table = next(iter(doc["tables"].values()))
-        return table["appliances"][appliance_id]
-
-    def view(self, appliance_id: str) -> dc.SinkView:
-        app = self._report(appliance_id)
-        return _sink_view(app, counts=app)
-
-    def progress(self, appliance_id: str) -> int | None:
-        return self.view(appliance_id).max_seq
-
-
-def _sink_view(app: dict, counts: dict) -> dc.SinkView:
-    """A verifier's report (``/stats`` or ``edge verify``, same field names) as the drill's view."""
-    return dc.SinkView(
-        min_seq=app.get("min_seq"),
-        max_seq=app.get("max_seq"),
-        missing=[tuple(r) for r in app.get("missing") or []],
-        unexplained=[tuple(r) for r in app.get("unexplained_missing") or []],
-        duplicates=int(counts.get("duplicates") or 0),
-        rows=int(counts.get("rows") or 0),
-    )
-
-
-VERIFIERS = {"emulator": EmulatorVerifier, "databricks": TableVerifier}
+DrillError = DrillSetupError  # the drill cannot run (setup), as opposed to a drill that found loss
 
 
 class EgressLink:
@@ -210,6 +122,27 @@ def kill_and_revive(container: str, wait_s: float = 20) -> str:
     return f"{how}; started by the drill (the restart policy did not)"
 
 
+def wan_shaper(args: argparse.Namespace, network: str) -> wan.Shaper | None:
+    try:
+        link = wan.Link(args.wan_delay_ms, args.wan_rate, wan.loss_pct(args.wan_loss))
+        if link.rate:
+            wan.rate_bps(link.rate)
+    except ValueError as exc:
+        raise DrillError(str(exc)) from None
+    if not link.shaped:
+        return None
+
+    def inspect(container: str) -> tuple[str, str]:
+        fmt = "{{.State.Pid}} {{with index .NetworkSettings.Networks \"%s\"}}{{.IPAddress}}{{end}}" % network
+        pid, _, ip = docker("inspect", "-f", fmt, container, timeout=30).stdout.strip().partition(" ")
+        return pid, ip
+
+    try:
+        return wan.Shaper(link, inspect)
+    except wan.WanError as exc:
+        raise DrillError(str(exc)) from None
+
+
 def run(args: argparse.Namespace) -> int:
     compose = Compose(args.project, args.file, env_file=args.env_file, cwd=Path.cwd())
     try:
@@ -219,15 +152,22 @@ def run(args: argparse.Namespace) -> int:
     probe = SpoolProbe(lambda: compose.container(args.edge_service), args.config)
     if args.verify not in VERIFIERS:
         raise DrillError(f"unknown verifier {args.verify!r} (have: {', '.join(VERIFIERS)})")
+    url = None
     if args.verify == "databricks":
         verifier = TableVerifier(["docker", "exec", container, "edge"], args.config, args.warehouse_id, args.table)
     else:
-        url = args.emulator_url
-        if not url:
-            host, port = compose.port(args.emulator_service, 8090)
-            url = f"http://{host}:{port}"
-        verifier = EmulatorVerifier(url, args.table)
+        if not args.emulator_url:
+            sink = Emulator.of(compose, args.emulator_service)
+        elif args.emulator_ca:
+            sink = Emulator(args.emulator_url, Path(args.emulator_ca).read_text())
+        elif args.emulator_url.startswith("https:"):
+            sink = Emulator(args.emulator_url, Emulator.of(compose, args.emulator_service).cadata)
+        else:
+            sink = Emulator(args.emulator_url)
+        url = sink.url
+        verifier = EmulatorVerifier(sink, args.table)
     link = EgressLink(compose.network(args.egress_network), container, args.edge_service)
+    shaper = wan_shaper(args, link.network)
 
     t0 = time.monotonic()
     events: list[dict] = []
@@ -244,6 +184,8 @@ def run(args: argparse.Namespace) -> int:
         print(dc.sample_line(t, phase, st), flush=True)
         return st
 
+    if shaper:
+        note(f"WAN link on {shaper.apply(container)} of {container[:12]}: {shaper.link.describe()}")
     start = sample("start")
     appliance = start["appliance_id"]
     sink0 = verifier.view(appliance)
@@ -274,6 +216,9 @@ def run(args: argparse.Namespace) -> int:
             container = compose.container(args.edge_service)
     finally:
         link.restore()
+        if shaper:  # the reconnected interface is a new one: shape it before the drain fills it
+            container = compose.container(args.edge_service)
+            shaper.apply(container, count_from_here=True)
     cut_s = time.monotonic() - t_cut  # sampling and a restart make it longer than asked
     note(f"egress RESTORED after {cut_s:.0f}s: backlog {at_restore['depth_seqs']} seqs")
     backlog_last = int(at_restore["next_seq"]) - 1
@@ -285,15 +230,22 @@ def run(args: argparse.Namespace) -> int:
         while time.monotonic() < deadline and (verifier.progress(appliance) or -1) <= (sink_at_restore or -1):
             time.sleep(0.1)
         at_kill = verifier.progress(appliance)
+        if shaper:
+            shaper.bank(container)
         how = kill_and_revive(container)
+        if shaper:
+            shaper.apply(container)
         when = ("mid-drain" if at_kill is not None and at_kill < backlog_last
                 else "after the sink had the whole backlog (the drain outran the poll)")
         note(f"edge KILLED (-9) {when}, sink max_seq {at_kill} of {backlog_last}: {how}")
 
     t_restore = time.monotonic()
     drained, last_seq, drain_s = False, backlog_last, None
+    moving = None  # (t, delivered_seq, uplink bytes) at the first sample after the drain began
     while time.monotonic() - t_restore < args.drain_timeout:
         st = sample("drain")
+        if moving is None and int(st["delivered_seq"]) > int(at_restore["delivered_seq"]):
+            moving = (time.monotonic(), int(st["delivered_seq"]), shaper.sent_total(container) if shaper else 0)
         if int(st["delivered_seq"]) >= backlog_last:
             drained, last_seq = True, int(st["delivered_seq"])
             drain_s = time.monotonic() - t_restore
@@ -301,6 +253,22 @@ def run(args: argparse.Namespace) -> int:
             break
         time.sleep(args.drain_interval)
 
+    wan_fig = None
+    if shaper:
+        # The link's share is measured while the drain runs: from the first sample that saw it
+        # moving (the reconnect backoff before it is the SDK's, not the link's) to its end.
+        t_end, sent = time.monotonic(), shaper.sent_total(container)
+        if drained and moving and last_seq > moving[1]:
+            wan_fig = wan.link_figures(shaper.link, sent - moving[2], last_seq - moving[1], t_end - moving[0])
+        else:
+            wan_fig = wan.link_figures(shaper.link, sent, last_seq - int(at_restore["delivered_seq"]) if drained else 0,
+                                       drain_s)
+        ingest = [x["ingest_rate_10s"] for x in samples if x["phase"] == "cut" and x.get("ingest_rate_10s")]
+        if ingest and wan_fig.get("delivered_rate"):
+            wan_fig["ingest_rate"] = round(sum(ingest) / len(ingest), 1)
+            wan_fig["drain_over_ingest"] = round(wan_fig["delivered_rate"] / wan_fig["ingest_rate"], 1)
+        shaper.remove(container)
+        note("WAN shaping removed")
     sink1 = verifier.view(appliance)
     v = dc.verdict(first_seq, last_seq, sink1, sink0.duplicates, drained)
     end = samples[-1]
@@ -321,8 +289,11 @@ def run(args: argparse.Namespace) -> int:
         "events": events,
         "samples": samples,
         "verdict": v.to_dict(),
+        "wan": wan_fig,
     }
     print(dc.render(report))
+    if wan_fig:
+        print("\n".join(wan.render(wan_fig)))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, default=str))
         print(f"  report              {args.json}")
@@ -345,7 +316,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--upgrade", metavar="IMAGE", default=None,
                    help="like --restart-stack, recreating the Python services from IMAGE (EDGE_IMAGE)")
     p.add_argument("--verify", default="emulator", help=f"sink verifier: {', '.join(VERIFIERS)}")
-    p.add_argument("--emulator-url", default=None, help="default: the emulator service's published port 8090")
+    p.add_argument("--emulator-url", default=None, help="default: https on the emulator service's published port 8090")
+    p.add_argument("--emulator-ca", default=None,
+                   help="PEM CA of an https --emulator-url (default: the one in the emulator's container)")
     p.add_argument("--table", default="main.edge.readings")
     p.add_argument("--warehouse-id", default=None,
                    help="--verify databricks: SQL warehouse for `edge verify` (default: zerobus.warehouse_id)")
@@ -353,6 +326,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--emulator-service", default="zerobus")
     p.add_argument("--egress-network", default="egress", help="the Compose network to cut (default egress)")
     p.add_argument("--config", default="/etc/edge/config.yaml", help="the edge's config path inside its container")
+    g = p.add_argument_group("WAN", "shape the edge's uplink with tc (netem + tbf) from the host; needs root")
+    g.add_argument("--wan-delay-ms", type=float, default=0.0, help="added round-trip time (on the uplink)")
+    g.add_argument("--wan-rate", default=None, help="link rate in tc's spelling, e.g. 20mbit")
+    g.add_argument("--wan-loss", default="0", help="packet loss on the uplink, e.g. 0.1%%")
     p.add_argument("--json", default=None, help="write the full report (samples, events, verdict) here")
     return p
 
@@ -362,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     args.file = args.file or ["docker-compose.yml"]
     try:
         return run(args)
-    except (DrillError, ComposeError, TimeoutError) as exc:
+    except (DrillError, ComposeError, TimeoutError, wan.WanError) as exc:
         print(f"drill: cannot run: {exc}", file=sys.stderr)
         return EXIT_SETUP
     except KeyboardInterrupt:

@@ -37,3 +37,33 @@ def test_cli_never_prints_values(tmp_path):
     for name in CREDENTIALS:
         assert f"{name}: generated" in r.stdout
         assert (tmp_path / name).read_text() not in r.stdout + r.stderr
+
+
+def test_each_service_share_holds_only_its_files(tmp_path):
+    shares = tmp_path / "shares"
+    ensure(tmp_path / "master", env={"EDGE_SECRET_SHARES": str(shares)})
+    held = {p.name: sorted(f.name for f in p.iterdir()) for p in shares.iterdir()}
+    assert held == {"broker": ["mqtt_edge_password", "mqtt_sim1_password"], "edge": ["mqtt_edge_password"],
+                    "admin": ["admin-session.key", "admin_password"], "sim-mqtt": ["mqtt_sim1_password"]}
+    assert (shares / "admin" / "admin_password").read_text() == (tmp_path / "master" / "admin_password").read_text()
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in shares.rglob("*") if f.is_file())
+    # A changed value reaches every share that holds it.
+    ensure(tmp_path / "master", env={"EDGE_SECRET_SHARES": str(shares), "MQTT_PASSWORD_EDGE": "a-new-edge-password"})
+    assert {(shares / s / "mqtt_edge_password").read_text() for s in ("broker", "edge")} == {"a-new-edge-password"}
+
+
+def test_demo_tls_gives_the_emulator_its_key_and_the_edge_a_bundle_with_the_ca(tmp_path):
+    import ssl
+
+    shares = tmp_path / "shares"
+    ensure(tmp_path / "master", env={"EDGE_SECRET_SHARES": str(shares), "EDGE_DEMO_TLS_HOSTNAMES": "zerobus"})
+    assert sorted(f.name for f in (shares / "zerobus").iterdir()) == ["zerobus-ca.pem", "zerobus-server.key", "zerobus-server.pem"]
+    assert not (shares / "edge" / "zerobus-server.key").exists() and not list(shares.rglob("ca.key"))
+    ca = (shares / "zerobus" / "zerobus-ca.pem").read_text()
+    bundle = (shares / "edge" / "ca-bundle.pem").read_text()
+    assert bundle.endswith(ca) and bundle.count("BEGIN CERTIFICATE") > 1  # the system CAs, then ours
+    ctx = ssl.create_default_context(cafile=str(shares / "edge" / "ca-bundle.pem"))
+    assert any(c["subject"] for c in ctx.get_ca_certs())
+    # The CA is kept across starts (the edge's bundle stays valid); the server certificate is re-issued.
+    ensure(tmp_path / "master", env={"EDGE_SECRET_SHARES": str(shares), "EDGE_DEMO_TLS_HOSTNAMES": "zerobus"})
+    assert (shares / "zerobus" / "zerobus-ca.pem").read_text() == ca

@@ -14,6 +14,14 @@ from typing import Any, Iterable, Mapping
 PREFIX = "zerobus_edge_"
 # Seconds; used when the forwarder does not report its own buckets.
 DEFAULT_ACK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+DRAIN_BINDINGS = ("latency-bound", "quota-bound", "link-bound", "cpu-bound", "caught-up")
+DRAIN_FIGURES = (
+    ("rtt_ms", "drain_ack_rtt_milliseconds", "Smoothed time from send to ack of recent batches."),
+    ("records_per_s", "drain_records_per_second", "Records per second acked over the last interval of the drain."),
+    ("bytes_per_s", "drain_bytes_per_second", "Record bytes per second acked over the last interval of the drain."),
+    ("window_bytes", "drain_window_bytes", "Bytes the forwarder allows in flight now (rate x RTT, bounded)."),
+    ("streams_open", "drain_streams_open", "ZeroBus streams open now."),
+)
 FORWARDER_STATES = ("streaming", "idle", "connecting", "backing_off", "blocked", "egress_down", "paused", "starting",
                     "stopped", "disabled", "unknown")
 
@@ -148,6 +156,11 @@ def render(status: Mapping[str, Any], stats: Mapping[str, Any], forwarder: Mappi
     w.one("forwarder_resent_total", "counter", "Readings sent again after a failure (not losses, not new data).",
           fwd.get("resent_total") or 0)
     _hist(w, "ack_latency_seconds", "Time from sending a batch to its ZeroBus acknowledgement.", fwd)
+    drain = fwd.get("drain") if isinstance(fwd.get("drain"), Mapping) else {}
+    w.family("drain_binding", "gauge", "1 for what binds the drain now, 0 for the others.",
+             [({"binding": b}, 1 if b == drain.get("binding") else 0) for b in DRAIN_BINDINGS] if drain else [])
+    for key, name, help_ in DRAIN_FIGURES:
+        w.one(name, "gauge", help_, drain.get(key))
     for name, kind, help_, value in SOURCE_FAMILIES:
         w.family(name, kind, help_, [({"source": x["name"], "type": x["type"]}, value(x)) for x in srcs])
     return "\n".join(w.lines) + "\n"

@@ -249,6 +249,8 @@ def uplink(fwd: Mapping[str, Any] | None, stats: Mapping[str, Any], now: float, 
         "table": _str(fwd, "table"),
         "errors": _errors(fwd),
         "failures_total": _num(fwd, "failures_total"),
+        # What binds the drain now and the figures behind it (edge/forward/pace.py).
+        "drain": dict(fwd["drain"]) if isinstance(fwd.get("drain"), Mapping) else {},
         "cut_open_since_ts": _ts(open_cut.get("started_ts")) if open_cut else None,
         "paused": state == "paused",
         "pause_requested": pause_requested,

@@ -18,8 +18,6 @@ import logging
 import threading
 import time
 import traceback
-from collections import deque
-from dataclasses import dataclass
 from typing import Any, Callable
 
 from edge.backoff import Backoff
@@ -27,6 +25,8 @@ from edge.config import ZerobusConfig
 from edge.encode import appliance_prefix
 from edge.forward.framing import Framer
 from edge.forward.isolate import SDK_CALL_LIMIT, isolate
+from edge.forward.pace import Pace
+from edge.forward.pump import Paused, Pump
 from edge.forward.scrub import Scrubber, proxy_summary
 from edge.forward.sink import AckSignal, Failure, Sink, ZerobusSink, close_all
 from edge.forward.spoolside import WAIT_SLICE, SpoolSide, Stopped
@@ -37,23 +37,7 @@ log = logging.getLogger("edge.forwarder")
 
 CALL_MARGIN = 64 * 1024
 IDLE_POLL = 5.0  # notify() wakes the loop on every commit; this is only a safety net
-STOP_GRACE = 3.0
-
-
-class Paused(Exception):
-    """An operator paused forwarding: finish the window, close the streams."""
-
-
-@dataclass
-class Batch:
-    stream: int
-    first_seq: int
-    last_seq: int
-    count: int
-    offset: int
-    sent_at: float
-    resend: bool
-    head_since: float = 0.0
+INITIAL_WINDOW_BYTES = 1024 * 1024
 
 
 class Forwarder:
@@ -92,7 +76,11 @@ class Forwarder:
         self._thread: threading.Thread | None = None
         self.telemetry = Telemetry(lambda st: writer.put_state("forwarder", "main", st), self._static)
         self.spool = SpoolSide(writer, reader, self._stop, batch_bytes, self._record_error)
-        self._rotation_ok = True
+        self.rotation_ok = True
+        max_bytes = int(cfg.max_inflight_bytes)
+        self.pace = Pace(max_bytes=max_bytes, min_bytes=min(batch_bytes, 64 * 1024), max_streams=int(cfg.streams),
+                         initial_bytes=min(max_bytes, INITIAL_WINDOW_BYTES))
+        self._pace_figures: dict = self.pace.figures(time.monotonic()).as_dict()
         self._streams: list = []
         self._signal: AckSignal | None = None  # the current session's, so notify() wakes its waits
 
@@ -145,6 +133,9 @@ class Forwarder:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    def paused(self) -> bool:
+        return self._paused.is_set()
+
     def state(self) -> dict:
         """A JSON-able snapshot for people, the admin page and /metrics (never holds the secret).
 
@@ -166,7 +157,12 @@ class Forwarder:
             "table": self.cfg.table,
             "streams": int(self.cfg.streams),
             "backoff_attempt": self._backoff.attempt,
+            "drain": self._pace_figures,
         }
+
+    def publish_pace(self) -> None:
+        """The pace's figures for state(), computed on the loop's thread (state() runs on others)."""
+        self._pace_figures = self.pace.figures(time.monotonic()).as_dict()
 
     # ------------------------------------------------------------ main loop
 
@@ -205,10 +201,12 @@ class Forwarder:
         self._close_streams()
         # A server that rotates a healthy stream (close signal, status OK) is no outage: one
         # immediate reconnect, no cut. Rotation again before any ack falls back to backoff.
-        rotation = isinstance(out, Retry) and out.graceful and self.telemetry.healthy and self._rotation_ok
+        rotation = isinstance(out, Retry) and out.graceful and self.telemetry.healthy and self.rotation_ok
         if rotation:
-            self._rotation_ok = False
-        self.telemetry.failed(f.phase, type(out).__name__, out.reason, routine=rotation, backlog=self.spool.backlog)
+            self.rotation_ok = False
+        throttled = isinstance(out, Retry) and out.throttled
+        self.telemetry.failed(f.phase, type(out).__name__, out.reason, routine=rotation or throttled,
+                              backlog=self.spool.backlog)
         self.spool.lower_protection(self.telemetry.acked_hi)
         if isinstance(out, Blocked):
             log.error("forwarding blocked: %s (retrying every %.0fs)", out.reason, self.cfg.blocked_retry)
@@ -216,6 +214,11 @@ class Forwarder:
             self._sleep(float(self.cfg.blocked_retry))
         elif rotation:
             log.info("the server closed the stream (%s); reconnecting", out.reason)
+        elif throttled:
+            delay = self.pace.throttled(time.monotonic())
+            log.info("throttled by the service (%s); reopening in %.2fs", out.reason, delay)
+            self.telemetry.count("throttled")
+            self._sleep(delay)
         else:
             delay = self._backoff.next_delay()
             log.warning("forwarding failed (%s): %s; retrying in %.2fs", f.phase, out.reason, delay)
@@ -278,6 +281,12 @@ class Forwarder:
         links, self._streams = self._streams, []
         close_all(links)
 
+    def retire_stream(self, link) -> None:
+        """A stream lost in a routine way (rotation, throttle): closed in the background, the session goes on."""
+        if link in self._streams:
+            self._streams.remove(link)
+        link.close_in_background()
+
     def _session(self) -> None:
         """Open the streams and pump until a failure (raised) or stop (returns)."""
         self.telemetry.set_state("connecting", "")
@@ -291,97 +300,21 @@ class Forwarder:
         self.sink.reset()
         self._streams = []
         signal = self._signal = AckSignal()
-        links = [self.open_stream(signal) for _ in range(max(1, int(self.cfg.streams)))]
-        self._pump(signal, links)
+        Pump(self, signal).run()
 
     def on_acked(self, count: int, last_seq: int, sent_at: float) -> None:
         self.spool.unrecorded.append(last_seq)
         self.spool.record_acks()
-        self._rotation_ok = True
+        self.rotation_ok = True
         if self.telemetry.acked(count, last_seq, time.monotonic() - sent_at):
             self._backoff.reset()
         self.telemetry.persist()
 
-    def _on_caught_up(self) -> None:
+    def caught_up(self) -> None:
         self.telemetry.caught_up()
         self._backoff.reset()
 
-    # ----------------------------------------------------------------- pump
-
-    def _pump(self, signal: AckSignal, streams: list) -> None:
-        t = self.telemetry
-        window: deque[Batch] = deque()
-        cap = len(streams) * max(1, int(self.cfg.max_inflight_batches))
-        sent_hi = t.acked_hi
-        rr = 0
-        limit_rows = int(self.cfg.batch_max_records)
-        ack_timeout = float(self.cfg.ack_timeout)
-        idle_since = None
-        stop_by = None
-        while True:
-            if self._stop.is_set() or self._paused.is_set():
-                # Let the batches already in flight be acked (fewer duplicates after a clean
-                # restart), but never wait longer than STOP_GRACE.
-                stop_by = stop_by or time.monotonic() + STOP_GRACE
-                if not window or time.monotonic() > stop_by:
-                    raise Stopped() if self._stop.is_set() else Paused()
-                cap = 0
-            # Batches acked by the service but not yet recorded in the spool count against the
-            # window too: after a crash everything above the spool's watermark is resent, so
-            # this keeps the duplicates of a crash within one window.
-            while len(window) + self.spool.unsettled() < cap:
-                rows = self.spool.peek_protected(sent_hi, limit_rows)
-                if not rows:
-                    break
-                last = rows[-1][0]
-                link = streams[rr]
-                offset = link.ingest(self.framer.frame_rows(rows))
-                now = time.monotonic()
-                resend = last <= t.sent_hi
-                window.append(Batch(rr, rows[0][0], last, len(rows), offset, now, resend, now if not window else 0.0))
-                rr = (rr + 1) % len(streams)
-                sent_hi = last
-                t.sent(len(rows), last, resend)
-                t.set_inflight(len(window))
-            if not window and self.spool.unrecorded:
-                self.spool.wait_recorded(WAIT_SLICE)
-                continue
-            if not window:
-                for link in streams:
-                    if link.acks.error is not None:
-                        # The server closed an idle stream (close signal, restart, idle timeout):
-                        # reconnect now rather than on the next reading.
-                        raise link.failure(None, "idle")
-                if idle_since is None:
-                    idle_since = time.monotonic()
-                    t.set_state("idle", "caught up")
-                    self._on_caught_up()
-                self._wait_idle(signal, streams)
-                continue
-            idle_since = None
-            if t.state != "streaming":
-                t.set_state("streaming", "")
-            head = window[0]
-            if not head.head_since:
-                head.head_since = time.monotonic()
-            # No progress for ack_timeout (from send, or from becoming the head of a deep
-            # window) means the server is not acking: fail and resend from the spool.
-            left = head.head_since + ack_timeout - time.monotonic()
-            if left <= 0:
-                raise Failure(Retry(f"no ack within {ack_timeout:g}s for seqs {head.first_seq}-{head.last_seq}"), "ack")
-            acks = streams[head.stream].acks
-            signal.wait_for(lambda: acks.acked >= head.offset or acks.error is not None, min(left, WAIT_SLICE))
-            if acks.acked < head.offset:
-                if acks.error is not None:
-                    raise streams[head.stream].failure(None, "ack")
-                self.spool.record_acks()
-                t.persist()
-                continue
-            window.popleft()
-            self.on_acked(head.count, head.last_seq, head.sent_at)
-            t.set_inflight(len(window))
-
-    def _wait_idle(self, signal: AckSignal, streams: list) -> None:
+    def wait_idle(self, signal: AckSignal, streams: list) -> None:
         """Caught up: sleep until notify() (new rows), stop, pause, or an error on an idle stream."""
         deadline = time.monotonic() + IDLE_POLL
         while not self._wake.is_set() and not any(s.acks.error is not None for s in streams):

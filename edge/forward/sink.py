@@ -21,9 +21,6 @@ from typing import Any, Callable, Protocol
 from edge.outcome import Outcome, classify
 
 CLOSE_TIMEOUT = 2.0
-# Calls in flight the SDK allows per stream (its max_inflight_records counts calls). Our own
-# window (edge/forward/pace.py) decides how many are really sent; this is only the ceiling.
-SDK_MAX_INFLIGHT_CALLS = 256
 
 
 class Failure(Exception):
@@ -167,7 +164,8 @@ class ZerobusSink:
 
         ack_ms = max(1000, int(float(self.cfg.ack_timeout) * 1000))
         return StreamConfigurationOptions(
-            max_inflight_records=SDK_MAX_INFLIGHT_CALLS,
+            # It counts calls (batches); ours never exceed max_inflight_batches per stream.
+            max_inflight_records=max(1, int(self.cfg.max_inflight_batches)) + 1,
             recovery=False,
             recovery_retries=0,  # creation is retried by us, with backoff and a visible state
             server_lack_of_ack_timeout_ms=ack_ms,

@@ -49,6 +49,9 @@ def forwarder_state(**over) -> dict:
         "ack_latency_buckets": [[0.005, 0], [0.01, 2], [0.025, 5], [0.05, 8], [0.1, 9], [0.25, 9], [0.5, 9],
                                 [1.0, 9], [2.5, 9], [5.0, 9], [10.0, 9], [30.0, 9], [60.0, 9], ["+Inf", 9]],
         "ack_latency_sum": 0.21, "ack_latency_count": 9, "egress_cuts_total": 2,
+        "drain": {"binding": "quota-bound", "rtt_ms": 180.0, "min_rtt_ms": 150.0, "records_per_s": 98000.0,
+                  "bytes_per_s": 6.1e6, "window_bytes": 2_200_000, "inflight_bytes": 2_000_000, "streams_open": 2,
+                  "cpu": 0.4},
         "egress_cuts": [
             {"started_ts": now - 3000, "recovered_ts": now - 2940, "drained_ts": now - 2900, "outage_s": 60,
              "drain_s": 40, "backlog_start": 3, "backlog_peak": 1200, "errors": 4},

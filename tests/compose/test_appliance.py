@@ -15,18 +15,19 @@ import time
 
 import pytest
 
-from ops.composectl import Compose, docker, emulator_rows, http_json, wait_for
+from ops.composectl import Compose, Emulator, docker, emulator_rows, http_json, wait_for
 
-from .conftest import APPLIANCE_ID, ENV_FILE, figure
+from edge.firststart import SESSION_KEY, SHARES
+
+from .conftest import APPLIANCE_ID, ENV_FILE, FILES, figure
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 SOURCES = {"demo", "opcua", "modbus", "mqtt"}  # ops/compose/edge.yaml
 
 
-def emulator_url(stack, path: str) -> str:
-    host, port = stack.port("zerobus", 8090)
-    return f"http://{host}:{port}{path}"
+def emulator(stack) -> Emulator:
+    return wait_for(lambda: Emulator.of(stack), timeout=60, what="the emulator's port and CA")
 
 
 def test_compose_1_29_smoke_emulator_starts_read_only_and_answers_stats(stack_v1):
@@ -34,7 +35,8 @@ def test_compose_1_29_smoke_emulator_starts_read_only_and_answers_stats(stack_v1
     assert stack.tool == ("docker-compose",)
     stack.up("zerobus")
     stack.wait_healthy(["zerobus"], timeout=90)
-    stats = wait_for(lambda: http_json(emulator_url(stack, "/stats")), timeout=30, what="GET /stats")
+    sink = emulator(stack)
+    stats = wait_for(sink.stats, timeout=30, what="GET /stats")
     assert "tables" in stats
     assert emulator_rows(stats) == 0
     cid = stack.container("zerobus")
@@ -56,7 +58,8 @@ def sources_landed(stack, from_seq: int) -> set[str]:
 def test_compose_up_whole_appliance_every_source_reaches_the_emulator(stack):
     t0 = time.monotonic()
     stack.up()  # everything, as `docker compose up` does
-    wait_for(lambda: emulator_rows(http_json(emulator_url(stack, "/stats")), APPLIANCE_ID) > 0,
+    sink = emulator(stack)
+    wait_for(lambda: emulator_rows(sink.stats(), APPLIANCE_ID) > 0,
              timeout=120, interval=0.25, what="first reading in the emulator")
     elapsed = time.monotonic() - t0
     figure(f"whole appliance: compose up -> first reading in the emulator: {elapsed:.1f}s "
@@ -66,7 +69,7 @@ def test_compose_up_whole_appliance_every_source_reaches_the_emulator(stack):
     seen: set[str] = set()
 
     def all_sources():
-        app = http_json(emulator_url(stack, "/stats"))["tables"]["main.edge.readings"]["appliances"][APPLIANCE_ID]
+        app = sink.stats()["tables"]["main.edge.readings"]["appliances"][APPLIANCE_ID]
         # The newest rows only: the query tool returns at most --limit rows.
         seen.update(sources_landed(stack, max(int(app["min_seq"]), int(app["max_seq"]) - 5000)))
         return SOURCES <= seen
@@ -77,7 +80,7 @@ def test_compose_up_whole_appliance_every_source_reaches_the_emulator(stack):
         pytest.fail(f"sources seen in the emulator: {sorted(seen)}; expected {sorted(SOURCES)}")
     figure(f"whole appliance: compose up -> a reading from every source: {time.monotonic() - t0:.1f}s")
 
-    stats = http_json(emulator_url(stack, "/stats"))
+    stats = sink.stats()
     app = stats["tables"]["main.edge.readings"]["appliances"][APPLIANCE_ID]
     assert app["unexplained_missing_count"] == 0, app
 
@@ -103,12 +106,23 @@ def test_compose_up_whole_appliance_every_source_reaches_the_emulator(stack):
     assert denied.value.code == 401
     assert password not in stack.logs(tail=2000)  # generated, never printed
 
+    # Each service holds only its own secrets: the edge (which parses OT input) cannot
+    # read the admin password anywhere it can see, nor the page's cookie signing key.
+    assert set(stack.exec("edge", "ls", "/secrets").stdout.split()) == set(SHARES["edge"])
+    found = stack.exec("edge", "grep", "-rqsF", "--", password, "/secrets", "/data", "/etc/edge", check=False)
+    assert found.returncode == 1, "the edge container can read the admin password"
+    assert stack.exec("edge", "test", "-e", f"/data/{SESSION_KEY}", check=False).returncode == 1
+    assert stack.exec("admin", "test", "-s", f"/secrets/{SESSION_KEY}", check=False).returncode == 0
+    # ...and the emulator's private key is only in the emulator.
+    assert stack.exec("edge", "test", "-e", "/secrets/zerobus-server.key", check=False).returncode == 1
+
 
 def test_dmz_networks_isolate_the_ot_side(stack):
     """ot is internal: a device on it reaches the edge but neither the sink nor the outside."""
     t0 = time.monotonic()
     stack.up("zerobus", "edge")
-    wait_for(lambda: emulator_rows(http_json(emulator_url(stack, "/stats")), APPLIANCE_ID) > 0,
+    sink = emulator(stack)
+    wait_for(lambda: emulator_rows(sink.stats(), APPLIANCE_ID) > 0,
              timeout=120, interval=0.25, what="first reading in the emulator")
     figure(f"emulator + edge alone: compose up -> first reading in the emulator: {time.monotonic() - t0:.1f}s")
     stack.wait_healthy(["zerobus"], timeout=90)
@@ -121,8 +135,8 @@ def test_dmz_networks_isolate_the_ot_side(stack):
         return docker("run", "--rm", "--network", stack.network(network), "--entrypoint", "python", image,
                       "-c", probe, host, str(port), timeout=60, check=False).returncode
 
-    assert try_from("egress", "zerobus", 50051) == 0  # the edge's way out works...
-    assert try_from("ot", "zerobus", 50051) == 3  # ...but the OT side cannot see the sink
+    assert try_from("egress", "zerobus", 443) == 0  # the edge's way out works...
+    assert try_from("ot", "zerobus", 443) == 3  # ...but the OT side cannot see the sink
     # ...nor anything beyond the host: Docker gives an internal network no route out.
     assert docker("network", "inspect", "-f", "{{.Internal}}", stack.network("ot")).stdout.strip() == "true"
     assert docker("network", "inspect", "-f", "{{.Internal}}", stack.network("egress")).stdout.strip() == "false"
@@ -145,3 +159,34 @@ def test_production_override_drops_the_demo_world(compose_tool):
     demo = {name for name, svc in services.items() if "demo" in (svc.get("profiles") or [])}
     assert demo == {"zerobus", "sim-opcua", "sim-modbus", "sim-mqtt"}
     assert services["edge"]["environment"]["ZEROBUS_ENDPOINT"].startswith("https://")
+
+
+def test_rendered_config_mounts_each_service_only_the_secrets_it_needs(compose_tool):
+    """`docker compose config`: the whole `secrets` volume is the init service's alone."""
+    import yaml
+
+    cfg = yaml.safe_load(Compose("zbesecretsconfig", FILES, env_file=ENV_FILE, tool=compose_tool).run("config").stdout)
+
+    def secret_mounts(name: str) -> dict[str, str]:
+        return {v["source"]: v["target"] for v in cfg["services"][name].get("volumes", [])
+                if v.get("type") == "volume" and v["source"].startswith("secrets")}
+
+    expected = {"mosquitto": "secrets-broker", "edge": "secrets-edge", "admin": "secrets-admin",
+                "sim-mqtt": "secrets-sim", "zerobus": "secrets-zerobus", "sim-opcua": None, "sim-modbus": None}
+    for service, volume in expected.items():
+        assert list(secret_mounts(service)) == ([volume] if volume else []), service
+    for service in expected:
+        assert all(v["read_only"] for v in cfg["services"][service].get("volumes", [])
+                   if v.get("source", "").startswith("secrets")), service
+    # The init service fills each service's volume from the share edge/firststart.py names.
+    init = secret_mounts("init")
+    assert init.pop("secrets") == "/secrets"
+    share_of = {"secrets-broker": "broker", "secrets-edge": "edge", "secrets-admin": "admin",
+                "secrets-sim": "sim-mqtt", "secrets-zerobus": "zerobus"}
+    assert init == {vol: f"/shares/{share_of[vol]}" for vol in share_of} and set(share_of.values()) == set(SHARES)
+    assert "admin_password" not in SHARES["edge"] and not any("password" in f for f in SHARES["zerobus"])
+    # The admin page signs cookies with the key from its own secrets, not from the spool volume.
+    assert cfg["services"]["admin"]["environment"]["EDGE_ADMIN_SESSION_KEY_DIR"] == "/secrets"
+    # The edge trusts the emulator through its CA bundle, as it would a TLS-inspecting proxy.
+    edge_env = cfg["services"]["edge"]["environment"]
+    assert edge_env["SSL_CERT_FILE"] == "/secrets/ca-bundle.pem" and edge_env["ZEROBUS_ENDPOINT"] == "https://zerobus"

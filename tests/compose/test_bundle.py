@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from ops.composectl import ROOT, Compose, docker, emulator_rows, http_json, wait_for
+from ops.composectl import ROOT, Compose, Emulator, docker, emulator_rows, wait_for
 
 from .conftest import free_port
 
@@ -58,8 +58,8 @@ def test_bundle_loads_and_runs_on_a_host_without_the_images(docker_images, tmp_p
         project = Compose(f"zbebundle{uuid.uuid4().hex[:8]}", ["docker-compose.yml"], cwd=bundle_dir,
                           env={"ADMIN_PORT": str(free_port()), "ZEROBUS_HTTP_PORT": str(free_port())})
         project.up("zerobus", "edge")
-        host, port = project.port("zerobus", 8090)
-        wait_for(lambda: emulator_rows(http_json(f"http://{host}:{port}/stats")) > 0, timeout=90,
+        sink = wait_for(lambda: Emulator.of(project), timeout=60, what="the emulator")
+        wait_for(lambda: emulator_rows(sink.stats()) > 0, timeout=90,
                  what="first reading through the bundled images")
 
         # The drill tool runs from the bundle alone (it imports nothing from the repo).

@@ -73,4 +73,4 @@ def test_the_compose_config_of_the_appliance_validates():
     cfg = load(ROOT / "ops/compose/edge.yaml", env=env)
     assert cfg.spool.path.startswith("/data/")  # the `spool` volume
     assert {s.name for s in cfg.sources} == {"demo", "opcua", "modbus", "mqtt"}
-    assert cfg.zerobus.endpoint == "http://zerobus:50051"
+    assert cfg.zerobus.endpoint == "https://zerobus"  # TLS on 443, as the real endpoint

@@ -70,8 +70,11 @@ class Rig:
     def next_index(self) -> int:
         return self.writer.call(lambda s: s.next_seq).result(10) - 1
 
-    def start(self, **kw) -> Forwarder:
+    def start(self, open_streams: int | None = None, **kw) -> Forwarder:
+        """``open_streams``: open that many streams from the start (the pace opens more only when quota-bound)."""
         self.fwd = Forwarder(make_cfg(self.emu, **kw), appliance_id=APP, spool_path=str(self.path), writer=self.writer)
+        if open_streams is not None:
+            self.fwd.pace.streams = open_streams
         self.writer.on_commit = self.fwd.notify  # as edge/runner.py wires them
         self.fwd.start()
         return self.fwd

@@ -29,7 +29,7 @@ def test_drains_everything_in_order_each_seq_once(rig):
 @pytest.mark.parametrize("streams", [2, 4])
 def test_multiple_streams_deliver_everything_once(rig, streams):
     res = rig.append(3000)
-    fwd = rig.start(streams=streams, batch_max_records=100)
+    fwd = rig.start(streams=streams, open_streams=streams, batch_max_records=100)
     rig.wait_delivered(res.last_seq)
     led = rig.ledger()
     assert rig.emu.table_stats()["duplicates"] == 0
@@ -37,3 +37,4 @@ def test_multiple_streams_deliver_everything_once(rig, streams):
     st = fwd.state()
     assert st["stream_creations_total"] == streams
     assert st["acked_total"] == 3000
+

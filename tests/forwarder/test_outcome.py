@@ -56,6 +56,17 @@ def test_a_server_side_rotation_is_a_graceful_retry(message, graceful):
     assert isinstance(out, Retry) and out.graceful is graceful
 
 
+@pytest.mark.parametrize("message,throttled", [
+    # What SDK 1.10 reports when the service refuses a stream over its quota (seen against the emulator).
+    ("Stream is closed: code: 'Some resource has been exhausted', message: \"stream over its quota "
+     "(3000 records/s, 0 bytes/s) at offset_id 16\"", True),
+    ("Stream is closed: code: 'The service is currently unavailable', message: \"boom\"", False),
+])
+def test_a_quota_refusal_is_a_throttle_not_an_outage(message, throttled):
+    out = classify(message, phase="ack")
+    assert isinstance(out, Retry) and out.throttled is throttled and not out.graceful
+
+
 def test_blocked_reason_keeps_the_server_message():
     out = classify("Failed to create stream: code: 'Some requested entity was not found', "
                    "message: \"table main.edge.readings not found\".", nonretriable=True, phase="create")

@@ -82,6 +82,7 @@ def test_watermark_waits_for_the_slowest_stream(tmp_path):
         writer = RecordingWriter(rig.writer)
         cfg = ZerobusConfig(streams=2, batch_max_records=100, max_inflight_batches=3, ack_timeout=Duration(30))
         fwd = Forwarder(cfg, appliance_id=APP, spool_path=str(rig.path), writer=writer, sdk_factory=lambda c: sdk)
+        fwd.pace.streams = 2  # both from the start (the pace would open the second only when quota-bound)
         fwd.start()
         deadline = time.monotonic() + 10
         while len(sdk.sent) < 6 and time.monotonic() < deadline:

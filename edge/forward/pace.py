@@ -1,0 +1,197 @@
+"""How much to keep in flight, on how many streams, and what binds the drain now. Pure (time is passed in).
+
+The window follows the pipe, the way a BBR-style congestion controller sizes it: the
+bytes in flight that fill a pipe are its delivery rate x its round-trip time, so the
+window is ``GAIN x (best delivery rate of the last RATE_MEMORY_S) x (lowest ack latency
+of the last RTT_MEMORY_S)``, bounded below by one batch and above by
+``zerobus.max_inflight_bytes`` (the memory the SDK may hold for us). While the drain is
+latency-bound the rate is window / RTT, so the window doubles about once per RTT until
+something else stops the rate from growing: the per-stream quota, the link, the CPU,
+or the memory bound.
+
+What binds, as ``state()`` reports it:
+
+- ``latency-bound``: acks come back at the base latency and the window is what limits
+  (still growing, or at ``max_inflight_bytes``): rate ~ window / RTT;
+- ``quota-bound``: the service throttles a stream (RESOURCE_EXHAUSTED), or acks queue
+  up (RTT well above its floor) and an extra stream raised the rate: the per-stream
+  quota binds, so more streams open, up to ``zerobus.streams``;
+- ``link-bound``: acks queue up and an extra stream did not raise the rate (or none may
+  open): the shared path (uplink, proxy) is full;
+- ``cpu-bound``: the forwarder's own thread is busy most of the time (framing, spool reads);
+- ``caught-up``: the spool ran dry; ingest, not the drain, sets the rate.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+GAIN = 2.0
+RATE_MEMORY_S = 10.0
+RTT_MEMORY_S = 30.0
+MIN_INTERVAL_S = 0.1  # a rate sample spans at least this, and at least one RTT
+QUEUE_FACTOR = 1.5  # RTT above QUEUE_FACTOR x floor + QUEUE_SLACK_S: acks are queueing
+QUEUE_SLACK_S = 0.005
+THROTTLE_MEMORY_S = 10.0
+PROBE_S = 2.0  # how long a new stream runs before its effect on the rate is judged
+PROBE_GAIN = 1.15  # the rate must rise this much for the quota (not the link) to be the limit
+LINK_HOLD_S = 60.0  # after a probe that did not help, no new one for this long
+CPU_BOUND = 0.85
+THROTTLE_FIRST_S = 0.1
+THROTTLE_MAX_S = 5.0
+
+
+@dataclass
+class Figures:
+    binding: str
+    rtt_ms: float | None
+    min_rtt_ms: float | None
+    records_per_s: float
+    bytes_per_s: float
+    window_bytes: int
+    inflight_bytes: int
+    streams_open: int
+    cpu: float
+
+    def as_dict(self) -> dict:
+        return {
+            "binding": self.binding,
+            "rtt_ms": None if self.rtt_ms is None else round(self.rtt_ms, 1),
+            "min_rtt_ms": None if self.min_rtt_ms is None else round(self.min_rtt_ms, 1),
+            "records_per_s": round(self.records_per_s, 1),
+            "bytes_per_s": round(self.bytes_per_s, 1),
+            "window_bytes": self.window_bytes,
+            "inflight_bytes": self.inflight_bytes,
+            "streams_open": self.streams_open,
+            "cpu": round(self.cpu, 3),
+        }
+
+
+class Pace:
+    """One per forwarder; the loop reports sends, acks, throttles and CPU, and asks for the window and streams."""
+
+    def __init__(self, *, max_bytes: int, min_bytes: int, max_streams: int, initial_bytes: int | None = None):
+        self.max_bytes = max(1, int(max_bytes))
+        self.min_bytes = max(1, min(int(min_bytes), self.max_bytes))
+        self.max_streams = max(1, int(max_streams))
+        self.window = min(self.max_bytes, max(self.min_bytes, int(initial_bytes or 4 * self.min_bytes)))
+        self.streams = 1  # wanted; kept across sessions
+        self.streams_open = 0
+        self.inflight_bytes = 0
+        self.srtt: float | None = None
+        self._rtts: deque[tuple[float, float]] = deque()  # (t, rtt), kept RTT_MEMORY_S
+        self._rates: deque[tuple[float, float, float]] = deque()  # (t, bytes/s, records/s), kept RATE_MEMORY_S
+        self._iv_start: float | None = None
+        self._iv_bytes = 0
+        self._iv_records = 0
+        self._iv_limited = False
+        self.bytes_per_s = 0.0
+        self.records_per_s = 0.0
+        self._throttled_at: float | None = None
+        self._throttles = 0
+        self._probe: tuple[float, float] | None = None  # (started, rate before)
+        self._verdict: str | None = None  # "quota" | "link" from the last probe
+        self._hold_until = 0.0
+        self.cpu = 0.0
+        self.draining = False
+
+    # ----------------------------------------------------------- reports
+
+    def sent(self, nbytes: int) -> None:
+        self.inflight_bytes += nbytes
+
+    def dropped(self, nbytes: int) -> None:
+        """Bytes that left the window without an ack (their stream went away; they will be resent)."""
+        self.inflight_bytes = max(0, self.inflight_bytes - nbytes)
+
+    def acked(self, now: float, nbytes: int, records: int, rtt: float, limited: bool) -> None:
+        """A batch acked after ``rtt``; ``limited``: the window (not the spool) stopped the last fill."""
+        self.inflight_bytes = max(0, self.inflight_bytes - nbytes)
+        self._throttles = 0
+        self.srtt = rtt if self.srtt is None else 0.875 * self.srtt + 0.125 * rtt
+        self._rtts.append((now, rtt))
+        while self._rtts and self._rtts[0][0] < now - RTT_MEMORY_S:
+            self._rtts.popleft()
+        if self._iv_start is None:
+            self._iv_start = now - rtt
+        self._iv_bytes += nbytes
+        self._iv_records += records
+        self._iv_limited = self._iv_limited or limited
+        span = now - self._iv_start
+        if span >= max(MIN_INTERVAL_S, self.srtt):
+            self.bytes_per_s = self._iv_bytes / span
+            self.records_per_s = self._iv_records / span
+            if self._iv_limited:  # a sample where the spool ran dry says nothing about the pipe
+                self._rates.append((now, self.bytes_per_s, self.records_per_s))
+            while self._rates and self._rates[0][0] < now - RATE_MEMORY_S:
+                self._rates.popleft()
+            self.draining = self._iv_limited
+            self._iv_start, self._iv_bytes, self._iv_records, self._iv_limited = now, 0, 0, False
+            self._update(now)
+
+    def idle(self) -> None:
+        self.draining = False
+        self.bytes_per_s = self.records_per_s = 0.0
+        self._iv_start, self._iv_bytes, self._iv_records, self._iv_limited = None, 0, 0, False
+
+    def throttled(self, now: float) -> float:
+        """The service refused a stream over its quota: the delay before that stream reopens."""
+        self._throttled_at = now
+        delay = min(THROTTLE_MAX_S, THROTTLE_FIRST_S * 2 ** self._throttles)
+        self._throttles += 1
+        if self.streams < self.max_streams:
+            self.streams += 1
+        return delay
+
+    def cpu_sample(self, busy_fraction: float) -> None:
+        self.cpu = max(0.0, min(1.0, busy_fraction))
+
+    # ------------------------------------------------------------ answers
+
+    @property
+    def min_rtt(self) -> float | None:
+        return min(r for _, r in self._rtts) if self._rtts else None
+
+    def queueing(self) -> bool:
+        floor = self.min_rtt
+        return floor is not None and self.srtt is not None and self.srtt > QUEUE_FACTOR * floor + QUEUE_SLACK_S
+
+    def _update(self, now: float) -> None:
+        best = max((b for _, b, _ in self._rates), default=0.0)
+        floor = self.min_rtt
+        if best > 0 and floor is not None:
+            self.window = int(min(self.max_bytes, max(self.min_bytes, GAIN * best * floor)))
+        self._judge_probe(now)
+        if (self._probe is None and self.queueing() and self.streams < self.max_streams
+                and now >= self._hold_until):
+            self._probe = (now, self.bytes_per_s)
+            self.streams += 1
+
+    def _judge_probe(self, now: float) -> None:
+        if self._probe is None or now - self._probe[0] < max(PROBE_S, 8 * (self.srtt or 0.0)):
+            return
+        before = self._probe[1]
+        self._probe = None
+        if self.bytes_per_s >= PROBE_GAIN * before:
+            self._verdict = "quota"
+        else:
+            self._verdict = "link"
+            self._hold_until = now + LINK_HOLD_S
+
+    def binding(self, now: float) -> str:
+        if not self.draining:
+            return "caught-up"
+        if self.cpu >= CPU_BOUND:
+            return "cpu-bound"
+        if self._throttled_at is not None and now - self._throttled_at < THROTTLE_MEMORY_S:
+            return "quota-bound"
+        if self.queueing():
+            return "quota-bound" if self._verdict == "quota" or self._probe is not None else "link-bound"
+        return "latency-bound"
+
+    def figures(self, now: float) -> Figures:
+        floor = self.min_rtt
+        return Figures(self.binding(now), None if self.srtt is None else self.srtt * 1000,
+                       None if floor is None else floor * 1000, self.records_per_s, self.bytes_per_s,
+                       self.window, self.inflight_bytes, self.streams_open, self.cpu)

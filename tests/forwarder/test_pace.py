@@ -1,0 +1,84 @@
+"""The pace (window, streams, binding) on synthetic acks: pure, time passed in."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge.forward.pace import LINK_HOLD_S, PROBE_S, Pace
+
+BATCH = 100_000  # bytes per batch
+
+
+def drive(p: Pace, t: float, seconds: float, rtt: float, rate: float, limited: bool = True) -> float:
+    """Acks of BATCH bytes at ``rate`` bytes/s, each after ``rtt``, for ``seconds``; returns the new time."""
+    step = BATCH / rate
+    end = t + seconds
+    while t < end:
+        t += step
+        p.sent(BATCH)
+        p.acked(t, BATCH, 1000, rtt, limited)
+    return t
+
+
+def test_a_latency_bound_window_grows_to_rate_times_rtt_and_stops_at_the_memory_bound():
+    p = Pace(max_bytes=8_000_000, min_bytes=BATCH, max_streams=1, initial_bytes=400_000)
+    t, rtt = 0.0, 0.15
+    # rate = window / rtt: the window doubles about once per RTT
+    for _ in range(8):
+        t = drive(p, t, 4 * rtt, rtt, p.window / rtt)
+    assert p.window == 8_000_000
+    assert p.binding(t) == "latency-bound"
+    f = p.figures(t).as_dict()
+    assert f["rtt_ms"] == pytest.approx(150, abs=1) and f["window_bytes"] == 8_000_000
+
+
+def test_a_rate_cap_sets_the_window_to_twice_the_bandwidth_delay_product():
+    p = Pace(max_bytes=100_000_000, min_bytes=BATCH, max_streams=1)
+    t = drive(p, 0.0, 2.0, 0.1, 5_000_000)
+    assert p.window == pytest.approx(2 * 5_000_000 * 0.1, rel=0.05)
+
+
+def test_queueing_acks_probe_a_second_stream_which_proves_a_quota():
+    p = Pace(max_bytes=100_000_000, min_bytes=BATCH, max_streams=4)
+    t = drive(p, 0.0, 1.0, 0.05, 1_000_000)  # floor RTT 50 ms
+    t = drive(p, t, 1.0, 0.2, 1_000_000)  # same rate, RTT x4: acks queue somewhere
+    assert p.queueing() and p.streams == 2  # a probe: one more stream
+    assert p.binding(t) == "quota-bound"  # while the probe runs
+    t = drive(p, t, PROBE_S + 0.5, 0.2, 2_000_000)  # the second stream doubled the rate
+    assert p.binding(t) == "quota-bound"
+    assert p.streams >= 3  # still queueing: the next probe
+
+
+def test_a_probe_that_does_not_raise_the_rate_means_the_link_binds():
+    p = Pace(max_bytes=100_000_000, min_bytes=BATCH, max_streams=4)
+    t = drive(p, 0.0, 1.0, 0.05, 1_000_000)
+    t = drive(p, t, 1.0, 0.2, 1_000_000)
+    assert p.streams == 2
+    t = drive(p, t, PROBE_S + 0.5, 0.2, 1_000_000)  # no gain from the second stream
+    assert p.binding(t) == "link-bound"
+    t = drive(p, t, LINK_HOLD_S / 2, 0.2, 1_000_000)
+    assert p.streams == 2  # no new probe while the verdict holds
+
+
+def test_a_throttle_is_quota_bound_asks_for_a_stream_and_backs_off_more_each_time():
+    p = Pace(max_bytes=10_000_000, min_bytes=BATCH, max_streams=2)
+    t = drive(p, 0.0, 1.0, 0.05, 1_000_000)
+    delays = [p.throttled(t) for _ in range(3)]
+    assert delays == sorted(delays) and delays[0] < delays[-1]
+    assert p.streams == 2  # capped at max_streams
+    assert p.binding(t) == "quota-bound"
+    t = drive(p, t, 0.5, 0.05, 1_000_000)
+    assert p.throttled(t) == delays[0]  # an ack resets the backoff
+
+
+def test_cpu_and_caught_up():
+    p = Pace(max_bytes=10_000_000, min_bytes=BATCH, max_streams=1)
+    t = drive(p, 0.0, 1.0, 0.01, 10_000_000)
+    p.cpu_sample(0.95)
+    assert p.binding(t) == "cpu-bound"
+    p.idle()
+    assert p.binding(t) == "caught-up"
+    # Samples while the spool runs dry say nothing about the pipe: the window does not shrink on them.
+    before = p.window
+    drive(p, t, 1.0, 0.01, 100_000, limited=False)
+    assert p.window == before
