@@ -354,13 +354,28 @@ def schema() -> dict:
     return out
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 as PyYAML reads it, except that an integer written with leading zeros (``0012``), in
+    binary, or with colons (``1:30``) stays a string: YAML 1.1 reads them as octal (10), base 2 and base
+    60 (90). A number field still gets the number (converted by its type: ``0502`` -> 502); a string
+    field keeps the text."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:int"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"), list("-+0123456789"))
+
+
 def load(path: str | os.PathLike, env: dict[str, str] | None = None, *, section: str | None = None) -> Config:
     try:
         text = Path(path).read_text()
     except OSError as exc:
         raise ConfigError("", f"cannot read config file {path}: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

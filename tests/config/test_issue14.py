@@ -220,3 +220,14 @@ def test_validate_does_not_mutate_what_it_checks():
     cfg.validate("zerobus")
     assert cfg.workspace_url == "https://ws.example.com/"
     assert build(ZerobusConfig, {"workspace_url": "https://ws.example.com/"}).workspace_url == "https://ws.example.com"
+
+
+def test_numbers_with_leading_zeros_in_the_file_are_not_octal(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("appliance_id: 0012\n"
+                    "sources:\n"
+                    "  - {name: plc, type: modbus, host: 10.0.0.5, port: 0502,\n"
+                    "     devices: [{device_id: 010, points: [{name: t, address: '40001'}]}]}\n")
+    cfg = load(path, {})
+    assert cfg.appliance_id == "0012"  # YAML 1.1: octal 10
+    assert (cfg.sources[0].port, cfg.sources[0].devices[0].device_id) == (502, 10)  # octal: 322 and 8
