@@ -48,3 +48,27 @@ def test_no_proxy_lists_follow_the_sdk_and_urllib():
     assert egress.no_proxy({"NO_PROXY": "n.example"}, purpose="https") == "n.example"
     assert egress.proxy_for("https://api.g.example", {"HTTPS_PROXY": "http://p:1", **env}, purpose="grpc") is None
     assert egress.proxy_for("https://api.g.example", {"HTTPS_PROXY": "http://p:1", **env}, purpose="https") == "http://p:1"
+
+
+PROXY_NAMES = {"grpc_proxy", "GRPC_PROXY", "https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY",
+               "no_proxy", "NO_PROXY", "no_grpc_proxy"}
+
+
+def _edge_trees():
+    for path in sorted((ROOT / "edge").rglob("*.py")):
+        yield path.relative_to(ROOT).as_posix(), ast.parse(path.read_text())
+
+
+def test_one_scrubber_in_edge():
+    """Three scrubbers existed (forwarder, config errors, preflight record) and a fourth for proxy URLs."""
+    found = [f"{rel}:{node.name}" for rel, tree in _edge_trees() for node in tree.body
+             if isinstance(node, (ast.ClassDef, ast.FunctionDef))
+             and any(w in node.name.lower() for w in ("scrub", "redact"))]
+    assert found and all(f.startswith("edge/redact.py:") for f in found), found
+
+
+def test_one_proxy_variable_list_in_edge():
+    """Two lists of proxy variables existed (edge/egress.py and the forwarder's own)."""
+    found = sorted({rel for rel, tree in _edge_trees() for node in ast.walk(tree)
+                    if isinstance(node, ast.Constant) and node.value in PROXY_NAMES})
+    assert found == ["edge/egress.py"]

@@ -37,7 +37,7 @@ class Unparsed:
 def load(raw: bytes) -> Any:
     try:
         return json.loads(raw)
-    except RecursionError:
+    except RecursionError:  # nested too deep for the C parser: the bounded parser below decides
         pass
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer over the digit limit
         raise BodyError(f"body is not valid JSON: {exc}") from None
