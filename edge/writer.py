@@ -18,6 +18,7 @@ from concurrent.futures import Future
 from typing import Any, Callable, Sequence
 
 from edge.spool import AppendResult, BadRequest, Spool, SpoolError, SpoolFull
+from edge.spool.health import WriterHealth
 
 log = logging.getLogger("edge.writer")
 
@@ -56,6 +57,7 @@ class SpoolWriter:
         self._close_lock = threading.Lock()
         self._space = threading.Condition()
         self._full = False
+        self._health = WriterHealth(spool)
         self._thread = threading.Thread(target=self._run, name="spool-writer", daemon=True)
         self._thread.start()
 
@@ -187,7 +189,7 @@ class SpoolWriter:
                     except _CLEAN_FAILURES as e:
                         outcomes.append((False, e))
         except Exception as exc:  # the whole transaction rolled back
-            if len(group) == 1:
+            if len(group) == 1 and not self._room_came_back(exc):
                 outcomes = [(False, exc)]
             else:
                 # Replay one by one so a bad request fails alone and the good ones still commit.
@@ -211,6 +213,10 @@ class SpoolWriter:
             else:
                 req.future.set_exception(value)
 
+    def _room_came_back(self, exc: Exception) -> bool:
+        """The disk filled and the spool just gave its ballast back: one retry now can succeed."""
+        return isinstance(exc, SpoolFull) and exc.cause == "disk_full" and self.spool.ballast_released_now
+
     def _one(self, req: _Request) -> tuple[bool, Any]:
         try:
             with self.spool.transaction():
@@ -230,5 +236,12 @@ class SpoolWriter:
     def _safely(self, fn: Callable[[], Any]) -> None:
         try:
             fn()
-        except Exception:
-            log.exception("spool maintenance step failed; continuing")
+        except Exception as exc:
+            self._health.failed(exc)
+        else:
+            if self.spool.disk_full:  # a request failed for lack of space (and was answered SpoolFull)
+                self._health.failed(SpoolFull("disk_full", "the last spool write failed: disk full"))
+            else:
+                self._health.ok()
+        if self._health.changed:
+            self._health.record(self.spool.put_state)

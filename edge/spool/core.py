@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from edge.spool import common
+from edge.spool.ballast import Ballast
 from edge.spool.common import WAL_CHECKPOINT_BYTES, WAL_TRUNCATE_BYTES, WHEN_FULL, BadRequest, SpoolFull, _is_full
 from edge.spool.integrity import FULL_CHECK_MAX_BYTES, _check, inspect_file
 from edge.spool.log import SpoolLog
@@ -33,8 +34,12 @@ class Spool(SpoolLog, SideTables):
 
     def __init__(self, conn: sqlite3.Connection, path: Path, *, appliance_id: str, max_bytes: int,
                  when_full: str, max_age_s: float | None, min_free_bytes: int, seq: SeqReservation,
-                 side_max_bytes: int):
+                 side_max_bytes: int, ballast_bytes: int):
         self._conn = conn
+        self._ballast = Ballast(path, ballast_bytes)
+        self._page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        self.disk_full = False  # the last write failed for lack of disk space (until one succeeds)
+        self.ballast_released_now = False  # the last failure gave the ballast back: a retry can succeed
         self.side_max_bytes = side_max_bytes
         self.path = path
         self.appliance_id = appliance_id
@@ -70,15 +75,20 @@ class Spool(SpoolLog, SideTables):
         min_free_bytes: int = 64 * 1024 * 1024,
         full_check_max_bytes: int = FULL_CHECK_MAX_BYTES,
         side_max_bytes: int | None = None,
+        ballast_bytes: int | None = None,
     ) -> "Spool":
         """``side_max_bytes``: the part of ``max_bytes`` quarantine and dead letters may hold
-        (default: an eighth of it, at least 64 KiB and at most half); past it their oldest rows go."""
+        (default: an eighth of it, at least 64 KiB and at most half); past it their oldest rows go.
+        ``ballast_bytes``: disk space held back in ``<spool>.ballast`` and released when the disk
+        fills (edge/spool/ballast.py; default max_bytes / 32 within 1..32 MiB; 0: none)."""
         if when_full not in WHEN_FULL:
             raise BadRequest(f"when_full must be one of {WHEN_FULL}, got {when_full!r}")
         if max_bytes <= 0:
             raise BadRequest(f"max_bytes must be positive, got {max_bytes}")
         if side_max_bytes is None:
             side_max_bytes = min(max_bytes // 2, max(64 * 1024, max_bytes // 8))
+        if ballast_bytes is None:
+            ballast_bytes = min(32 << 20, max(1 << 20, max_bytes // 32))
         if not 0 < side_max_bytes < max_bytes:
             raise BadRequest(f"side_max_bytes must be positive and under max_bytes ({max_bytes}), "
                              f"got {side_max_bytes}")
@@ -88,7 +98,7 @@ class Spool(SpoolLog, SideTables):
         try:
             spool = cls._open_locked(path, full_check_max_bytes, dict(
                 appliance_id=appliance_id, max_bytes=max_bytes, when_full=when_full, max_age_s=max_age_s,
-                min_free_bytes=min_free_bytes, side_max_bytes=side_max_bytes))
+                min_free_bytes=min_free_bytes, side_max_bytes=side_max_bytes, ballast_bytes=ballast_bytes))
         except BaseException:
             lock.release()
             raise
@@ -107,6 +117,11 @@ class Spool(SpoolLog, SideTables):
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute(f"PRAGMA journal_size_limit = {WAL_TRUNCATE_BYTES}")
         conn.execute("PRAGMA busy_timeout = 5000")
+        if settings["ballast_bytes"]:
+            # Keep what a checkpoint may still have to copy into the main file (and grow it by)
+            # under half the ballast: releasing the ballast on a full disk always lets it finish.
+            page = conn.execute("PRAGMA page_size").fetchone()[0]
+            conn.execute(f"PRAGMA wal_autocheckpoint = {max(16, min(1000, settings['ballast_bytes'] // 2 // page))}")
         migrate(conn)
         existing = _read_meta(conn)
         if existing is not None and existing.appliance_id != appliance_id:
@@ -136,6 +151,7 @@ class Spool(SpoolLog, SideTables):
         conn.execute("UPDATE meta SET max_bytes = ?, when_full = ?, side_max_bytes = ? WHERE id = 1",
                      (settings["max_bytes"], settings["when_full"], settings["side_max_bytes"]))
         spool = cls(conn, path, seq=seq, **settings)
+        spool._ballast.ensure(common._disk_free(path.parent), settings["min_free_bytes"])
         if lost:
             spool._after_lost_commits(*lost)
         seq.ensure_above(spool._meta.next_seq)
@@ -207,7 +223,9 @@ class Spool(SpoolLog, SideTables):
             return
         self._depth = 1
         if self._after_full:
-            self._after_full = not self._checkpoint("TRUNCATE")
+            # RESTART, not TRUNCATE: the WAL keeps its allocated space for the next frames
+            # (a truncated WAL hands it to whatever else is filling the disk).
+            self._after_full = not self._checkpoint("RESTART")
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             yield
@@ -216,6 +234,7 @@ class Spool(SpoolLog, SideTables):
                 self._flush_meta()
             self._conn.execute("COMMIT")
             self.commits += 1
+            self.disk_full = self.ballast_released_now = False
         except BaseException as exc:
             self._pending = []
             if self._conn.in_transaction:
@@ -228,6 +247,8 @@ class Spool(SpoolLog, SideTables):
                 # The WAL holds pages the main file has no room for yet; until a
                 # checkpoint moves them, every delete makes the WAL (and the disk) fuller.
                 self._after_full = True
+                self.disk_full = True
+                self.ballast_released_now = self._ballast.release()
                 raise SpoolFull("disk_full", f"disk full while writing the spool: {exc}") from exc
             if isinstance(exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError)):
                 raise BadRequest(f"bad request for the spool: {exc}") from exc
@@ -266,6 +287,8 @@ class Spool(SpoolLog, SideTables):
 
     def maintain_wal(self, idle: bool) -> str | None:
         """Bound the WAL: PASSIVE checkpoint past WAL_CHECKPOINT_BYTES, TRUNCATE when idle past the limit."""
+        if not self.disk_full and self._ballast.wanted():
+            self._ballast.ensure(common._disk_free(self.path.parent), self.min_free_bytes)
         wal = common._file_size(f"{self.path}-wal")
         mode = None
         if wal > WAL_TRUNCATE_BYTES and idle:

@@ -84,10 +84,18 @@ class SpoolLog:
         return budget.fits(self._meta.stored_bytes, nbytes + budget.ROW_OVERHEAD, self._readings_budget())
 
     def _readings_budget(self) -> int:
-        """What readings may hold now: max_bytes less the side tables' bytes, capped by the free disk."""
+        """What readings may hold now: max_bytes less the side tables' bytes, capped by the free disk
+        (a released ballast's room is not for growth: it is for drops and checkpoints)."""
         m = self._meta
-        return budget.effective_budget(self.max_bytes - m.side_bytes, m.stored_bytes,
-                                       common._disk_free(self.path.parent), self.min_free_bytes)
+        cap = self.max_bytes - m.side_bytes
+        free = common._disk_free(self.path.parent)
+        if free is not None:
+            free -= self._ballast.missing_bytes
+            if free - self.min_free_bytes < cap - m.stored_bytes:
+                # The disk binds: pages the file already holds free are room too (dropped rows
+                # leave them), or every drop_oldest round would shrink the spool by a row.
+                free += self._conn.execute("PRAGMA freelist_count").fetchone()[0] * self._page_size
+        return budget.effective_budget(cap, m.stored_bytes, free, self.min_free_bytes)
 
     def _insert(self, first: int, items: Sequence[tuple[int, bytes]]) -> None:
         """Queue rows for the table; consecutive appends of one group go in with one executemany."""

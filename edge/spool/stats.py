@@ -24,7 +24,8 @@ def _stats(conn: sqlite3.Connection, path: Path, now: float | None = None) -> di
     counted in the budget), side_budget_bytes (their cap) and side_dropped {table: rows the cap
     pushed out}; disk_free_bytes, db_bytes, wal_bytes; ingest_rate_10s/5m and
     drain_rate_10s/5m in seqs/s (None until samples exist); runway_s (None when not filling);
-    drain_eta_s (None when not draining, 0 when empty); schema_version; alarms (state records).
+    drain_eta_s (None when not draining, 0 when empty); schema_version; alarms (state records);
+    writer_state (ok / disk_full / error: edge/spool/health.py).
     """
     now = time.time() if now is None else now
     with _read_tx(conn):
@@ -37,6 +38,7 @@ def _stats(conn: sqlite3.Connection, path: Path, now: float | None = None) -> di
             (now - 300,),
         ).fetchall()
         alarms = _states(conn, "alarm")
+        writer = {st["name"]: st["value"] for st in _states(conn, "spool")}.get("writer") or {}
         version = conn.execute("PRAGMA user_version").fetchone()[0]
     max_bytes, when_full, side_max_bytes = settings
     disk_free = common._disk_free(path.parent)
@@ -85,5 +87,6 @@ def _stats(conn: sqlite3.Connection, path: Path, now: float | None = None) -> di
         ),
         "drain_eta_s": budget.drain_eta_s(depth_seqs, rates["ingest_rate_10s"], rates["drain_rate_10s"]),
         "alarms": alarms,
+        "writer_state": writer.get("state", "ok"),
     }
 
