@@ -9,6 +9,8 @@ import pytest
 from edge.budget import ROW_OVERHEAD
 from edge.spool import BadRequest, SpoolFull
 from edge.writer import SpoolWriter, WriterClosed
+from simulators.kit.aio import wait_until as async_wait_until
+from simulators.kit.mqtt import wait_until
 
 from .conftest import BASE_TS, accounting, items
 
@@ -27,6 +29,11 @@ def make_writer(open_spool):
     yield _make
     for w in writers:
         w.close()
+
+
+def waiting(writer) -> int:
+    """Threads blocked in wait_for_space right now."""
+    return len(writer._space._waiters)
 
 
 def hold(writer):
@@ -112,7 +119,7 @@ def test_block_then_wait_for_space(make_writer):
     woke = []
     t = threading.Thread(target=lambda: woke.append(w.wait_for_space(10)))
     t.start()
-    time.sleep(0.1)
+    wait_until(lambda: waiting(w) == 1, 10, "the waiter blocked")
     w.ack(20).result(10)
     t.join(10)
     assert woke == [True]
@@ -127,7 +134,7 @@ def test_wait_for_space_async(make_writer):
         with pytest.raises(SpoolFull):
             await w.emit(items(10, pad=50))
         waiter = asyncio.create_task(w.wait_for_space_async(10))
-        await asyncio.sleep(0.05)
+        await async_wait_until(lambda: waiting(w) == 1, what="the waiter blocked")
         assert not waiter.done()
         w.ack(10)
         assert await waiter is True
@@ -153,12 +160,9 @@ def test_periodic_samples_and_expiry(make_writer, spool_path):
     w = make_writer({"max_age_s": 30}, sample_interval_s=0.05, expire_interval_s=0.05)
     old = time.time_ns() // 1000 - 60_000_000
     w.submit(items(5, ts=old)).result(10)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        acc = accounting(spool_path)
-        if acc["markers"] and len(acc["stats"]["alarms"]) == 0 and len(w.spool.samples(0)) >= 2:
-            break
-        time.sleep(0.05)
+    acc = wait_until(lambda: (lambda a: a if a["markers"] and not a["stats"]["alarms"]
+                                        and len(w.spool.samples(0)) >= 2 else None)(accounting(spool_path)),
+                     10, "expiry and two samples")
     assert acc["markers"] == [(1, 5, "expired")]
     assert acc["stats"]["dropped"] == {"expired": 5}
 
@@ -214,7 +218,7 @@ def test_cancelled_emit_before_pickup_is_not_written(make_writer):
 
     async def main():
         task = asyncio.create_task(w.emit(items(3)))
-        await asyncio.sleep(0.05)
+        await async_wait_until(lambda: w._q.qsize() >= 1, what="the emit queued")  # the writer is parked
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
