@@ -6,7 +6,7 @@ The schema is the config dataclasses (here, ``edge/sources/<type>/config.py``,
 (``zerobus.batch_max_records: expected an integer``) and the CLI exits non-zero
 with it.
 
-Values may use ``${VAR}`` / ``${VAR:-default}``; when ``VAR`` is unset or empty
+Values may use ``${VAR}`` / ``${VAR:-default}`` (``edge/configinterp.py``); when ``VAR`` is unset or empty
 and ``VAR_FILE`` names a file (a Docker secret, or a credential generated at
 first start), the file's content is used. A reference always yields a string,
 converted only by the field's declared type (``0012`` stays ``"0012"`` in a
@@ -27,13 +27,12 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal
 
 import yaml
 
-from edge.configtypes import (
-    ByteSize, ConfigError, Duration, Secret, Withheld, build, check_listen, check_url, fields_of, join, unwrap,
-)
+from edge.configinterp import Interpolation
+from edge.configtypes import ByteSize, ConfigError, Duration, Secret, build, check_listen, check_url, fields_of
 
 SOURCE_TYPES = {
     "synthetic": "edge.sources.synthetic",
@@ -142,96 +141,15 @@ class Config:
         raise KeyError(name)
 
 
-_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-class _Interpolation:
-    """Resolves ${VAR} references in a parsed YAML tree, guided by the schema's field types.
-
-    Records which paths took which variables (``origins``) and the values they
-    gave (``values``), so that no error ever echoes them.
-    """
-
-    def __init__(self, env: dict[str, str], section: str | None):
-        self.env, self.section = env, section
-        self.origins: dict[str, list[str]] = {}
-        self.values: dict[str, str] = {}
-
-    def tree(self, tp: Any, value: Any, path: str) -> Any:
-        tp = unwrap(tp)
-        if isinstance(value, dict):
-            hints = fields_of(tp) if isinstance(tp, type) and hasattr(tp, "__dataclass_fields__") else {}
-            renamed = getattr(tp, "RENAMED", {})
-            return {k: self.tree(self._child(tp, hints, renamed.get(k, k), value), v, join(path, str(k)))
-                    for k, v in value.items()}
-        if isinstance(value, list):
-            item = tp.__args__[0] if getattr(tp, "__origin__", None) is list else Any
-            return [self.tree(item, v, join(path, i)) for i, v in enumerate(value)]
-        if tp is Secret and self.section is not None and path.split(".", 1)[0].split("[", 1)[0] != self.section:
-            return Withheld()  # another service's secret: not read at all
-        if not isinstance(value, str) or "${" not in value:
-            return value
-        out = self.string(value, path)
-        if get_origin(tp) is Literal:  # pydantic matches a Literal's members by type: "1" is not 1
-            return next((a for a in get_args(tp) if not isinstance(a, str) and str(a) == out), out)
-        return out
-
-    @staticmethod
-    def _child(tp: Any, hints: dict[str, Any], key: str, parent: dict) -> Any:
-        if tp is Config and key == "sources":
-            return list[_SourceType]
-        if tp is Config and key == "admin":
-            return _admin_class() or Any
-        if tp is _SourceType:
-            cls = _source_class(parent.get("type"))
-            return fields_of(cls).get(key, Any) if cls else Any
-        return hints.get(key, Any)
-
-    def string(self, value: str, path: str) -> str:
-        out, i = [], 0
-        while (j := value.find("${", i)) >= 0:
-            m = _REF.match(value, j)
-            if m is None:
-                raise ConfigError(path, "malformed variable reference: write ${NAME} or ${NAME:-default} "
-                                        "(NAME: letters, digits and _, no spaces, closed by })")
-            out.append(value[i:j])
-            out.append(self.resolve(m.group(1), m.group(2), path))
-            self.origins.setdefault(path, []).append(m.group(1))
-            i = m.end()
-        out.append(value[i:])
-        return "".join(out)
-
-    def resolve(self, var: str, default: str | None, path: str) -> str:
-        env = self.env
-        file_var = env.get(f"{var}_FILE")
-        if env.get(var) or (var in env and not file_var):
-            got = env[var]
-        elif file_var:
-            try:
-                got = Path(file_var).read_text().strip()
-            except OSError as exc:
-                raise ConfigError(path, f"${{{var}}}: cannot read {var}_FILE ({exc.strerror})") from None
-        elif default is not None:
-            return default
-        elif self.section is not None and path.split(".", 1)[0].split("[", 1)[0] != self.section:
-            return ""
-        else:
-            raise ConfigError(path, f"environment variable {var} is not set (nor {var}_FILE)")
-        if got:
-            self.values[got] = var
-        return got
-
-    def scrub(self, exc: ConfigError) -> ConfigError:
-        """The error without any value a variable gave (longest first), each replaced by ${VAR}."""
-        message = exc.message
-        for value in sorted(self.values, key=len, reverse=True):
-            ref = f"${{{self.values[value]}}}"
-            message = message.replace(repr(value), ref)
-            if len(value) >= 4:  # shorter ones would mangle the words around them
-                message = message.replace(value, ref)
-        if message == exc.message:
-            return exc
-        return type(exc)(exc.path, message)
+def _child_type(tp: Any, hints: dict[str, Any], key: str, parent: dict) -> Any:
+    if tp is Config and key == "sources":
+        return list[_SourceType]
+    if tp is Config and key == "admin":
+        return _admin_class() or Any
+    if tp is _SourceType:
+        cls = _source_class(parent.get("type"))
+        return fields_of(cls).get(key, Any) if cls else Any
+    return hints.get(key, Any)
 
 
 class _SourceType:
@@ -294,7 +212,7 @@ def parse(data: Any, env: dict[str, str] | None = None, *, section: str | None =
     env = dict(os.environ) if env is None else env
     if not isinstance(data, dict):
         raise ConfigError("", "the config file must be a YAML mapping")
-    interp = _Interpolation(env, section)
+    interp = Interpolation(env, section, _child_type)
     try:
         return _parse(interp.tree(Config, data, ""), interp.origins)
     except ConfigError as exc:
