@@ -94,7 +94,9 @@ def test_quota_reject_is_resource_exhausted_which_the_sdk_retries(emu, appliance
 
 
 def test_stream_lifetime_rotates_with_the_close_signal_and_no_duplicates(emu, appliance_id):
-    emu.set_faults({"stream_lifetime_s": 1, "close_grace_ms": 5000})
+    # A grace longer than the test: a second rotation within it proves the SDK left the first stream
+    # on the signal itself, not when the server ended the RPC.
+    emu.set_faults({"stream_lifetime_s": 1, "close_grace_ms": 60_000})
     before, st_before = _service(emu), emu.table_stats()
     s = proto_stream(emu)
     seq = 0
