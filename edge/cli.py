@@ -5,6 +5,8 @@
     edge config schema               JSON Schema of the config file (for editors)
     edge spool stats --config F      JSON: depth, oldest age, rates, runway, ETA, losses
     edge spool dead-letters|quarantine --config F [--limit N]
+    edge spool inspect --config F    JSON: tables, row counts, columns, schema version, sizes
+    edge spool export T --config F   quarantine / dead letters / markers as JSON lines or CSV
     edge healthcheck --config F      exit 0 when the appliance is ready (for Compose)
     edge admin --config F            the admin page under gunicorn
     edge table ddl [--table T]       the bronze table's CREATE TABLE statement
@@ -17,6 +19,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -96,6 +99,25 @@ def cmd_spool_list(args) -> int:
     reader = _reader(_load(args))
     rows = reader.dead_letters(args.limit) if args.what == "dead-letters" else reader.quarantined(args.limit)
     print(json.dumps(rows, indent=2, default=lambda b: b.hex() if isinstance(b, bytes) else str(b)))
+    return 0
+
+
+def cmd_spool_inspect(args) -> int:
+    from edge.spool.export import inspect
+
+    _reader(cfg := _load(args)).close()  # the same "no spool" error as the other commands
+    print(json.dumps(inspect(cfg.spool.path), indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_spool_export(args) -> int:
+    from edge.spool import export
+
+    _reader(cfg := _load(args)).close()
+    records = export.rows(cfg.spool.path, args.table.replace("-", "_"), limit=args.limit, after=args.after)
+    with (open(args.output, "w", newline="") if args.output else contextlib.nullcontext(sys.stdout)) as out:
+        n = export.write(records, out, args.format)
+    print(f"exported {n} rows of {args.table}", file=sys.stderr)
     return 0
 
 
@@ -229,6 +251,17 @@ def build_parser() -> argparse.ArgumentParser:
         _config_arg(sp)
         sp.add_argument("--limit", type=int, default=50)
         sp.set_defaults(func=cmd_spool_list, what=what)
+    si = spool.add_parser("inspect", help="JSON: tables, row counts, columns, schema version, file sizes")
+    _config_arg(si)
+    si.set_defaults(func=cmd_spool_inspect)
+    se = spool.add_parser("export", help="a side table as JSON lines or CSV, oldest first (bytes as base64)")
+    _config_arg(se)
+    se.add_argument("table", choices=("quarantine", "dead-letters", "loss-markers", "state", "stats-samples"))
+    se.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    se.add_argument("--limit", type=int, default=None)
+    se.add_argument("--after", type=float, default=None, help="only rows past this id / seq / ts")
+    se.add_argument("--output", "-o", default=None, help="a file instead of stdout")
+    se.set_defaults(func=cmd_spool_export)
 
     hc = sub.add_parser("healthcheck", help="exit 0 when the spool answers and the forwarder reported recently")
     _config_arg(hc)
