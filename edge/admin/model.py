@@ -329,7 +329,7 @@ def backlog(stats: Mapping[str, Any], now: float) -> dict:
     }
 
 
-CAUGHT_UP_S = 10.0  # a backlog that is no more than this many seconds of ingest is live delivery, not a queue
+CAUGHT_UP_S = 10.0  # draining at the ingest rate with no more than this many seconds of it waiting: live, not a queue
 
 
 def drain_outlook(depth_seqs: float | None, depth_rows: float | None, eta_s: float | None,
@@ -341,7 +341,7 @@ def drain_outlook(depth_seqs: float | None, depth_rows: float | None, eta_s: flo
         state, value, note = "unknown", "unknown", "no spool figures"
     elif depth <= 0:
         state, value, note = "drained", "drained", "nothing waiting"
-    elif drain and depth <= max(drain, ingest or 0.0) * CAUGHT_UP_S:
+    elif drain and drain >= 0.9 * (ingest or 0.0) and depth <= drain * CAUGHT_UP_S:
         state, value, note = "caught_up", "caught up", "delivering as readings arrive"
     elif eta_s is not None:
         state, value, note = "draining", None, "at the current net rate"

@@ -358,3 +358,9 @@ def test_a_cut_is_dated_from_the_last_ack_not_from_its_detection():
     doc = model.status(appliance_id="a", stats={}, states_by_kind={"forwarder": {"main": fwd}}, samples=samples,
                        version="t", started=0, now=now)
     assert doc["drills"][0]["down_ts"] == 9001.5
+
+
+def test_time_to_drain_is_not_caught_up_when_delivery_falls_short_of_ingest():
+    """A cut a few seconds old: some acks still in the 10 s window, the backlog small but growing."""
+    b = model.backlog({"depth_seqs": 6000, "ingest_rate_10s": 2000.0, "drain_rate_10s": 900.0}, now=0)
+    assert b["drain_state"] == "falling_behind"
