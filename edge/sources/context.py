@@ -20,7 +20,6 @@ through ``ctx.status``, never swallowed.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import logging
 from dataclasses import dataclass, field

@@ -201,6 +201,7 @@ def test_endpoint_down_and_back(tmp_path, engine):
     assert readings[-1].quality == GOOD
     # the state table in the spool shows it too (what the admin page reads)
     assert status.snapshot()["errors_total"] >= 1
+    assert status.snapshot()["reconnects_total"] >= 1  # the same counter every source keeps
 
 
 @ENGINES

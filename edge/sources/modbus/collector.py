@@ -38,7 +38,7 @@ from edge.encode import BAD, GOOD, encode_reading
 from edge.sources.modbus import decode as dec
 from edge.sources.context import SourceContext, emit_with_backpressure
 from edge.sources.states import State
-from edge.sources.status import now_us
+from edge.sources.status import SourceStatus, now_us
 from edge.sources.modbus.config import Config, DeviceConfig, PointConfig, build_points
 from edge.sources.modbus.plan import TABLES, Block, PointSpec, ReportFilter
 
@@ -97,8 +97,10 @@ class _Connection:
     and every poll of a device it cannot reach is a BAD reading (``STATUS_NO_CONNECTION``).
     """
 
-    def __init__(self, cfg: Config, index: int):
+    def __init__(self, cfg: Config, index: int, status: SourceStatus | None = None):
         self.cfg = cfg
+        self.status = status
+        self.was_up = False
         self.client = AsyncModbusTcpClient(
             cfg.host, port=cfg.port, name=f"{cfg.name}#{index}", timeout=float(cfg.timeout), retries=cfg.retries,
             # 0 disables pymodbus' background reconnect task, whose default cap is 300 s.
@@ -126,6 +128,9 @@ class _Connection:
             raise _ReadFailed(STATUS_NO_CONNECTION, f"cannot connect to {self.cfg.host}:{self.cfg.port}: {self.last_error}", True)
         self.backoff.reset()
         self.last_error = ""
+        if self.was_up and self.status is not None:
+            self.status.reconnected()
+        self.was_up = True
 
     async def _why_not(self) -> str:
         """pymodbus only says connect() failed; tell a name that does not resolve from a refused/silent port."""
@@ -343,7 +348,7 @@ class Source:
         if logging.getLogger("pymodbus").level == logging.NOTSET:
             # pymodbus logs every timeout at ERROR with a hex dump; we report them through ctx.status instead.
             logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
-        self._conns = [_Connection(cfg, i) for i in range(cfg.connections)]
+        self._conns = [_Connection(cfg, i, self.ctx.status) for i in range(cfg.connections)]
         self._pool = asyncio.Queue()
         for c in self._conns:
             self._pool.put_nowait(c)

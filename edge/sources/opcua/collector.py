@@ -11,6 +11,11 @@ Readings flow: publish callback (maps and de-duplicates) -> in-memory buffer (bo
 ``max_buffered``) -> emitter task (one emit per ``emit_interval`` / ``emit_max``) -> spool.
 When the buffer is full the publish callback waits, so asyncua sends no further Publish
 request and the server keeps the notifications in its own queues.
+
+Size: ~430 lines, on purpose: the publish hot path, the emitter and the back-fill share one
+buffer and one de-duplication state (``_buf``, ``_marks``, ``_last``, ``_hold``); opening the
+client and reading failures live in ``connect``, the rest of the session in ``resolve``,
+``subscribe`` and ``history``.
 """
 
 from __future__ import annotations
@@ -19,21 +24,21 @@ import asyncio
 import collections
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from asyncua import Client, ua
-from asyncua.crypto import security_policies
 
 from edge.sources.context import SourceContext, emit_with_backpressure
 from edge.sources.states import State
 from edge.sources.status import now_us
-from edge.sources.supervisor import Failure, Supervisor
+from edge.sources.supervisor import Supervisor
 from edge.sources.opcua.map import datavalue_body, fingerprint, reading_body, value_key
 
 from . import speedups
 from .config import Config
+from .connect import classify, describe, open_client
 from .history import Checkpoint, read_gap, utcnow_us
 from .resolve import read_units, resolve_group
 from .security import Pki
@@ -41,8 +46,6 @@ from .subscribe import Item, subscribe_group
 
 log = logging.getLogger("edge.sources.opcua")
 EMIT_INFLIGHT = 4  # emits handed to the spool writer and not yet committed, at most
-# Refusals of our identity: the password or the user is wrong, not the network.
-_AUTH_CODES = frozenset(("BadUserAccessDenied", "BadIdentityTokenInvalid", "BadIdentityTokenRejected"))
 _HASHABLE = frozenset((int, float, str, bool, type(None), datetime))
 
 
@@ -246,7 +249,7 @@ class Source:
         emitter = self._emitter_task = asyncio.create_task(self._emitter(), name=f"opcua-emit-{cfg.name}")
         supervisor = Supervisor(
             self, self.ctx.status, initial=cfg.reconnect_initial, cap=cfg.reconnect_max, target=cfg.endpoint,
-            healthy_after=60.0, min_delay=cfg.reconnect_initial * 0.5, classify=self._classify,
+            healthy_after=60.0, min_delay=cfg.reconnect_initial * 0.5, classify=lambda exc, phase: classify(exc, phase, self.cfg, self.pki),
             check=self._check_emitter, log=log,
         )
         try:
@@ -266,61 +269,17 @@ class Source:
         if self._emitter_task is not None and self._emitter_task.done():
             self._emitter_task.result()  # an emitter crash must not be hidden behind reconnects
 
-    def _classify(self, exc: BaseException, phase: str) -> Failure:
-        msg = _describe(exc)
-        if self.pki.last_rejected and "Certificate" in msg:
-            msg = f"{msg}; {self.pki.last_rejected}"
-        code = ua.StatusCode(exc.code).name if isinstance(exc, ua.UaStatusCodeError) else ""
-        if code in _AUTH_CODES:
-            return Failure(State.AUTH_FAILED, f"the server refused the login of user {self.cfg.username!r}: {msg}")
-        if code.startswith("BadCertificate") or code == "BadSecurityChecksFailed":
-            return Failure(State.TLS_ERROR, msg)
-        if phase == "connect" and isinstance(exc, (OSError, asyncio.TimeoutError)):
-            return Failure(State.CONNECT_FAILED, f"cannot reach {self.cfg.endpoint}: {msg}")
-        return Failure(State.DISCONNECTED, msg)
-
-    async def _connect(self) -> Client:
-        cfg, sec = self.cfg, self.cfg.security
-        client = Client(cfg.endpoint, timeout=cfg.timeout, watchdog_intervall=cfg.watchdog_interval)
-        client.application_uri = self.app_uri
-        client.name = client.description = f"Zerobus Edge {self.ctx.appliance_id}"
-        client.product_uri = "urn:zerobus-edge"
-        # A session we could not close stays on the server only this long.
-        client.session_timeout = 120_000
-        if cfg.username:
-            client.set_user(cfg.username)
-            client.set_password(str(cfg.password))
-        if sec.mode != "None":
-            generated = await asyncio.to_thread(
-                self.pki.ensure_own_certificate, self.app_uri, sec.certificate_host, sec.certificate_days)
-            if generated:
-                self.ctx.status.update(certificate_generated=str(self.pki.own_cert))
-            expires = self.pki.own_certificate().not_valid_after_utc
-            self.ctx.status.update(certificate_expires=expires.isoformat())
-            if expires < datetime.now(timezone.utc):
-                # Not replaced silently: servers trust this exact certificate.
-                raise RuntimeError(f"our application certificate {self.pki.own_cert} expired on {expires:%Y-%m-%d}; "
-                                   "delete own/cert.der and own/key.pem to generate a new one, then trust it on the server")
-            mode = getattr(ua.MessageSecurityMode, sec.mode)
-            await asyncio.wait_for(client.set_security(
-                security_policies.SecurityPolicyBasic256Sha256, str(self.pki.own_cert), str(self.pki.own_key),
-                mode=mode), cfg.timeout * 2)
-            client.certificate_validator = await self.pki.validator()
+    async def connect(self) -> None:
+        """Session up to "running": connect, resolve, subscribe every group, back-fill the gap."""
+        cfg, ctx = self.cfg, self.ctx
         lost = asyncio.Event()
         self._lost, self._lost_reason = lost, ""
 
         async def on_lost(exc: Exception) -> None:
-            self._lost_reason = f"connection lost ({_describe(exc)})"
+            self._lost_reason = f"connection lost ({describe(exc)})"
             lost.set()
 
-        client.connection_lost_callback = on_lost
-        await asyncio.wait_for(client.connect(), cfg.timeout * 3)
-        return client
-
-    async def connect(self) -> None:
-        """Session up to "running": connect, resolve, subscribe every group, back-fill the gap."""
-        cfg, ctx = self.cfg, self.ctx
-        client = self._client = await self._connect()
+        client = self._client = await open_client(self.cfg, self.pki, self.app_uri, self.ctx, on_lost)
         self.stats["sessions"] += 1
         if cfg.load_data_types:
             await client.load_data_type_definitions()
@@ -441,7 +400,7 @@ class Source:
                 nodes_per_request=bf.nodes_per_request, on_values=on_values,
             )
         except Exception as exc:  # noqa: BLE001 - a server without HistoryRead: live data goes on
-            msg = f"history read failed, the gap since the last run is not back-filled: {_describe(exc)}"
+            msg = f"history read failed, the gap since the last run is not back-filled: {describe(exc)}"
             log.warning("%s: %s", name, msg)
             ctx.status.error(msg)
             self._release_hold(seen)
@@ -471,13 +430,3 @@ class Source:
             for items in held:
                 self._take(items, collected, seen)
 
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, asyncio.TimeoutError):
-        return "timed out"
-    if isinstance(exc, ua.UaStatusCodeError):
-        return f"{type(exc).__name__} ({ua.StatusCode(exc.code).name}): {exc}"
-    if isinstance(exc, OSError) and exc.strerror:
-        return f"{type(exc).__name__}: {exc.strerror}"
-    text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}" if type(exc).__name__ not in text else text
