@@ -134,7 +134,9 @@ class Server:
         try:
             await self._serve(conn, reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, TimeoutError, OSError):
-            pass
+            pass  # the client went away, timed out, or failed its handshake: nothing to answer
+        except Exception:  # noqa: BLE001 - e.g. an eviction during start_tls: one connection, never the server
+            self.log.debug("http connection ended by an unexpected error", exc_info=True)
         finally:
             self._open.pop(conn.id, None)
             self._idle.pop(conn.id, None)
