@@ -44,7 +44,6 @@ def join(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else key
 
 
-_join = join
 
 # YAML's own types are trusted; numbers may fill a string field (``table: 2024``), as before.
 _PYDANTIC = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
