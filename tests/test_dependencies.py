@@ -1,7 +1,8 @@
 """Dependencies point one way: the core never imports the admin page, and no edge modules import each other in a circle.
 
 Read from the source with ``ast`` (nothing is imported), so a lazy import inside a
-function counts as much as one at the top: it is still a dependency.
+function counts as much as one at the top: it is still a dependency. Imports under
+``if TYPE_CHECKING:`` are left out: they name a type for the checker and never run.
 """
 
 from __future__ import annotations
@@ -34,11 +35,21 @@ def _resolve(name: str, mods: dict[str, Path]) -> str | None:
     return name or None
 
 
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
 def imports_of(module: str, path: Path, mods: dict[str, Path]) -> set[str]:
     """The edge modules ``module`` imports: ``from pkg import sub`` counts as ``pkg.sub`` when that is a module."""
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    type_only = {id(n) for guard in ast.walk(tree) if isinstance(guard, ast.If) and _is_type_checking(guard.test)
+                 for stmt in guard.body for n in ast.walk(stmt)}
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
         if isinstance(node, ast.Import):
             names.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -127,6 +138,8 @@ def test_the_checks_see_what_they_look_for(tmp_path):
     (pkg / "admin" / "views.py").write_text("def f():\n    from edge.admin.app import x\n")
     (pkg / "runner.py").write_text("import importlib\nimportlib.import_module('edge.admin.app')\n")
     (pkg / "cli.py").write_text("from edge.admin import app\n")
+    (pkg / "loop.py").write_text("from edge import pump\n")
+    (pkg / "pump.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from edge.loop import L\n")
     g = graph(tmp_path)
     assert core_to_admin(g) == [("edge.runner", "edge.admin.app")]
     assert cycles(g) == [["edge.admin.app", "edge.admin.views"]]
