@@ -223,3 +223,19 @@ def test_one_writer_per_spool(open_spool, spool_path):
     s.append(items(1))  # the first writer is unaffected
     s.close()
     open_spool().append(items(1))  # released on close
+
+
+def test_mqtt_quarantine_max_bytes_is_bounded_by_what_the_spool_stores():
+    """The config's maximum is the spool's: a value the spool would cut is refused at check time."""
+    from edge.config import parse
+    from edge.configtypes import ConfigError
+
+    def cfg(size):
+        return parse({"appliance_id": "a", "zerobus": {"endpoint": "http://127.0.0.1:50051", "workspace_url":
+                      "http://127.0.0.1:8090", "table": "c.s.t", "client_id": "x", "client_secret": "y"},
+                      "sources": [{"name": "m", "type": "mqtt", "subscriptions": [{"topic": "a/#"}],
+                                   "quarantine_max_bytes": size}]})
+
+    assert int(cfg("1MiB").sources[0].quarantine_max_bytes) == QUARANTINE_RAW_MAX
+    with pytest.raises(ConfigError, match="quarantine_max_bytes"):
+        cfg("2MiB")

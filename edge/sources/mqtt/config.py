@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from edge.config import SourceBase
 from edge.configtypes import ByteSize, ConfigError, Duration, Secret, check_url
 from edge.sources.mqtt.parse import Subscription
+from edge.spool import QUARANTINE_RAW_MAX
 
 
 @dataclass
@@ -56,6 +57,8 @@ class Config(SourceBase):
             raise ConfigError(f"{path}.batch_delay", "must be between 0 and 1s")
         if not 5 <= self.keepalive <= 65535:
             raise ConfigError(f"{path}.keepalive", "must be between 5s and 65535s")
+        if self.quarantine_max_bytes > QUARANTINE_RAW_MAX:  # what the spool stores at most per payload
+            raise ConfigError(f"{path}.quarantine_max_bytes", f"must be at most {QUARANTINE_RAW_MAX} bytes (1MiB)")
         if self.password and not self.username:
             raise ConfigError(f"{path}.username", "a password is set but no username")
         for key in ("ca_file", "cert_file", "key_file"):
