@@ -100,3 +100,23 @@ def test_rejected_event_bytes_never_raise():
     assert _event_bytes(nested).startswith(b"<event could not")
     assert _event_bytes(Unparsed("r", "[[[")) == b"[[["
     assert json.loads(_event_bytes({"a": 1})) == {"a": 1}
+
+
+def test_unusable_tls_files_are_reported_as_tls_error(tmp_path):
+    import asyncio
+    import ssl
+
+    from edge.sources.base import SourceContext, SourceStatus
+    from edge.sources.http.collector import Source
+    from edge.sources.http.config import Config
+
+    bad = tmp_path / "edge.pem"
+    bad.write_text("-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n")
+    cfg = Config(name="gw", type="http", token="t" * 20, listen="127.0.0.1:0", tls_cert=str(bad), tls_key=str(bad))
+    status = SourceStatus("gw", "http", None)
+    ctx = SourceContext(appliance_id="a", data_dir=tmp_path, emit=None, submit=None, quarantine=None,
+                        wait_for_space=None, status=status)
+    with pytest.raises(ssl.SSLError):
+        asyncio.run(Source(cfg, ctx).run())
+    snap = status.snapshot()
+    assert snap["state"] == "tls_error" and "TLS certificate/key unusable" in snap["detail"]

@@ -267,7 +267,7 @@ class Source:
         try:
             tls = self._tls_context()
         except (ssl.SSLError, OSError) as exc:
-            self.ctx.status.set_state(State.ERROR, f"TLS certificate/key unusable: {getattr(exc, 'reason', None) or exc.strerror}")
+            self.ctx.status.set_state(State.TLS_ERROR, f"TLS certificate/key unusable: {getattr(exc, 'reason', None) or exc.strerror}")
             raise
         ready: concurrent.futures.Future = concurrent.futures.Future()
         self._workers = concurrent.futures.ThreadPoolExecutor(WORKERS, thread_name_prefix=f"http:{self.cfg.name}:worker")
