@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter
 
@@ -25,7 +24,9 @@ async def test_ten_thousand_monitored_items(rig):
         async with running(src):
             await wait_until(lambda: rig.statuses["plc"].data["state"] == "running", timeout=120, what="running")
             subscribed_in = time.monotonic() - t0
-            await asyncio.sleep(2)
+            start = sim.produced_total
+            await wait_until(lambda: sim.produced_total - start > 4000, timeout=30, every=0.1,
+                             what="a second of changes at the offered rate")
             sim.pause()
             want = sim.produced_total
 
