@@ -3,8 +3,9 @@
 The window follows the pipe, the way a BBR-style congestion controller sizes it: the
 bytes in flight that fill a pipe are its delivery rate x its round-trip time, so the
 window is ``GAIN x (best delivery rate of the last RATE_MEMORY_S) x (lowest ack latency
-of the last RTT_MEMORY_S)``, bounded below by one batch and above by
-``zerobus.max_inflight_bytes`` (the memory the SDK may hold for us). While the drain is
+of the last RTT_MEMORY_S)``, bounded below by FLOOR_BATCHES of the largest batch sent
+(the fixed window of old) and above by ``zerobus.max_inflight_bytes`` (the memory the SDK
+may hold for us). While the drain is
 latency-bound the rate is window / RTT, so the window doubles about once per RTT until
 something else stops the rate from growing: the per-stream quota, the link, the CPU,
 or the memory bound.
@@ -34,7 +35,8 @@ MIN_INTERVAL_S = 0.1  # a rate sample spans at least this, and at least one RTT
 QUEUE_FACTOR = 1.5  # RTT above QUEUE_FACTOR x floor + QUEUE_SLACK_S: acks are queueing
 QUEUE_SLACK_S = 0.005
 THROTTLE_MEMORY_S = 10.0
-PROBE_S = 2.0  # how long a new stream runs before its effect on the rate is judged
+FLOOR_BATCHES = 4
+PROBE_S = 0.5  # a new stream runs at least this (and 4 RTTs) before its effect on the rate is judged
 PROBE_GAIN = 1.15  # the rate must rise this much for the quota (not the link) to be the limit
 LINK_HOLD_S = 60.0  # after a probe that did not help, no new one for this long
 CPU_BOUND = 0.85
@@ -95,11 +97,18 @@ class Pace:
         self._hold_until = 0.0
         self.cpu = 0.0
         self.draining = False
+        self._batch = 0  # largest batch sent, bytes
 
     # ----------------------------------------------------------- reports
 
     def sent(self, nbytes: int) -> None:
         self.inflight_bytes += nbytes
+        if nbytes > self._batch:
+            self._batch = nbytes
+            self.window = max(self.window, self._floor())
+
+    def _floor(self) -> int:
+        return min(self.max_bytes, max(self.min_bytes, FLOOR_BATCHES * self._batch))
 
     def dropped(self, nbytes: int) -> None:
         """Bytes that left the window without an ack (their stream went away; they will be resent)."""
@@ -161,7 +170,7 @@ class Pace:
         best = max((b for _, b, _ in self._rates), default=0.0)
         floor = self.min_rtt
         if best > 0 and floor is not None:
-            self.window = int(min(self.max_bytes, max(self.min_bytes, GAIN * best * floor)))
+            self.window = int(min(self.max_bytes, max(self._floor(), GAIN * best * floor)))
         self._judge_probe(now)
         if (self._probe is None and self.queueing() and self.streams < self.max_streams
                 and now >= self._hold_until):
@@ -169,7 +178,7 @@ class Pace:
             self.streams += 1
 
     def _judge_probe(self, now: float) -> None:
-        if self._probe is None or now - self._probe[0] < max(PROBE_S, 8 * (self.srtt or 0.0)):
+        if self._probe is None or now - self._probe[0] < max(PROBE_S, 4 * (self.srtt or 0.0)):
             return
         before = self._probe[1]
         self._probe = None

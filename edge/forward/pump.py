@@ -132,8 +132,7 @@ class Pump:
         cap_calls = self.calls_per_stream * len(self.streams)
         while self.streams:
             unsettled = self.spool.unsettled()
-            if self.window and (len(self.window) + unsettled >= cap_calls
-                                or self.pace.inflight_bytes + unsettled * self._mean_batch() >= self.pace.window):
+            if self.window and (len(self.window) + unsettled >= cap_calls or self.pace.inflight_bytes >= self.pace.window):
                 self.limited = True
                 return
             rows = self.spool.peek_protected(self.sent_hi, self.limit_rows)
@@ -172,9 +171,6 @@ class Pump:
         if not rows or rows[0][0] != b.first_seq or rows[-1][0] != b.last_seq or len(rows) != b.count:
             raise Failure(Retry(f"seqs {b.first_seq}-{b.last_seq} changed in the spool before their resend"), "internal")
         return self.fwd.framer.frame_rows(rows)
-
-    def _mean_batch(self) -> float:
-        return self.pace.inflight_bytes / len(self.window) if self.window else 0.0
 
     # ------------------------------------------------------------------ loop
 

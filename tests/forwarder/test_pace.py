@@ -9,15 +9,21 @@ from edge.forward.pace import LINK_HOLD_S, PROBE_S, Pace
 BATCH = 100_000  # bytes per batch
 
 
-def drive(p: Pace, t: float, seconds: float, rtt: float, rate: float, limited: bool = True) -> float:
-    """Acks of BATCH bytes at ``rate`` bytes/s, each after ``rtt``, for ``seconds``; returns the new time."""
+def drive(p: Pace, t: float, seconds: float, rtt: float, rate: float, limited: bool = True, until=None) -> float:
+    """Acks of BATCH bytes at ``rate`` bytes/s, each after ``rtt``, for ``seconds`` (or until ``until(p)``)."""
     step = BATCH / rate
     end = t + seconds
-    while t < end:
+    while t < end and not (until and until(p)):
         t += step
         p.sent(BATCH)
         p.acked(t, BATCH, 1000, rtt, limited)
     return t
+
+
+def test_the_window_never_drops_below_the_old_fixed_window_of_four_batches():
+    p = Pace(max_bytes=100_000_000, min_bytes=1000, max_streams=1, initial_bytes=1000)
+    drive(p, 0.0, 2.0, 0.001, 1_000_000)  # a tiny rate x RTT
+    assert p.window == 4 * BATCH
 
 
 def test_a_latency_bound_window_grows_to_rate_times_rtt_and_stops_at_the_memory_bound():
@@ -41,10 +47,11 @@ def test_a_rate_cap_sets_the_window_to_twice_the_bandwidth_delay_product():
 def test_queueing_acks_probe_a_second_stream_which_proves_a_quota():
     p = Pace(max_bytes=100_000_000, min_bytes=BATCH, max_streams=4)
     t = drive(p, 0.0, 1.0, 0.05, 1_000_000)  # floor RTT 50 ms
-    t = drive(p, t, 1.0, 0.2, 1_000_000)  # same rate, RTT x4: acks queue somewhere
-    assert p.queueing() and p.streams == 2  # a probe: one more stream
+    # Same rate, RTT x4: acks queue somewhere; a probe (one more stream) starts.
+    t = drive(p, t, 1.0, 0.2, 1_000_000, until=lambda p: p.streams == 2)
+    assert p.queueing() and p.streams == 2
     assert p.binding(t) == "quota-bound"  # while the probe runs
-    t = drive(p, t, PROBE_S + 0.5, 0.2, 2_000_000)  # the second stream doubled the rate
+    t = drive(p, t, PROBE_S + 1.0, 0.2, 2_000_000)  # the second stream doubled the rate
     assert p.binding(t) == "quota-bound"
     assert p.streams >= 3  # still queueing: the next probe
 
@@ -52,9 +59,9 @@ def test_queueing_acks_probe_a_second_stream_which_proves_a_quota():
 def test_a_probe_that_does_not_raise_the_rate_means_the_link_binds():
     p = Pace(max_bytes=100_000_000, min_bytes=BATCH, max_streams=4)
     t = drive(p, 0.0, 1.0, 0.05, 1_000_000)
-    t = drive(p, t, 1.0, 0.2, 1_000_000)
+    t = drive(p, t, 1.0, 0.2, 1_000_000, until=lambda p: p.streams == 2)
     assert p.streams == 2
-    t = drive(p, t, PROBE_S + 0.5, 0.2, 1_000_000)  # no gain from the second stream
+    t = drive(p, t, PROBE_S + 1.0, 0.2, 1_000_000)  # no gain from the second stream
     assert p.binding(t) == "link-bound"
     t = drive(p, t, LINK_HOLD_S / 2, 0.2, 1_000_000)
     assert p.streams == 2  # no new probe while the verdict holds
