@@ -87,7 +87,8 @@ def _move_aside(path: Path) -> Path:
         side = Path(f"{path}{suffix}")
         if side.exists():
             os.replace(side, f"{target}{suffix}")
-    os.replace(path, target)
+    if path.exists():
+        os.replace(path, target)
     _fsync_dir(path.parent)
     return target
 
@@ -121,7 +122,11 @@ def inspect_file(path: Path, seq: Any, full_check_max_bytes: int) -> tuple[dict 
         moved = _move_aside(path)
         log.critical("SPOOL CORRUPT: %s; moved aside to %s, starting a fresh spool", problem, moved)
         return {"problem": problem, "moved_to": str(moved), **salvage}, False
+    moved = None
+    if any(Path(f"{path}{suffix}").exists() for suffix in ("-wal", "-shm")):
+        # A WAL without its database must never be replayed into a fresh spool: keep it as evidence.
+        moved = str(_move_aside(path))
     if seq.value is not None:
         log.critical("SPOOL MISSING: %s absent but %s exists; starting after the reservation", path, seq.path)
-        return {"problem": "spool file missing while its seq reservation exists", "moved_to": None}, False
+        return {"problem": "spool file missing while its seq reservation exists", "moved_to": moved}, False
     return None, False

@@ -143,3 +143,21 @@ def test_sigkill_then_wal_deleted(open_spool, spool_path, lose_wal):
             assert acc["markers"] == [] and s.alarms() == []
     finally:
         s.close()
+
+
+def test_main_file_deleted_with_its_wal_left_behind(open_spool, spool_path, tmp_path):
+    """Only spool.db is gone; its -wal (frames of a file that no longer exists) must not be
+    replayed into the fresh spool: it is moved aside with the evidence."""
+    s = open_spool()
+    s.append(items(10))
+    s.checkpoint("TRUNCATE")
+    s.append(items(20, start=10))
+    crash = tmp_path / "crash"
+    crash.mkdir()
+    for name in ("spool.db-wal", "spool.db.seq"):
+        shutil.copy2(tmp_path / name, crash / name)
+    s2 = open_spool(path=crash / "spool.db")
+    acc = accounting(crash / "spool.db")
+    assert acc["readings"] == {} and [m[2] for m in acc["markers"]] == ["spool_corrupt"]
+    assert acc["markers"][0][1] >= 30 and s2.append(items(1)).first_seq > 30
+    assert any(p.name.endswith("-wal") and ".corrupt-" in p.name for p in crash.iterdir())
