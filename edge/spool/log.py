@@ -80,7 +80,10 @@ class SpoolLog:
         return AppendResult(first, last, True, dropped)
 
     def has_room(self, nbytes: int = 0) -> bool:
-        """Would ``nbytes`` more fit the budget and the disk right now (for waiters after a SpoolFull)?"""
+        """Would ``nbytes`` more be taken right now (for waiters after a SpoolFull)? Under a drop
+        policy always: the policy makes the room (a SpoolFull there was a full disk, retried)."""
+        if self.when_full != "block":
+            return True
         return budget.fits(self._meta.stored_bytes, nbytes + budget.ROW_OVERHEAD, self._readings_budget())
 
     def _readings_budget(self) -> int:

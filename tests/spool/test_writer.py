@@ -239,3 +239,13 @@ def test_waiters_wake_when_the_disk_frees_up(make_writer, monkeypatch):
     free["bytes"] = 10_000_000  # the operator cleaned up the disk
     assert w.wait_for_space(10) is True
     assert w.submit(items(1)).result(10).first_seq == 1
+
+
+def test_waiters_under_a_drop_policy_wake_on_a_full_disk(make_writer, monkeypatch):
+    """drop_oldest makes its own room: a collector told SpoolFull (the disk failed a write) must
+    not wait for a free-space figure that a full disk never shows."""
+    monkeypatch.setattr("edge.spool.common._disk_free", lambda _path: 0)
+    w = make_writer({"when_full": "drop_oldest", "ballast_bytes": 0}, sample_interval_s=0.05)
+    w.submit(items(5)).result(10)
+    w._update_space(True, False)  # as after an append that failed with SpoolFull(disk_full)
+    assert w.wait_for_space(10) is True
