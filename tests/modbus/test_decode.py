@@ -111,6 +111,30 @@ def test_scale_keeps_unscaled_integers_integral():
     assert dec.unscale_value(dec.scale_value(123, 0.1, -5.0), 0.1, -5.0) == pytest.approx(123)
 
 
+@pytest.mark.parametrize("regs,dtype,scale,offset,expected", [
+    ([0x7FFF], "int16", 0.1, 0.0, 3276.7),  # a real device's full-scale reading: 3276.7000000000003 before
+    ([0xFFFF], "uint16", 0.01, 0.0, 655.35),
+    ([0x8000], "int16", 0.1, 0.0, -3276.8),
+    ([0x007B], "uint16", 0.1, -5.0, 7.3),  # 7.300000000000001 unrounded
+    ([0x0007], "uint16", 0.025, 0.0, 0.175),  # 0.17500000000000002 unrounded
+    ([0x0000, 0x0021], "uint32", 0.1, 0.0, 3.3),  # 3.3000000000000003 unrounded
+])
+def test_scaled_integer_registers_are_rounded_to_the_scale_resolution(regs, dtype, scale, offset, expected):
+    value = dec.scale_value(dec.decode(regs, dtype), scale, offset)
+    assert value == expected and repr(value) == repr(expected)
+
+
+def test_rounding_never_touches_unscaled_or_float_registers():
+    raw = dec.decode(dec.encode(1.1, "float32"), "float32")  # 1.100000023841858 as the device sent it
+    assert dec.scale_value(raw, 1.0, 0.0) == raw
+    assert dec.scale_value(raw, 0.1, 0.0) == raw * 0.1  # a float's resolution is its own, not the scale's
+    assert dec.scale_value(32767, 1.0, 0.0) == 32767 and isinstance(dec.scale_value(32767, 1.0, 0.0), int)
+    assert dec.resolution_digits(1 / 3, 0.0) is None
+    assert dec.scale_value(3, 1 / 3, 0.0) == 3 * (1 / 3)  # no finite decimal resolution: left as computed
+    assert dec.resolution_digits(1e-05, 0.0) == 5 and dec.resolution_digits(2.5, -40.0) == 1
+    assert dec.resolution_digits(float("nan"), 0.0) is None
+
+
 _INT_TYPES = ["int16", "uint16", "int32", "uint32", "int64", "uint64"]
 
 

@@ -28,6 +28,8 @@ significant) one bit of a holding/input register.
 
 from __future__ import annotations
 
+import decimal
+import functools
 import math
 import struct
 from typing import Sequence
@@ -160,11 +162,38 @@ def int_range(dtype: str) -> tuple[int, int] | None:
     return _INT_RANGE.get(dtype)
 
 
+@functools.lru_cache(maxsize=1024)
+def resolution_digits(scale: float, offset: float) -> int | None:
+    """Decimal places of ``scale`` and ``offset`` as written (0.1 -> 1, 0.025 -> 3, 2.5 -> 1, 10 -> 0).
+
+    That is the resolution of an integer register after scaling: ``raw * 0.1`` can only
+    take values with one decimal, so more digits are binary floating-point noise
+    (32767 x 0.1 = 3276.7000000000003). None for NaN/Inf or more digits than a double holds.
+    """
+    digits = 0
+    for number in (scale, offset):
+        if not math.isfinite(number):
+            return None
+        exponent = decimal.Decimal(repr(float(number))).as_tuple().exponent
+        digits = max(digits, -int(exponent))
+    return digits if digits <= 15 else None
+
+
 def scale_value(raw: bool | int | float | str, scale: float, offset: float) -> bool | int | float | str:
-    """Engineering value = raw * scale + offset; an unscaled integer stays an integer."""
+    """Engineering value = raw * scale + offset; an unscaled value is returned unchanged.
+
+    A scaled integer register is rounded to the resolution of scale/offset
+    (``resolution_digits``), so 32767 x 0.1 reads 3276.7. A float register is not
+    rounded: its resolution is its own, not the scale's.
+    """
     if isinstance(raw, (bool, str)) or (scale == 1.0 and offset == 0.0):
         return raw
-    return raw * scale + offset
+    value = raw * scale + offset
+    if isinstance(raw, int):
+        digits = resolution_digits(scale, offset)
+        if digits is not None and math.isfinite(value):
+            value = round(value, digits)
+    return value
 
 
 def unscale_value(value: float, scale: float, offset: float) -> float:
@@ -174,5 +203,5 @@ def unscale_value(value: float, scale: float, offset: float) -> float:
 
 __all__ = [
     "DecodeError", "ORDERS", "STRING_ORDERS", "TYPES", "bytes_to_registers", "decode", "encode",
-    "int_range", "register_count", "registers_to_bytes", "scale_value", "unscale_value",
+    "int_range", "register_count", "registers_to_bytes", "resolution_digits", "scale_value", "unscale_value",
 ]
