@@ -117,10 +117,10 @@ class Pump:
             self.t.count("rotations" if out.graceful else "failures")
         self.t.error(f.phase, "Throttled" if out.throttled else "Rotation" if out.graceful else "Retry", out.reason)
 
-    def _check_errors(self) -> None:
+    def _check_errors(self, phase: str = "ack") -> None:
         for link in list(self.streams):
             if link.acks.error is not None:
-                self._lost(link, link.failure(None, "ack"))
+                self._lost(link, link.failure(None, phase))
 
     # ------------------------------------------------------------------ send
 
@@ -198,7 +198,7 @@ class Pump:
                 self.spool.wait_recorded(WAIT_SLICE)
                 continue
             if not self.window:
-                self._check_errors()  # a stream the server closed while idle is replaced now
+                self._check_errors("idle")  # a stream the server closed while idle is replaced now
                 if not idle:
                     idle = True
                     t.set_state("idle", "caught up")

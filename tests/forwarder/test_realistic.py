@@ -81,6 +81,7 @@ def test_quota_by_flow_control_delivers_everything_once(rig):
     assert _service(rig.emu)["throttled_batches"] >= 1
     assert rig.emu.table_stats()["duplicates"] == 0
     assert st["failures_total"] == 0
+    assert st["drain"]["binding"] == "caught-up" and st["drain"]["streams_open"] >= 1
 
 
 def test_jittered_ack_latency_delivers_everything_once(rig):
