@@ -1,6 +1,6 @@
 """One short look at the spool per request: the only I/O the page does.
 
-Each ``SpoolReader`` call is its own brief read transaction (see edge/spool.py),
+Each ``SpoolReader`` call is its own brief read transaction (see edge/spool/reader.py),
 so the admin page never pins a WAL snapshot; the connection lives for one
 request and is closed before rendering starts.
 """
