@@ -38,10 +38,10 @@ ARG EDGE_GID=10001
 # (edge/firststart.py SHARES); a new volume takes the owner of the directory it is mounted on.
 RUN groupadd -g "${EDGE_GID}" edge \
     && useradd -u "${EDGE_UID}" -g edge -d /var/lib/edge -M -s /usr/sbin/nologin edge \
-    && mkdir -p /var/lib/edge /etc/edge /data /secrets /shares/broker /shares/edge /shares/admin /shares/sim-mqtt /shares/zerobus \
-    && chown edge:edge /var/lib/edge /data /secrets \
+    && mkdir -p /var/lib/edge/admin-state /etc/edge /data /secrets /shares/broker /shares/edge /shares/admin /shares/sim-mqtt /shares/zerobus \
+    && chown edge:edge /var/lib/edge /var/lib/edge/admin-state /data /secrets \
     && chown -R edge:edge /shares \
-    && chmod 0700 /secrets /shares/*
+    && chmod 0700 /secrets /shares/* /var/lib/edge/admin-state
 COPY --from=build /opt/venv /opt/venv
 # The schema files (the emulator serves the table readings.sql describes: --ddl).
 COPY proto/ /opt/zerobus-edge/proto/

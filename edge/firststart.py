@@ -12,8 +12,9 @@ Each service mounts only what it needs: the master copies stay in ``--dir``
 (mounted by the init service alone), and SHARES copies each file into the
 subdirectory of every service that uses it, under ``EDGE_SECRET_SHARES``
 (default: ``--dir`` itself; in Compose /shares, one volume per service mounted there: the edge never sees the admin password, nor the admin
-page the MQTT ones). The admin page's cookie signing key is made here too, in
-the admin's share: not in the spool volume the edge writes.
+page the MQTT ones). The admin page's own state (server-side sessions, the key
+that tags them) lives in a volume of its own (docker-compose.yml: admin-state),
+not in the spool volume the edge can read.
 
 The demo world (``EDGE_DEMO_TLS_HOSTNAMES`` set, e.g. ``zerobus``) also gets a
 private CA and a server certificate for the ZeroBus emulator, and for the edge
@@ -37,13 +38,12 @@ CREDENTIALS = {
     "mqtt_edge_password": ("MQTT_PASSWORD_EDGE", 12),
     "mqtt_sim1_password": ("MQTT_PASSWORD_SIM1", 12),
 }
-SESSION_KEY = "admin-session.key"  # edge.admin.auth.session_key reads it, hex
 DEMO_CA, DEMO_CERT, DEMO_KEY, DEMO_BUNDLE = "zerobus-ca.pem", "zerobus-server.pem", "zerobus-server.key", "ca-bundle.pem"
 # service subdirectory -> the files it gets (docker-compose.yml mounts one volume on each)
 SHARES = {
     "broker": ("mqtt_edge_password", "mqtt_sim1_password"),
     "edge": ("mqtt_edge_password", DEMO_BUNDLE),
-    "admin": ("admin_password", SESSION_KEY),
+    "admin": ("admin_password",),
     "sim-mqtt": ("mqtt_sim1_password",),
     "zerobus": (DEMO_CA, DEMO_CERT, DEMO_KEY),
 }
@@ -69,9 +69,6 @@ def ensure(directory: str | os.PathLike, env: dict[str, str] | None = None) -> d
             value, how = secrets.token_urlsafe(18), "generated"
         _write(path, value)
         out[name] = how
-    if not (d / SESSION_KEY).exists():
-        _write(d / SESSION_KEY, secrets.token_hex(32))
-        out[SESSION_KEY] = "generated"
     hostnames = [h.strip() for h in env.get("EDGE_DEMO_TLS_HOSTNAMES", "").split(",") if h.strip()]
     if hostnames:
         out["demo_tls"] = demo_tls(d, hostnames)

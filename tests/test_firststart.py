@@ -44,7 +44,7 @@ def test_each_service_share_holds_only_its_files(tmp_path):
     ensure(tmp_path / "master", env={"EDGE_SECRET_SHARES": str(shares)})
     held = {p.name: sorted(f.name for f in p.iterdir()) for p in shares.iterdir()}
     assert held == {"broker": ["mqtt_edge_password", "mqtt_sim1_password"], "edge": ["mqtt_edge_password"],
-                    "admin": ["admin-session.key", "admin_password"], "sim-mqtt": ["mqtt_sim1_password"]}
+                    "admin": ["admin_password"], "sim-mqtt": ["mqtt_sim1_password"]}
     assert (shares / "admin" / "admin_password").read_text() == (tmp_path / "master" / "admin_password").read_text()
     assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in shares.rglob("*") if f.is_file())
     # A changed value reaches every share that holds it.

@@ -17,7 +17,7 @@ import pytest
 
 from ops.composectl import Compose, Emulator, docker, emulator_rows, http_json, wait_for
 
-from edge.firststart import SESSION_KEY, SHARES
+from edge.firststart import SHARES
 
 from .conftest import APPLIANCE_ID, ENV_FILE, FILES, figure
 
@@ -107,12 +107,12 @@ def test_compose_up_whole_appliance_every_source_reaches_the_emulator(stack):
     assert password not in stack.logs(tail=2000)  # generated, never printed
 
     # Each service holds only its own secrets: the edge (which parses OT input) cannot
-    # read the admin password anywhere it can see, nor the page's cookie signing key.
+    # read the admin password anywhere it can see, nor the page's sessions.
     assert set(stack.exec("edge", "ls", "/secrets").stdout.split()) == set(SHARES["edge"])
     found = stack.exec("edge", "grep", "-rqsF", "--", password, "/secrets", "/data", "/etc/edge", check=False)
     assert found.returncode == 1, "the edge container can read the admin password"
-    assert stack.exec("edge", "test", "-e", f"/data/{SESSION_KEY}", check=False).returncode == 1
-    assert stack.exec("admin", "test", "-s", f"/secrets/{SESSION_KEY}", check=False).returncode == 0
+    assert stack.exec("admin", "ls", "/var/lib/edge/admin-state").stdout.split(), "the admin's sessions went elsewhere"
+    assert stack.exec("edge", "ls", "/data").stdout.split().count("admin-state") == 0
     # ...and the emulator's private key is only in the emulator.
     assert stack.exec("edge", "test", "-e", "/secrets/zerobus-server.key", check=False).returncode == 1
 
@@ -185,8 +185,10 @@ def test_rendered_config_mounts_each_service_only_the_secrets_it_needs(compose_t
                 "secrets-sim": "sim-mqtt", "secrets-zerobus": "zerobus"}
     assert init == {vol: f"/shares/{share_of[vol]}" for vol in share_of} and set(share_of.values()) == set(SHARES)
     assert "admin_password" not in SHARES["edge"] and not any("password" in f for f in SHARES["zerobus"])
-    # The admin page signs cookies with the key from its own secrets, not from the spool volume.
-    assert cfg["services"]["admin"]["environment"]["EDGE_ADMIN_SESSION_KEY_DIR"] == "/secrets"
+    # The admin page keeps its sessions in a volume of its own, not in the spool volume the edge reads.
+    assert cfg["services"]["admin"]["environment"]["EDGE_ADMIN_STATE_DIR"] == "/var/lib/edge/admin-state"
+    mounts = lambda s: {v.get("source") for v in cfg["services"][s].get("volumes", [])}  # noqa: E731
+    assert "admin-state" in mounts("admin") and "admin-state" not in mounts("edge")
     # The edge trusts the emulator through its CA bundle, as it would a TLS-inspecting proxy.
     edge_env = cfg["services"]["edge"]["environment"]
     assert edge_env["SSL_CERT_FILE"] == "/secrets/ca-bundle.pem" and edge_env["ZEROBUS_ENDPOINT"] == "https://zerobus"
