@@ -104,9 +104,11 @@ def test_stream_lifetime_rotates_with_the_close_signal_and_no_duplicates(emu, ap
     while _service(emu)["rotations"] - before["rotations"] < 2 and time.monotonic() < deadline:
         s.wait_for_offset(s.ingest_records_offset(readings(appliance_id, range(seq, seq + 200))))
         seq += 200
-    # One more batch after the second signal: it can only be acked on a third stream.
-    s.wait_for_offset(s.ingest_records_offset(readings(appliance_id, range(seq, seq + 200))))
-    seq += 200
+    # Keep sending until the second rotation has moved the SDK to a third stream (the server counts a
+    # rotation when it decides it; the signal reaches the SDK after the acks queued before it).
+    while emu.table_stats()["streams_opened"] - st_before["streams_opened"] < 3 and time.monotonic() < deadline:
+        s.wait_for_offset(s.ingest_records_offset(readings(appliance_id, range(seq, seq + 200))))
+        seq += 200
     s.flush()
     s.close()
     after, st = _service(emu), emu.table_stats()
