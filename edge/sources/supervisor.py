@@ -141,7 +141,10 @@ class Supervisor:
                 failure = self.classify(exc, phase)
                 if failure.state is State.RESTARTING:  # a collector crashed: the traceback is for its developer
                     self.log.error("source %s failed", status.name, exc_info=exc)
-            await session.close()
+            try:
+                await session.close()
+            except Exception:  # noqa: BLE001 - a failed teardown must not end the supervision; it is logged
+                self.log.exception("source %s: closing after a failure failed", status.name)
             self.report(failure)
             if self._check is not None:
                 self._check()

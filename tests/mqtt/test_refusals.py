@@ -116,3 +116,18 @@ def test_a_subscription_the_acl_refuses_is_subscribe_failed_and_the_rest_flows(a
         assert edge.state()["state"] == "subscribe_failed"  # still shown while connected
     finally:
         edge.stop()
+
+
+def test_a_peer_that_never_answers_connect_is_connect_failed_not_connecting_for_ever(broker, tmp_path):
+    import socket
+
+    with socket.socket() as silent:  # accepts TCP (the kernel's backlog), never speaks MQTT
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        edge = InProcessEdge(edge_config(tmp_path, broker, url=f"mqtt://127.0.0.1:{port}", connect_timeout=1))
+        try:
+            st = edge.wait_state("connect_failed", 15)
+            assert "no CONNACK" in st["detail"] and str(port) in st["detail"]
+        finally:
+            edge.stop()

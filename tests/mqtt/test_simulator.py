@@ -6,7 +6,9 @@ import json
 import signal
 import subprocess
 import sys
-import time
+import threading
+
+import paho.mqtt.client as mqtt
 
 from edge.sources.mqtt.sparkplug import Decoder
 from simulators.mqtt import payloads
@@ -42,7 +44,19 @@ def test_counters_on_sigusr1_and_at_exit(broker, tmp_path):
          "--password-file", str(broker.password_file("sim4")), "--rate", "200", "--duration", "4",
          "--counters-file", str(counters), "--auto-faults"], cwd=ROOT, stderr=subprocess.PIPE)
     try:
-        time.sleep(1.5)
+        # SIGUSR1 before the simulator installed its handler would kill it: wait for its first message
+        # (it publishes only after installing the handler), not for a fixed time.
+        got = threading.Event()
+        sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="t-watch-sim4")
+        sub.username_pw_set("edge", broker.password("edge"))
+        sub.on_connect = lambda c, u, f, rc, props: c.subscribe("plant/sim4/#", qos=0)
+        sub.on_message = lambda c, u, m: got.set()
+        sub.connect("127.0.0.1", broker.port)
+        sub.loop_start()
+        try:
+            assert got.wait(30), "the simulator published nothing"
+        finally:
+            sub.loop_stop()
         p.send_signal(signal.SIGUSR1)
         mid = wait_until(lambda: counters.exists() and json.loads(counters.read_text()), 10, "counters on SIGUSR1")
         assert mid["published"] > 0

@@ -95,9 +95,15 @@ class Session:
             raise Failure(State.CONNECT_FAILED, f"cannot reach {self.host}:{self.port}: {describe_oserror(exc)}") from None
         client.loop_start()
         self._looping = True
-        while self._connack is None and not self._gone:
-            await self._changed.wait()
-            self._changed.clear()
+        try:
+            # Bounded: a peer that accepts TCP but never answers (not a broker, or a stuck one).
+            async with asyncio.timeout(float(cfg.connect_timeout) * 2):
+                while self._connack is None and not self._gone:
+                    await self._changed.wait()
+                    self._changed.clear()
+        except TimeoutError:
+            raise Failure(State.CONNECT_FAILED, f"{self.host}:{self.port} accepted the connection but sent no "
+                          f"CONNACK within {float(cfg.connect_timeout) * 2:g}s (is it an MQTT broker?)") from None
         connack = self._connack
         if connack is not None and connack[0] < 128:
             return
