@@ -53,12 +53,16 @@ class SpoolConfig:
     when_full: Literal["block", "drop_oldest", "drop_newest"] = "block"
     max_age: Duration | None = None
     min_free_bytes: ByteSize = ByteSize(256 * 1024**2)
+    side_max_bytes: ByteSize | None = None  # quarantine + dead letters, within max_bytes (default max_bytes/8)
+    ballast_bytes: ByteSize | None = None  # disk held back for a full disk (default max_bytes/32, 1..32MiB)
 
-    ZERO_OK = ("min_free_bytes",)  # 0: no free-space check
+    ZERO_OK = ("min_free_bytes", "ballast_bytes")  # 0: no free-space check; no ballast
 
     def validate(self, path: str) -> None:
         if self.max_bytes < 1024**2:
             raise ConfigError(f"{path}.max_bytes", "must be at least 1MiB")
+        if self.side_max_bytes is not None and self.side_max_bytes >= self.max_bytes:
+            raise ConfigError(f"{path}.side_max_bytes", "must be less than max_bytes")
 
 
 @dataclass

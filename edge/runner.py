@@ -38,6 +38,8 @@ def open_spool(cfg: Config):
         when_full=cfg.spool.when_full,
         max_age_s=float(cfg.spool.max_age) if cfg.spool.max_age is not None else None,
         min_free_bytes=int(cfg.spool.min_free_bytes),
+        side_max_bytes=None if cfg.spool.side_max_bytes is None else int(cfg.spool.side_max_bytes),
+        ballast_bytes=None if cfg.spool.ballast_bytes is None else int(cfg.spool.ballast_bytes),
     )
 
 

@@ -164,8 +164,7 @@ def test_quarantine_and_dead_letters_count_in_the_budget(open_spool, spool_path)
     with SpoolReader(spool_path) as r:
         kept = sum(len(q["raw"]) + 32 for q in r.quarantined(1000))
     assert kept == st["side_bytes"]
-    assert not s.has_room((1 << 20) - st["side_bytes"] - st["depth_bytes"] + 1)
-    assert s.has_room((1 << 20) - st["side_bytes"] - st["depth_bytes"] - 64)
+    assert s._readings_budget() == (1 << 20) - st["side_bytes"]
 
 
 def test_quarantine_keeps_only_the_newest(open_spool, monkeypatch):
@@ -239,3 +238,20 @@ def test_mqtt_quarantine_max_bytes_is_bounded_by_what_the_spool_stores():
     assert int(cfg("1MiB").sources[0].quarantine_max_bytes) == QUARANTINE_RAW_MAX
     with pytest.raises(ConfigError, match="quarantine_max_bytes"):
         cfg("2MiB")
+
+
+def test_side_cap_and_ballast_come_from_the_config(tmp_path):
+    from edge.config import parse
+    from edge.configtypes import ConfigError
+    from edge.runner import open_spool
+
+    base = {"appliance_id": "a", "zerobus": {"client_secret": "y"}, "sources": [{"name": "d", "type": "synthetic"}]}
+    cfg = parse({**base, "spool": {"path": str(tmp_path / "s.db"), "max_bytes": "64MiB", "min_free_bytes": 0,
+                                   "side_max_bytes": "2MiB", "ballast_bytes": 0}})
+    s = open_spool(cfg)
+    try:
+        assert s.stats()["side_budget_bytes"] == 2 << 20 and not (tmp_path / "s.db.ballast").exists()
+    finally:
+        s.close()
+    with pytest.raises(ConfigError, match="side_max_bytes"):
+        parse({**base, "spool": {"max_bytes": "64MiB", "side_max_bytes": "64MiB"}})
