@@ -329,6 +329,7 @@ def backlog(stats: Mapping[str, Any], now: float) -> dict:
     }
 
 
+NOT_DELIVERING = ("egress_down", "blocked", "paused", "stopped")
 CAUGHT_UP_S = 10.0  # draining at the ingest rate with no more than this many seconds of it waiting: live, not a queue
 
 
@@ -408,6 +409,11 @@ def status(*, appliance_id: str, stats: Mapping[str, Any] | None, states_by_kind
     up = uplink(fwd, stats, now, stale_after, pause_requested, quiet_allowance)
     srcs = sources(states_by_kind.get("source") or {}, now, source_rates)
     bl = backlog(stats, now)
+    if up["state"] in NOT_DELIVERING and bl["drain_state"] not in ("drained", "unknown"):
+        # The 10 s rates lag a cut by up to 10 s; the forwarder's own state says it now.
+        bl.update(drain_state="stalled", drain_value="stalled",
+                  drain_note=f"{'forwarding' if up['state'] == 'paused' else 'uplink'} "
+                             f"{up['state'].replace('_', ' ')}: nothing is being delivered")
     integrity = (states_by_kind.get("integrity") or {}).get("readings")
     # The appliance's start: the earliest "since" among its parts still running.
     starts = [s["since_ts"] for s in srcs if s["since_ts"]] + ([up["since_ts"]] if up["since_ts"] else [])

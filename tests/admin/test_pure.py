@@ -364,3 +364,16 @@ def test_time_to_drain_is_not_caught_up_when_delivery_falls_short_of_ingest():
     """A cut a few seconds old: some acks still in the 10 s window, the backlog small but growing."""
     b = model.backlog({"depth_seqs": 6000, "ingest_rate_10s": 2000.0, "drain_rate_10s": 900.0}, now=0)
     assert b["drain_state"] == "falling_behind"
+
+
+def test_time_to_drain_says_stalled_while_the_uplink_is_down_even_before_the_rates_catch_up():
+    """Seconds after a cut the 10 s drain rate still counts acks from before it (the browser drill saw "growing")."""
+    now = 10_000.0
+    stats = {"depth_seqs": 13_450, "depth_rows": 13_450, "ingest_rate_10s": 2000.0, "drain_rate_10s": 1270.0}
+    fwd = {"state": "backing_off", "updated_ts": now, "last_ack_ts": now - 6,
+           "egress_cuts": [{"started_ts": now - 5, "open": True}]}
+    doc = model.status(appliance_id="a", stats=stats, states_by_kind={"forwarder": {"main": fwd}}, samples=[],
+                       version="t", started=0, now=now)
+    assert doc["uplink"]["state"] == "egress_down"
+    assert (doc["backlog"]["drain_state"], doc["backlog"]["drain_value"]) == ("stalled", "stalled")
+    assert "egress down" in doc["backlog"]["drain_note"]
