@@ -7,7 +7,9 @@ from pathlib import Path
 import yaml
 
 from edge.config import parse
+from edge.sources.modbus import regmap
 from edge.sources.modbus.collector import Config, DeviceConfig, PointConfig
+from edge.sources.modbus.config import ArrayConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "edge/sources/modbus/README.md").read_text()
@@ -34,6 +36,17 @@ def test_every_option_is_documented():
     for cls in (Config, DeviceConfig, PointConfig):
         for f in dataclasses.fields(cls):
             assert f"| `{f.name}` |" in README, f"{cls.__name__}.{f.name} missing from modbus/README.md"
+    for f in dataclasses.fields(ArrayConfig):
+        assert f"`{f.name}`" in README.split("### Arrays")[1].split("### CSV")[0], f"ArrayConfig.{f.name}"
+
+
+def test_register_map_spellings_are_documented():
+    csv_section = README.split("### CSV (`devices[].register_map`)")[1].split("\n## ")[0]
+    for key, spellings in [*regmap.COLUMNS.items(), *regmap.TABLE_VALUES.items(), *regmap.TYPE_VALUES.items()]:
+        row = next((line for line in csv_section.splitlines() if line.startswith(f"| `{key}` |")), None)
+        assert row is not None, key
+        for spelling in spellings:
+            assert f"`{spelling}`" in row, (key, spelling)
 
 
 def test_every_source_option_appears_in_the_sample():
