@@ -3,8 +3,8 @@
 The window follows the pipe, the way a BBR-style congestion controller sizes it: the
 bytes in flight that fill a pipe are its delivery rate x its round-trip time, so the
 window is ``GAIN x (best delivery rate of the last RATE_MEMORY_S) x (lowest ack latency
-of the last RTT_MEMORY_S)``, bounded below by FLOOR_BATCHES of the largest batch sent
-(the fixed window of old) and above by ``zerobus.max_inflight_bytes`` (the memory the SDK
+of the last RTT_MEMORY_S)``, bounded below by FLOOR_BATCHES of the largest batch sent per
+stream (the fixed window of old) and above by ``zerobus.max_inflight_bytes`` (the memory the SDK
 may hold for us). While the drain is
 latency-bound the rate is window / RTT, so the window doubles about once per RTT until
 something else stops the rate from growing: the per-stream quota, the link, the CPU,
@@ -36,9 +36,9 @@ QUEUE_FACTOR = 1.5  # RTT above QUEUE_FACTOR x floor + QUEUE_SLACK_S: acks are q
 QUEUE_SLACK_S = 0.005
 THROTTLE_MEMORY_S = 10.0
 FLOOR_BATCHES = 4
-PROBE_S = 0.5  # a new stream runs at least this (and 4 RTTs) before its effect on the rate is judged
+PROBE_S = 1.0  # a new stream runs at least this (and 8 base RTTs) before its effect on the rate is judged
 PROBE_GAIN = 1.15  # the rate must rise this much for the quota (not the link) to be the limit
-LINK_HOLD_S = 60.0  # after a probe that did not help, no new one for this long
+LINK_HOLD_S = 10.0  # after a probe that did not help, no new one for this long (noise can hide a gain: retry)
 CPU_BOUND = 0.85
 THROTTLE_FIRST_S = 0.1
 THROTTLE_MAX_S = 5.0
@@ -93,11 +93,13 @@ class Pace:
         self._throttled_at: float | None = None
         self._throttles = 0
         self._probe: tuple[float, float] | None = None  # (started, rate before)
+        self._probe_best = 0.0
         self._verdict: str | None = None  # "quota" | "link" from the last probe
         self._hold_until = 0.0
         self.cpu = 0.0
         self.draining = False
         self._batch = 0  # largest batch sent, bytes
+        self._min_rtt: float | None = None  # lowest RTT of the last RTT_MEMORY_S
 
     # ----------------------------------------------------------- reports
 
@@ -108,7 +110,8 @@ class Pace:
             self.window = max(self.window, self._floor())
 
     def _floor(self) -> int:
-        return min(self.max_bytes, max(self.min_bytes, FLOOR_BATCHES * self._batch))
+        # Per stream: a quota is per stream, so each one needs its own share of the pipe.
+        return min(self.max_bytes, max(self.min_bytes, FLOOR_BATCHES * self._batch * self.streams))
 
     def dropped(self, nbytes: int) -> None:
         """Bytes that left the window without an ack (their stream went away; they will be resent)."""
@@ -120,15 +123,18 @@ class Pace:
         self._throttles = 0
         self.srtt = rtt if self.srtt is None else 0.875 * self.srtt + 0.125 * rtt
         self._rtts.append((now, rtt))
-        while self._rtts and self._rtts[0][0] < now - RTT_MEMORY_S:
-            self._rtts.popleft()
+        self._min_rtt = rtt if self._min_rtt is None else min(self._min_rtt, rtt)
         if self._iv_start is None:
             self._iv_start = now - rtt
         self._iv_bytes += nbytes
         self._iv_records += records
         self._iv_limited = self._iv_limited or limited
         span = now - self._iv_start
-        if span >= max(MIN_INTERVAL_S, self.srtt):
+        # One sample per base RTT (not per queued RTT: a probe must be judged before the queue drains).
+        if span >= max(MIN_INTERVAL_S, self._min_rtt):
+            while self._rtts and self._rtts[0][0] < now - RTT_MEMORY_S:
+                self._rtts.popleft()
+            self._min_rtt = min(r for _, r in self._rtts)
             self.bytes_per_s = self._iv_bytes / span
             self.records_per_s = self._iv_records / span
             if self._iv_limited:  # a sample where the spool ran dry says nothing about the pipe
@@ -151,6 +157,7 @@ class Pace:
         self._throttles += 1
         if self.streams < self.max_streams:
             self.streams += 1
+            self.window = max(self.window, self._floor())
         return delay
 
     def cpu_sample(self, busy_fraction: float) -> None:
@@ -160,7 +167,7 @@ class Pace:
 
     @property
     def min_rtt(self) -> float | None:
-        return min(r for _, r in self._rtts) if self._rtts else None
+        return self._min_rtt
 
     def queueing(self) -> bool:
         floor = self.min_rtt
@@ -175,14 +182,21 @@ class Pace:
         if (self._probe is None and self.queueing() and self.streams < self.max_streams
                 and now >= self._hold_until):
             self._probe = (now, self.bytes_per_s)
-            self.streams += 1
+            self._probe_best = 0.0
+            self.streams = min(self.max_streams, 2 * self.streams)  # 1, 2, 4...: few probes to the maximum
+            self.window = max(self.window, self._floor())
 
     def _judge_probe(self, now: float) -> None:
-        if self._probe is None or now - self._probe[0] < max(PROBE_S, 4 * (self.srtt or 0.0)):
+        # The best sample since the probe began (one noisy sample neither proves nor refutes a
+        # gain), over eight base RTTs: not the queued RTT, which the probe is meant to shorten.
+        if self._probe is None:
+            return
+        self._probe_best = max(self._probe_best, self.bytes_per_s)
+        if now - self._probe[0] < max(PROBE_S, 8 * (self.min_rtt or 0.0)):
             return
         before = self._probe[1]
         self._probe = None
-        if self.bytes_per_s >= PROBE_GAIN * before:
+        if self._probe_best >= PROBE_GAIN * before:
             self._verdict = "quota"
         else:
             self._verdict = "link"

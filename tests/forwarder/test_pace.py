@@ -51,9 +51,10 @@ def test_queueing_acks_probe_a_second_stream_which_proves_a_quota():
     t = drive(p, t, 1.0, 0.2, 1_000_000, until=lambda p: p.streams == 2)
     assert p.queueing() and p.streams == 2
     assert p.binding(t) == "quota-bound"  # while the probe runs
-    t = drive(p, t, PROBE_S + 1.0, 0.2, 2_000_000)  # the second stream doubled the rate
-    assert p.binding(t) == "quota-bound"
-    assert p.streams >= 3  # still queueing: the next probe
+    # The second stream doubled the rate: a quota, and (still queueing) the next probe starts.
+    t = drive(p, t, PROBE_S + 1.0, 0.2, 2_000_000, until=lambda p: p.streams == 4)
+    assert p.streams == 4 and p.binding(t) == "quota-bound"  # streams double: 1, 2, 4
+    assert p.window >= 4 * BATCH * 4  # each stream gets at least the old fixed window
 
 
 def test_a_probe_that_does_not_raise_the_rate_means_the_link_binds():
