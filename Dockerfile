@@ -17,16 +17,20 @@ RUN python3 -m venv /opt/venv
 # A wheelhouse with wheels in it makes the build strictly offline (--no-index):
 # a missing wheel then fails the build instead of quietly reaching PyPI.
 COPY ops/images/wheelhouse/ /wheels/
-COPY pyproject.toml /src/pyproject.toml
-# Dependencies first, from pyproject.toml alone, so a source change reuses this layer.
+# Every package the image installs, pinned with its hashes (bash ops/images/lock.sh
+# refreshes it): a package not in the lock, or a file that does not match, fails the build.
+COPY ops/images/requirements.lock /src/requirements.lock
+# Dependencies first, from the lock alone, so a source change reuses this layer.
 RUN set -eu; \
     if ls /wheels/*.whl >/dev/null 2>&1; then echo "pip: offline, /wheels"; echo "--no-index --find-links /wheels" >/opt/pip-source; \
     else echo "pip: PyPI"; : >/opt/pip-source; fi; \
-    python3 -c 'import tomllib; print("\n".join(tomllib.load(open("/src/pyproject.toml", "rb"))["project"]["dependencies"]))' >/opt/requirements.txt; \
-    /opt/venv/bin/pip install -q $(cat /opt/pip-source) -r /opt/requirements.txt
+    /opt/venv/bin/pip install -q $(cat /opt/pip-source) --require-hashes -r /src/requirements.lock
+COPY pyproject.toml /src/pyproject.toml
 COPY edge/ /src/edge/
 COPY simulators/ /src/simulators/
-RUN /opt/venv/bin/pip install -q $(cat /opt/pip-source) --no-deps /src \
+# The project itself: no dependency and no build backend from anywhere but the lock.
+RUN /opt/venv/bin/pip install -q --no-index --no-deps --no-build-isolation /src \
+    && /opt/venv/bin/pip check \
     && /opt/venv/bin/python -c 'import edge, simulators'
 
 FROM ${BASE_IMAGE}

@@ -39,11 +39,14 @@ if [ ! -x .venv/bin/python ]; then
   log "creating .venv"
   "$py" -m venv .venv
 fi
-stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+# Exactly the lock (every package pinned with its hashes; bash ops/images/lock.sh refreshes
+# it), then the project itself with no dependency and no build backend from elsewhere.
+lock=ops/images/requirements-test.lock
+stamp=.venv/.installed-$(cat pyproject.toml "$lock" | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
-  log "installing Python packages"
-  .venv/bin/pip install -q --upgrade pip >/dev/null
-  .venv/bin/pip install -q -e '.[test]'
+  log "installing Python packages ($lock)"
+  .venv/bin/pip install -q --require-hashes -r "$lock"
+  .venv/bin/pip install -q --no-deps --no-build-isolation -e .
   touch "$stamp"
 fi
 

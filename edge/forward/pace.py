@@ -210,7 +210,8 @@ class Pace:
         if self._throttled_at is not None and now - self._throttled_at < THROTTLE_MEMORY_S:
             return "quota-bound"
         if self.queueing():
-            return "quota-bound" if self._verdict == "quota" or self._probe is not None else "link-bound"
+            # Until a probe shows that another stream raises the rate, the shared path is what is full.
+            return "quota-bound" if self._verdict == "quota" else "link-bound"
         return "latency-bound"
 
     def figures(self, now: float) -> Figures:

@@ -9,8 +9,8 @@
 #       the same rootfs plus Debian's mosquitto package, laid out like the
 #       upstream image (/mosquitto/{config,data,log}, user mosquitto uid 1883).
 #   ops/images/wheelhouse/*.whl               for  PyPI at image build time
-#       the pinned dependencies of pyproject.toml for CPython 3.11 manylinux
-#       x86_64, so `docker build` needs no network.
+#       every package of ops/images/requirements.lock (pinned, hash-checked)
+#       for CPython 3.11 manylinux x86_64, so `docker build` needs no network.
 #
 # The stand-ins get their own names on purpose: tagging them `python:...` or
 # `eclipse-mosquitto:2` would silently shadow the real images on a developer's
@@ -152,17 +152,11 @@ import_image mosquitto "$MOSQ_TAG" "$mosq_tar" $mosq_fresh \
   --change 'CMD ["/usr/sbin/mosquitto", "-c", "/mosquitto/config/mosquitto.conf"]'
 
 # ------------------------------------------------------------- wheelhouse
-# The pinned runtime dependencies plus what building the project itself needs
-# (setuptools, wheel: pip's isolated build env also installs from here).
-reqs=$($py - <<'PY'
-import tomllib
-with open("pyproject.toml", "rb") as f:
-    p = tomllib.load(f)
-for r in p["project"]["dependencies"] + p["build-system"]["requires"] + ["wheel"]:
-    print(r)
-PY
-)
-wheel_key=$(printf '%s\n' "$reqs" | sha)
+# Exactly the lock: the runtime dependencies and the build backend, each file
+# checked against its hash (bash ops/images/lock.sh refreshes the lock).
+lock=ops/images/requirements.lock
+[ -f "$lock" ] || die "$lock is missing (bash ops/images/lock.sh)"
+wheel_key=$(sha <"$lock")
 wheel_stamp="$wheelhouse/.inputs"
 if [ -z "${FORCE:-}" ] && [ -f "$wheel_stamp" ] && [ "$(cat "$wheel_stamp")" = "$wheel_key" ]; then
   say "ok      $wheelhouse ($(ls "$wheelhouse"/*.whl | wc -l) wheels, inputs $wheel_key unchanged)"
@@ -175,11 +169,10 @@ else
   # --platform needs --only-binary: a dependency without a wheel fails here,
   # loudly, instead of needing a compiler inside the image.
   # shellcheck disable=SC2086
-  printf '%s\n' "$reqs" >"$cache/requirements.txt"
-  "$py" -m pip download -q --dest "$wheelhouse" --only-binary=:all: \
+  "$py" -m pip download -q --dest "$wheelhouse" --only-binary=:all: --no-deps --require-hashes \
     --implementation cp --python-version 3.11 --abi cp311 --abi abi3 --abi none \
     $platforms --platform manylinux2014_x86_64 --platform any \
-    -r "$cache/requirements.txt" || die "pip download failed"
+    -r "$lock" || die "pip download failed"
   echo "$wheel_key" >"$wheel_stamp"
   say "built   $wheelhouse ($(ls "$wheelhouse"/*.whl | wc -l) wheels)"
 fi

@@ -50,7 +50,7 @@ def test_queueing_acks_probe_a_second_stream_which_proves_a_quota():
     # Same rate, RTT x4: acks queue somewhere; a probe (one more stream) starts.
     t = drive(p, t, 1.0, 0.2, 1_000_000, until=lambda p: p.streams == 2)
     assert p.queueing() and p.streams == 2
-    assert p.binding(t) == "quota-bound"  # while the probe runs
+    assert p.binding(t) == "link-bound"  # until the probe shows that a stream more helps
     # The second stream doubled the rate: a quota, and (still queueing) the next probe starts.
     t = drive(p, t, PROBE_S + 1.0, 0.2, 2_000_000, until=lambda p: p.streams == 4)
     assert p.streams == 4 and p.binding(t) == "quota-bound"  # streams double: 1, 2, 4
