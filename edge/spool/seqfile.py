@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -15,6 +16,7 @@ log = logging.getLogger("edge.spool")
 
 SEQ_BLOCK = 1_000_000
 COMMIT_STEP = 20_000  # the committed mark runs at most this far ahead of the last commit
+RECORD_BYTES = 256  # the sidecar's record rewritten in place on a full disk: within one 512-byte sector
 DELIVERED_STEP = 10_000  # the delivered mark lags the watermark by at most this (plus one ack)
 
 class _WriterLock:
@@ -112,6 +114,27 @@ class SeqReservation:
             log.warning("seq reservation %s not updated: %s", self.path, e)
 
     def _write(self, value: int | None, committed: int | None, delivered: int | None) -> None:
-        data = {"reserved": value, "committed": committed, "delivered": delivered}
-        write_atomic(self.path, (json.dumps(data) + "\n").encode(), 0o644)
+        data = (json.dumps({"reserved": value, "committed": committed, "delivered": delivered}) + "\n").encode()
+        try:
+            write_atomic(self.path, data, 0o644)
+        except OSError as e:
+            if e.errno != errno.ENOSPC or not self._overwrite(data):
+                raise
         self.value, self.committed, self.delivered = value, committed, delivered
+
+    def _overwrite(self, data: bytes) -> bool:
+        """A full disk has no block for a temp file: rewrite the sidecar in place instead, in one
+        write of a fixed-size record within its first sector (padded with spaces, which read() strips)."""
+        if len(data) > RECORD_BYTES:
+            return False
+        try:
+            fd = os.open(self.path, os.O_WRONLY)
+        except OSError:
+            return False
+        try:
+            os.pwrite(fd, data.ljust(RECORD_BYTES, b" "), 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        log.warning("seq reservation %s rewritten in place (disk full)", self.path)
+        return True

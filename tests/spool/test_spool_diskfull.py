@@ -113,10 +113,10 @@ def test_drop_oldest_on_a_100pct_full_disk_keeps_going(open_spool, tiny_fs, capl
     writer = SpoolWriter(s, sample_interval_s=0.05)
     try:
         k = 0
-        while s.stats()["depth_bytes"] < 1 << 20:
+        while writer.call(lambda sp: sp.stats()).result(10)["depth_bytes"] < 1 << 20:
             writer.submit(items(100, start=100 * k, pad=300)).result(10)
             k += 1
-        depth_before = s.stats()["depth_rows"]
+        depth_before = writer.call(lambda sp: sp.stats()).result(10)["depth_rows"]
         fill_disk(tiny_fs / "filler")
         with caplog.at_level(logging.WARNING):
             for _ in range(300):  # every append is stored: none refused, none failing
@@ -208,3 +208,18 @@ def test_maintenance_errors_become_a_state_line(open_spool, spool_path, caplog, 
         assert any("recovered" in r.message for r in caplog.records)
     finally:
         writer.close()
+
+
+def test_seq_sidecar_moves_on_a_full_disk(tiny_fs):
+    """No block left for a temp file: the reservation is rewritten in place, so crossing the
+    committed mark does not fail every append once the disk is full."""
+    from edge.spool.seqfile import SeqReservation
+
+    seq = SeqReservation(tiny_fs / "spool.db")
+    seq.ensure_above(1)
+    fill_disk(tiny_fs / "filler")
+    before = seq.committed
+    seq.ensure_above(before + 5)
+    again = SeqReservation(tiny_fs / "spool.db")
+    assert (again.value, again.committed) == (seq.value, seq.committed) and again.committed >= before + 4
+    assert not [p for p in tiny_fs.iterdir() if p.name.endswith(".tmp")]
