@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-from simulators.kit.emulator import Emulator
 
 ROOT = Path(__file__).resolve().parents[2]
 KILLS = 16

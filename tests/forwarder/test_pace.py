@@ -40,7 +40,7 @@ def test_a_latency_bound_window_grows_to_rate_times_rtt_and_stops_at_the_memory_
 
 def test_a_rate_cap_sets_the_window_to_twice_the_bandwidth_delay_product():
     p = Pace(max_bytes=100_000_000, min_bytes=BATCH, max_streams=1)
-    t = drive(p, 0.0, 2.0, 0.1, 5_000_000)
+    drive(p, 0.0, 2.0, 0.1, 5_000_000)
     assert p.window == pytest.approx(2 * 5_000_000 * 0.1, rel=0.05)
 
 
