@@ -1,7 +1,7 @@
 """The appliance's one YAML config file: load, interpolate secrets, validate.
 
 The schema is the config dataclasses (here, ``edge/sources/<type>/config.py``,
-``edge/admin/settings.py``), validated by pydantic through
+``edge/adminconfig.py``), validated by pydantic through
 ``edge.configtypes.build``. Every error names the field path
 (``zerobus.batch_max_records: expected an integer``) and the CLI exits non-zero
 with it.
@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 import yaml
 
+from edge.adminconfig import AdminConfig
 from edge.configinterp import Interpolation
 from edge.configtypes import ByteSize, ConfigError, Duration, Secret, build, check_listen, check_url, fields_of
 
@@ -149,7 +150,7 @@ def _child_type(tp: Any, hints: dict[str, Any], key: str, parent: dict) -> Any:
     if tp is Config and key == "sources":
         return list[_SourceType]
     if tp is Config and key == "admin":
-        return _admin_class() or Any
+        return AdminConfig
     if tp is _SourceType:
         cls = _source_class(parent.get("type"))
         return fields_of(cls).get(key, Any) if cls else Any
@@ -165,13 +166,6 @@ def _source_class(kind: Any) -> type | None:
         return None
     try:
         return importlib.import_module(SOURCE_TYPES[kind]).Config
-    except ModuleNotFoundError:
-        return None
-
-
-def _admin_class() -> type | None:
-    try:
-        return importlib.import_module("edge.admin.settings").AdminConfig
     except ModuleNotFoundError:
         return None
 
@@ -242,12 +236,7 @@ def _parse(data: dict, origins: dict[str, list[str]]) -> Config:
 
 
 def _build_admin(raw: Any, origins: dict[str, list[str]]) -> Any:
-    cls = _admin_class()
-    if cls is None:
-        if raw:
-            raise ConfigError("admin", "the admin page is not available in this build")
-        return None
-    return build(cls, raw or {}, "admin", origins=origins)
+    return build(AdminConfig, raw or {}, "admin", origins=origins)
 
 
 def schema() -> dict:
@@ -268,11 +257,9 @@ def schema() -> dict:
         defs[f"source_{kind}"] = sub
         variants.append({"$ref": f"#/$defs/source_{kind}"})
     out["properties"]["sources"] = {"type": "array", "items": {"oneOf": variants}}
-    admin = _admin_class()
-    if admin is not None:
-        sub = json_schema(admin)
-        defs.update(sub.pop("$defs", {}))
-        out["properties"]["admin"] = sub
+    sub = json_schema(AdminConfig)
+    defs.update(sub.pop("$defs", {}))
+    out["properties"]["admin"] = sub
     return out
 
 

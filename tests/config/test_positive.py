@@ -29,7 +29,7 @@ def _class_at(raw: dict, key: str, owner: type) -> type:
     if owner is Config and key == "sources":
         return None  # chosen per entry by its type
     if owner is Config and key == "admin":
-        return importlib.import_module("edge.admin.settings").AdminConfig
+        return importlib.import_module("edge.adminconfig").AdminConfig
     return unwrap(fields_of(owner)[key])
 
 
