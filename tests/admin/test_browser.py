@@ -62,7 +62,7 @@ def appliance(tmp_path):
         "spool": {"path": str(tmp_path / "spool.db"), "max_bytes": "256MiB", "min_free_bytes": "1MiB"},
         "zerobus": {"endpoint": emu.grpc_endpoint, "workspace_url": emu.workspace_url, "table": emu.table,
                     "client_id": emu.client_id, "client_secret": "${ZB_SECRET}",
-                    "backoff_initial": "200ms", "backoff_max": "1s", "batch_max_records": 2000},
+                    "reconnect_initial": "200ms", "reconnect_max": "1s", "batch_max_records": 2000},
         "sources": [
             {"name": "line1-temps", "type": "synthetic", "rate": 1500, "points": 40, "prefix": "Line1/Temp"},
             {"name": "press-hall", "type": "synthetic", "rate": 500, "points": 12, "prefix": "Press/Force",

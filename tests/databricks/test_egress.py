@@ -23,7 +23,7 @@ def run_edge(tmp: Path, emu: Emulator, env: dict, seconds: float) -> subprocess.
         "data_dir": str(tmp / "data"),
         "spool": {"path": str(tmp / "spool.db"), "max_bytes": "64MiB"},
         "zerobus": {"endpoint": emu.grpc_endpoint, "workspace_url": emu.workspace_url, "client_id": emu.client_id,
-                    "client_secret": emu.client_secret, "backoff_max": "2s"},
+                    "client_secret": emu.client_secret, "reconnect_max": "2s"},
         "sources": [{"name": "demo", "type": "synthetic", "rate": 500, "points": 10}],
     }
     (tmp / "edge.yaml").write_text(yaml.safe_dump(cfg))

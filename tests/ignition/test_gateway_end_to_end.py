@@ -29,7 +29,7 @@ def wait(pred, timeout: float) -> bool:
 
 def zerobus_cfg(emu: Emulator) -> dict:
     return {"endpoint": emu.grpc_endpoint, "workspace_url": emu.workspace_url, "client_id": emu.client_id,
-            "client_secret": emu.client_secret, "backoff_initial": "200ms", "backoff_max": "1s"}
+            "client_secret": emu.client_secret, "reconnect_initial": "200ms", "reconnect_max": "1s"}
 
 
 def test_every_event_the_gateway_sent_lands_by_key(edge_http):
