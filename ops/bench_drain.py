@@ -1,7 +1,7 @@
 """Drain benchmark: spool -> Forwarder -> real SDK -> emulator, under a realistic cloud and a thin uplink.
 
     PYTHONPATH=. .venv/bin/python ops/bench_drain.py            # ~3 minutes on 2 busy cores
-        [--streams 1,4] [--rows-fast 300000] [--rows-slow 150000] [--batch 5000] [--inflight 4]
+        [--streams 1,4] [--rows-fast 200000] [--rows-slow 120000] [--batch N] [--inflight N]
         [--ack-latency-ms 150] [--quota 100000] [--quota-low 15000] [--link-mbit 20] [--link-delay-ms 50]
         [--set key=value ...]  (any zerobus config field, e.g. an adaptive window's)  [--backlog-rows N]
 
@@ -18,8 +18,10 @@ the pipe allows without the forwarder):
   ``tc tbf + netem`` on the egress would do, without root).
 
 Each row prints its binding limit, computed in the same run: min(streams x quota, the
-no-latency rate with those streams, the link's capacity in readings/s at the wire bytes
-per reading measured at the proxy), and the drain as a fraction of it; also what the
+no-latency rate with those streams (the better of the bare SDK's and the forwarder's), the
+link's capacity in readings/s at the wire bytes per reading measured at the proxy), and the
+drain as a fraction of it (the no-latency row: of the bare SDK's rate); what the adaptive
+forwarder said bound it while draining (its ``state()["drain"]["binding"]``, sampled); also what the
 configured window allows (streams x inflight x batch / ack time), bytes per reading as
 gRPC messages (the emulator's counters) and on the wire (the proxy: gRPC frames, HTTP/2
 framing and headers included), and what compression would save on a batch.
@@ -29,6 +31,7 @@ framing and headers included), and what compression would save on a batch.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import shutil
@@ -140,7 +143,7 @@ def forwarder_classes():
 def drain(emu, spool_path: Path, rows: int, streams: int, batch: int, inflight: int,
           endpoint: str | None = None, extra: dict | None = None) -> dict:
     from edge.config import ZerobusConfig
-    from edge.configtypes import ByteSize, Secret
+    from edge.configtypes import Secret
     from edge.spool import Spool
     from edge.writer import SpoolWriter
 
@@ -151,18 +154,27 @@ def drain(emu, spool_path: Path, rows: int, streams: int, batch: int, inflight: 
     writer = SpoolWriter(spool)
     cfg = ZerobusConfig(endpoint=endpoint or emu.grpc_endpoint, workspace_url=emu.workspace_url, table=emu.table,
                         client_id=emu.client_id, client_secret=Secret(emu.client_secret), streams=streams,
-                        batch_max_records=batch, batch_max_bytes=ByteSize(8 << 20), max_inflight_batches=inflight,
-                        **(extra or {}))
+                        batch_max_records=batch, max_inflight_batches=inflight, **(extra or {}))
     fwd = Forwarder(cfg, appliance_id=APP, spool_path=str(spool_path), writer=writer)
     t0 = time.perf_counter()
     fwd.start()
+    said: collections.Counter = collections.Counter()  # the adaptive forwarder's own view of what binds it
+    most_streams, next_look = 0, 0.0
     while writer.call(lambda s: s.watermark()).result(30) < last:
         time.sleep(0.01)
+        if time.perf_counter() >= next_look:
+            pace = fwd.state().get("drain") or {}  # absent before the adaptive window
+            if pace.get("binding"):
+                said[pace["binding"]] += 1
+                most_streams = max(most_streams, pace.get("streams_open") or 0)
+            next_look = time.perf_counter() + 0.25
     wall = time.perf_counter() - t0
     st = fwd.state()
     fwd.stop(10)
     writer.close()
-    return {"wall": wall, "acked": st["acked_total"], "resent": st["resent_total"], "failures": st["failures_total"]}
+    says = ", ".join(f"{k} {v / sum(said.values()):.0%}" for k, v in said.most_common(3))
+    return {"wall": wall, "acked": st["acked_total"], "resent": st["resent_total"], "failures": st["failures_total"],
+            "says": f"{says}; up to {most_streams} stream(s)" if said else ""}
 
 
 def first_ack_child(cfg_json: str) -> int:
@@ -254,10 +266,10 @@ def parse_sets(pairs: list[str]) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--streams", default="1,4", help="zerobus.streams values, one set of rows each (default 1,4)")
-    ap.add_argument("--rows-fast", type=int, default=300_000, help="readings per run for the no-latency and 100k/s rows")
-    ap.add_argument("--rows-slow", type=int, default=150_000, help="readings per run for the 15k/s and link rows")
-    ap.add_argument("--batch", type=int, default=5000)
-    ap.add_argument("--inflight", type=int, default=4)
+    ap.add_argument("--rows-fast", type=int, default=200_000, help="readings per run for the no-latency and 100k/s rows")
+    ap.add_argument("--rows-slow", type=int, default=120_000, help="readings per run for the 15k/s and link rows")
+    ap.add_argument("--batch", type=int, default=None, help="batch_max_records (default: the config's)")
+    ap.add_argument("--inflight", type=int, default=None, help="max_inflight_batches per stream (default: the config's)")
     ap.add_argument("--ack-latency-ms", type=float, default=150.0)
     ap.add_argument("--quota", type=float, default=100_000.0, help="records/s per stream (published default)")
     ap.add_argument("--quota-low", type=float, default=15_000.0, help="records/s per stream (older pages)")
@@ -280,7 +292,12 @@ def main() -> int:
     from ops.linkproxy import LinkProxy
     from simulators.kit.emulator import Emulator
 
+    from edge.config import ZerobusConfig
+
     _, Framer = forwarder_classes()
+    defaults = ZerobusConfig()
+    args.batch = args.batch or defaults.batch_max_records
+    args.inflight = args.inflight or defaults.max_inflight_batches
     extra = parse_sets(args.set)
     only = set(args.only.split(",")) if args.only else {"nolat", "quota", "quota_low", "link"}
     work = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="bench-drain-"))
@@ -359,6 +376,10 @@ def main() -> int:
                 limits = {}
                 if n in nolat:
                     limits["cpu"] = nolat[n]
+                if kind == "nolat":
+                    # On a shared machine one bare-SDK run can come out slower than the forwarder: the
+                    # no-latency limit for the other rows is the better of the two no-latency rates.
+                    nolat[n] = max(nolat[n], rate)
                 if faults.get("quota_records_per_s"):
                     limits["quota"] = n * faults["quota_records_per_s"]
                 wire_bpr = None
@@ -375,6 +396,8 @@ def main() -> int:
                     note.append(f"throttled {after['throttled_batches'] - before['throttled_batches']} batches")
                 if window < limit:
                     note.append("window-bound")
+                if d["says"]:
+                    note.append("forwarder says " + d["says"])
                 print(f"{label:26} {n:7d} {rate:11,.0f} {limit:10,.0f} {binding + '-bound':>12} {rate / limit:6.2f} "
                       f"{window:10,.0f} {msg_bpr:8.2f} {(f'{wire_bpr:.2f}' if wire_bpr else '-'):>9} "
                       f"{ph.emu_cpu / ph.wall:7.0%} {ph.self_cpu / ph.wall:8.0%}  {', '.join(note)}")
