@@ -134,6 +134,16 @@ def test_token_request_is_checked_and_user_agents_recorded(emu, appliance_id):
     assert token(emu, form=form, status=400)["error"] == "invalid_target"
 
 
+def test_application_name_reaches_the_stream_user_agent(emu, appliance_id):
+    from zerobus.sdk.sync import ZerobusSdk
+
+    s = proto_stream(emu, sdk=ZerobusSdk(emu.grpc_endpoint, emu.workspace_url, application_name="plant-7-edge"))
+    s.wait_for_offset(s.ingest_records_offset(readings(appliance_id, range(3))))
+    s.close()
+    uas = emu.http("GET", "/clients")["stream_user_agents"]
+    assert any(ua.startswith("zerobus-sdk-py/") and "plant-7-edge" in ua for ua in uas), uas
+
+
 def test_token_for_another_workspace_is_refused_non_retriably(appliance_id):
     with Emulator(extra_args=["--workspace-id", "6051921418418893"]) as emu:
         with pytest.raises(NonRetriableException):
