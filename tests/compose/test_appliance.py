@@ -159,6 +159,9 @@ def test_production_override_drops_the_demo_world(compose_tool):
     demo = {name for name, svc in services.items() if "demo" in (svc.get("profiles") or [])}
     assert demo == {"zerobus", "sim-opcua", "sim-modbus", "sim-mqtt"}
     assert services["edge"]["environment"]["ZEROBUS_ENDPOINT"].startswith("https://")
+    # No demo CA in production: the edge trusts the system CAs, and init makes no emulator certificate.
+    assert services["edge"]["environment"]["SSL_CERT_FILE"] == "/etc/ssl/certs/ca-certificates.crt"
+    assert services["init"]["environment"]["EDGE_DEMO_TLS_HOSTNAMES"] == ""
 
 
 def test_rendered_config_mounts_each_service_only_the_secrets_it_needs(compose_tool):

@@ -64,7 +64,7 @@ def test_the_dmz_shape_of_the_stack():
     # First-start credentials: a one-shot with no network; everyone who logs in waits for it.
     assert services["init"]["network_mode"] == "none"
     assert services["init"]["command"][:2] == ["edge", "init-secrets"]
-    for name in ("mosquitto", "edge", "admin"):
+    for name in ("mosquitto", "edge", "admin", "zerobus"):
         assert services[name]["depends_on"]["init"]["condition"] == "service_completed_successfully", name
 
 
