@@ -94,7 +94,7 @@ def test_malformed_payloads_are_quarantined_and_the_stream_continues(broker, tmp
         assert len(huge["raw"]) == 64 * 1024  # bounded
         assert "unknown metric alias 42" in reasons["spBv1.0/plant/DDATA/sim2/dev"]["reason"]
         points = {r.point: r for r in spool_readings(edge.spool_path)}
-        assert points["plant/sim1/ok"].value_int == 7
+        assert points["plant/sim1/ok"].value_double == 7 and points["plant/sim1/ok"].data_type == "double"  # numbers are double unless declared
         assert points["plant/sim1/num/ok"].value_double == 3.5
         assert edge.state()["quarantined_total"] == len(bad) + 1
         c.loop_stop()

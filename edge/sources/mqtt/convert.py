@@ -19,6 +19,7 @@ from edge.fsutil import write_atomic
 from edge.sources.context import SourceContext
 from edge.sources.mqtt.config import Config
 from edge.sources.mqtt.parse import Mapper, ParseError, Router
+from edge.sources.mqtt.pointmeta import MetadataStore
 from edge.sources.mqtt.pipeline import Msg
 from edge.sources.mqtt.sparkplug import Decoder
 
@@ -38,7 +39,8 @@ class Converter:
     def __init__(self, cfg: Config, ctx: SourceContext, counts: collections.Counter | None = None):
         self.cfg = cfg
         self.ctx = ctx
-        self.router = Router(cfg.subscriptions)
+        self._meta_path = Path(ctx.data_dir) / "mqtt-metadata.json"
+        self.router = Router(cfg.subscriptions, metadata=MetadataStore(load_json(self._meta_path)))
         self._alias_path = Path(ctx.data_dir) / "sparkplug-aliases.json"
         self.decoder = Decoder(load_json(self._alias_path))
         self._q_logged_at = 0.0
@@ -98,7 +100,10 @@ class Converter:
 
     def _parse(self, mapper: Mapper, topic: str, payload: bytes):
         if mapper.format != "sparkplug":
-            return mapper.parse(topic, payload)
+            parsed = mapper.parse(topic, payload)
+            if self.router.metadata.changed:  # saved before the retained metadata message is acknowledged
+                save_json(self._meta_path, self.router.metadata.snapshot())
+            return parsed
         parsed, changed = self.decoder.parse(topic, payload)
         if changed:
             # Saved before the BIRTH can be acknowledged: after a restart the broker will

@@ -1,9 +1,14 @@
-"""Pure MQTT payload mapping: topic filters, JSON field paths, timestamps, quality.
+"""Pure MQTT payload mapping: topic filters, JSON field paths, timestamps, quality, types, metadata topics.
 
-No I/O and no paho here: ``edge/sources/mqtt/collector.py`` feeds ``(topic, payload)``
+No I/O and no paho here: ``edge/sources/mqtt/convert.py`` feeds ``(topic, payload)``
 pairs in and gets ``Parsed`` readings out, or a ``ParseError`` whose message is
 the quarantine reason. Everything is compiled once from the config so the hot
-path is a dict lookup plus ``json.loads``.
+path is a dict lookup plus ``json.loads``. Value types and the metadata store are
+in ``pointmeta.py``.
+
+Over 400 lines: the subscription's config classes, the compiled mapper that reads
+them and the small parsers it calls (filters, paths, timestamps, quality, point
+templates) are one table of rules; split, each part would import all the others.
 """
 
 from __future__ import annotations
@@ -17,17 +22,16 @@ from typing import Any, Callable, Literal, NamedTuple
 
 from edge.configtypes import ConfigError
 from edge.encode import BAD, GOOD, UNCERTAIN
+from edge.sources.mqtt.pointmeta import (  # noqa: F401  (ParseError: re-exported, its home for callers)
+    MetadataMapping, MetadataStore, ParseError, PointMeta, ValueType, spelled_type, typed,
+)
 
-Format = Literal["json", "number", "text", "sparkplug"]
+Format = Literal["json", "number", "text", "sparkplug", "metadata"]
 TimestampFormat = Literal["auto", "epoch_s", "epoch_ms", "epoch_us", "epoch_ns", "iso8601"]
 
 # Anything outside these years is a unit mistake (seconds read as microseconds...), not a time.
 _TS_MIN_US = 631_152_000_000_000  # 1990-01-01
 _TS_MAX_US = 7_258_118_400_000_000  # 2200-01-01
-
-
-class ParseError(ValueError):
-    """The payload cannot become a reading; the message is the quarantine reason."""
 
 
 class Parsed(NamedTuple):
@@ -67,8 +71,16 @@ class Subscription:
     point: str = "{topic}"  # template: {topic}, {0}..{n} topic levels, {field} (json.point)
     unit: str | None = None  # a fixed unit for every reading of this subscription
     json: JsonMapping = field(default_factory=JsonMapping)
+    type: ValueType | None = None  # every value of this subscription; default: numbers double, the rest as sent
+    types: dict[str, ValueType] = field(default_factory=dict)  # point name (or glob with *) -> type
+    metadata: MetadataMapping = field(default_factory=MetadataMapping)  # for format: metadata
 
     def validate(self, path: str) -> None:
+        for pattern in self.types:
+            if not pattern:
+                raise ConfigError(f"{path}.types", "a point name or pattern must not be empty")
+        if self.format in ("sparkplug", "metadata") and (self.type or self.types):
+            raise ConfigError(f"{path}.type", f"does not apply to format {self.format} (its types come with the payload)")
         try:
             check_filter(self.topic)
         except ValueError as exc:
@@ -351,10 +363,22 @@ def parse_number(payload: bytes) -> int | float:
 
 
 class Mapper:
-    """One compiled subscription: ``parse(topic, payload) -> list[Parsed]`` or ParseError."""
+    """One compiled subscription: ``parse(topic, payload) -> list[Parsed]`` or ParseError.
 
-    def __init__(self, sub: Subscription):
+    ``metadata``: the store that ``format: metadata`` subscriptions fill and every
+    subscription reads units and types from (one per source, shared by its mappers).
+    """
+
+    def __init__(self, sub: Subscription, metadata: MetadataStore | None = None):
         self.sub = sub
+        self.metadata = MetadataStore() if metadata is None else metadata
+        self._exact_types = {k: v for k, v in sub.types.items() if "*" not in k}
+        self._glob_types = [(re.compile(".*".join(map(re.escape, k.split("*"))) + r"\Z"), v)
+                            for k, v in sub.types.items() if "*" in k]
+        self._types: dict[str, str | None] = {}  # point -> type from `types` (cache)
+        m = sub.metadata
+        self._meta = {k: compile_getter(compile_path(getattr(m, k))) for k in ("unit", "description", "type")
+                      if getattr(m, k) is not None}
         self.format = sub.format
         self._point = compile_point_template(sub.point, has_field=sub.json.point is not None)
         j = sub.json
@@ -387,19 +411,62 @@ class Mapper:
         if self.format == "json":
             return [self._parse_json(topic, payload)]
         if self.format == "number":
-            v = parse_number(payload)
-            return [Parsed(self.point(topic), v, unit=self.sub.unit)]
+            return [self._reading(self.point(topic), parse_number(payload))]
         if self.format == "text":
-            return [Parsed(self.point(topic), _decode_text(payload), unit=self.sub.unit)]
+            return [self._reading(self.point(topic), _decode_text(payload))]
+        if self.format == "metadata":
+            self._parse_metadata(topic, payload)
+            return []
         raise ParseError(f"format {self.format} is not handled by Mapper")  # sparkplug lives in sparkplug.py
 
+    def declared_type(self, point: str, meta: PointMeta | None) -> str | None:
+        """``types`` (exact name, then patterns in order), else the metadata topic's, else ``type``."""
+        t = self._types.get(point, _MISSING)
+        if t is _MISSING:
+            t = self._exact_types.get(point) or next((v for rx, v in self._glob_types if rx.match(point)), None)
+            if len(self._types) >= 100_000:
+                self._types.clear()
+            self._types[point] = t
+        return t or (meta.type if meta is not None else None) or self.sub.type  # type: ignore[return-value]
+
+    def _reading(self, point: str, value: Any, quality: str = GOOD, status: int | None = None,
+                 source_ts: int | None = None, unit: str | None = None) -> Parsed:
+        meta = self.metadata.get(point)
+        if unit is None:
+            unit = (meta.unit if meta is not None else None) or self.sub.unit
+        value, data_type = typed(value, self.declared_type(point, meta))
+        return Parsed(point, value, quality, status, source_ts, unit, data_type)
+
+    def _parse_metadata(self, topic: str, payload: bytes) -> None:
+        point = self.point(topic)
+        old = self.metadata.get(point) or PointMeta()
+        text_field = self.sub.metadata.text
+        if text_field is not None:  # one field per topic, plain text (Homie: .../$unit, .../$datatype)
+            text = _decode_text(payload).strip() or None
+            fields = {**vars(old), text_field: spelled_type(text) if text_field == "type" and text else text}
+            self.metadata.put(point, PointMeta(**fields) if any(fields.values()) else None)
+            return
+        if not payload.strip():  # a retained topic cleared: forget the point's metadata
+            self.metadata.put(point, None)
+            return
+        doc = _load_json(payload)
+        if type(doc) is not dict:
+            raise ParseError(f"metadata payload is a {type(doc).__name__}, expected a JSON object")
+        fields = {}
+        for key, get in self._meta.items():
+            raw = get(doc)
+            if raw is _MISSING or raw is None:
+                continue
+            if key == "type":
+                fields[key] = spelled_type(raw)
+            elif isinstance(raw, str):
+                fields[key] = raw
+            else:
+                raise ParseError(f"metadata field {getattr(self.sub.metadata, key)!r} is not a string")
+        self.metadata.put(point, PointMeta(**fields))
+
     def _parse_json(self, topic: str, payload: bytes) -> Parsed:
-        try:
-            doc = json.loads(payload.decode("utf-8"))  # not json.loads(bytes): that would accept UTF-16/32
-        except UnicodeDecodeError as exc:
-            raise ParseError(f"payload is not valid UTF-8 (byte {exc.start})") from None
-        except (ValueError, RecursionError) as exc:  # ValueError: also an integer past int()'s 4300 digits
-            raise ParseError(f"invalid JSON: {getattr(exc, 'msg', exc)} at char {getattr(exc, 'pos', '?')}") from None
+        doc = _load_json(payload)
         value = self._get_value(doc)
         if value is _MISSING:
             raise ParseError(f"no field {_show(self._value)!r} for the value")
@@ -427,19 +494,29 @@ class Mapper:
             if raw_f is _MISSING or raw_f is None or isinstance(raw_f, (dict, list, bool)):
                 raise ParseError(f"no usable point name at {_show(self._field)!r}")
             fld = str(raw_f)
-        unit = self.sub.unit
+        unit = None
         if self._get_unit is not None:
             raw_u = self._get_unit(doc)
             if type(raw_u) is str:
                 unit = raw_u
-        return Parsed(self.point(topic, fld), value, quality, status, source_ts, unit)
+        return self._reading(self.point(topic, fld), value, quality, status, source_ts, unit)
+
+
+def _load_json(payload: bytes) -> Any:
+    try:
+        return json.loads(payload.decode("utf-8"))  # not json.loads(bytes): that would accept UTF-16/32
+    except UnicodeDecodeError as exc:
+        raise ParseError(f"payload is not valid UTF-8 (byte {exc.start})") from None
+    except (ValueError, RecursionError) as exc:  # ValueError: also an integer past int()'s 4300 digits
+        raise ParseError(f"invalid JSON: {getattr(exc, 'msg', exc)} at char {getattr(exc, 'pos', '?')}") from None
 
 
 class Router:
     """Picks the subscription for a topic (first match in config order), cached per topic."""
 
-    def __init__(self, subs: list[Subscription], cache_size: int = 100_000):
-        self.mappers = [Mapper(s) for s in subs]
+    def __init__(self, subs: list[Subscription], cache_size: int = 100_000, metadata: MetadataStore | None = None):
+        self.metadata = MetadataStore() if metadata is None else metadata
+        self.mappers = [Mapper(s, self.metadata) for s in subs]
         self._cache: dict[str, Mapper | None] = {}
         self._cache_size = cache_size
 
