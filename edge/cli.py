@@ -97,9 +97,23 @@ def cmd_spool_stats(args) -> int:
 
 def cmd_spool_list(args) -> int:
     reader = _reader(_load(args))
-    rows = reader.dead_letters(args.limit) if args.what == "dead-letters" else reader.quarantined(args.limit)
+    rows = reader.dead_letters(args.limit) if args.what == "dead-letters" else [_readable(r) for r in reader.quarantined(args.limit)]
     print(json.dumps(rows, indent=2, default=lambda b: b.hex() if isinstance(b, bytes) else str(b)))
     return 0
+
+
+def _readable(row: dict) -> dict:
+    """A quarantined payload as text when it is printable UTF-8 (``raw_encoding: utf-8``), else hex."""
+    raw = row.get("raw")
+    if not isinstance(raw, (bytes, bytearray)):
+        return {**row, "raw_encoding": "utf-8"} if isinstance(raw, str) else row
+    try:
+        text = bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and all(c.isprintable() or c in "\n\r\t" for c in text):
+        return {**row, "raw": text, "raw_encoding": "utf-8"}
+    return {**row, "raw": bytes(raw).hex(), "raw_encoding": "hex"}
 
 
 def cmd_spool_inspect(args) -> int:
