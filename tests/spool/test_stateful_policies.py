@@ -1,4 +1,4 @@
-"""Hypothesis state machine over a small budget: drops, markers, protection, expiry, dead letters.
+"""Hypothesis state machine over a small budget: drops, markers, protection, expiry, dead letters, quarantine.
 
 No model of which rows a drop picks; instead the invariants every policy must keep:
 every seq is a reading with its original body or covered by a marker, the in-flight
@@ -87,6 +87,11 @@ class PolicyMachine(RuleBasedStateMachine):
         self.dead += 1
         self.must_keep.discard(seq)
 
+    @precondition(lambda self: hasattr(self, "spool"))
+    @rule(size=st.integers(0, 3000))
+    def quarantine(self, size):
+        self.spool.quarantine("src", "unparseable", bytes(size), {"bytes": size})
+
     @rule()
     def expire(self):
         self.spool.expire()
@@ -116,6 +121,11 @@ class PolicyMachine(RuleBasedStateMachine):
         assert stats["depth_bytes"] == actual[1] + actual[0] * ROW_OVERHEAD
         if self.kw["when_full"] == "block":
             assert stats["dropped_total"] == stats["dropped"].get("expired", 0)
+        # quarantine and dead letters: counted exactly, within their own cap, never more than the budget
+        side = self.spool._conn.execute(
+            f"SELECT (SELECT coalesce(sum(length(raw)), 0) + {ROW_OVERHEAD} * count(*) FROM quarantine) + "
+            f"(SELECT coalesce(sum(length(body)), 0) + {ROW_OVERHEAD} * count(*) FROM dead_letters)").fetchone()[0]
+        assert stats["side_bytes"] == side <= stats["side_budget_bytes"] < self.kw["max_bytes"]
 
 
 PolicyMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
