@@ -37,6 +37,7 @@ def test_registers_decode_or_refuse(regs, dtype, order, bit):
 @example(2**64, "uint64", "ABCD", None, None)
 @example(float("nan"), "int32", "ABCD", None, None)
 @example(float("inf"), "float32", "ABCD", None, None)
+@example(3.4028235677973366e38, "float32", "ABCD", None, None)  # found by the long run: OverflowError from struct
 def test_values_encode_or_refuse_and_round_trip(value, dtype, order, length, bit):
     """encode is the simulator's direction: its domain is numbers and the bits config allows (0..15)."""
     try:

@@ -155,7 +155,11 @@ def encode(value: bool | int | float | str, dtype: str, order: str = "ABCD", *, 
             value = int(round(value))
         if not lo <= value <= hi:
             raise DecodeError(f"{value} out of range for {dtype} ({lo}..{hi})")
-    return bytes_to_registers(struct.pack(">" + fmt, value), order)
+    try:
+        packed = struct.pack(">" + fmt, value)
+    except OverflowError:  # a float past float32's range (3.4e38)
+        raise DecodeError(f"{value} does not fit {dtype}") from None
+    return bytes_to_registers(packed, order)
 
 
 def int_range(dtype: str) -> tuple[int, int] | None:
