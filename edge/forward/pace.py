@@ -21,6 +21,18 @@ What binds, as ``state()`` reports it:
   open): the shared path (uplink, proxy) is full;
 - ``cpu-bound``: the forwarder's own thread is busy most of the time (framing, spool reads);
 - ``caught-up``: the spool ran dry; ingest, not the drain, sets the rate.
+
+Streams for a backlog: when the window fills while rows remain (``backlogged()``: the
+backlog is more than the window holds), every allowed stream opens at once rather than
+one probe at a time (doubling on trials took seconds, longer than a short drain: 2 of 4
+streams ever opened on a 200k backlog at 150 ms + 100k/s). If a rate was measured
+before, that jump is judged as a probe (quota or link); a drain that starts from nothing
+has no rate to compare and stays unjudged. Caught up (``idle()``), the wanted streams
+fall back to one, and the pump closes the others (nothing is in flight then).
+
+Stalls: ``stall_after()`` is ``max(STALL_RTTS x p99 RTT, STALL_MIN_S)`` over the RTTs of the
+last RTT_MEMORY_S: a head batch without an ack for that long means the path is stalled,
+long before the SDK's ack timeout fails the stream.
 """
 
 from __future__ import annotations
@@ -42,6 +54,8 @@ LINK_HOLD_S = 10.0  # after a probe that did not help, no new one for this long 
 CPU_BOUND = 0.85
 THROTTLE_FIRST_S = 0.1
 THROTTLE_MAX_S = 5.0
+STALL_RTTS = 5.0
+STALL_MIN_S = 3.0
 
 
 @dataclass
@@ -146,7 +160,10 @@ class Pace:
             self._update(now)
 
     def idle(self) -> None:
+        """Caught up: no rate, and one stream wanted (the pump closes the others)."""
         self.draining = False
+        self.streams = 1
+        self._probe = None
         self.bytes_per_s = self.records_per_s = 0.0
         self._iv_start, self._iv_bytes, self._iv_records, self._iv_limited = None, 0, 0, False
 
@@ -160,6 +177,16 @@ class Pace:
             self.window = max(self.window, self._floor())
         return delay
 
+    def backlogged(self, now: float) -> None:
+        """The window filled with rows left in the spool: open every allowed stream now."""
+        if self.streams >= self.max_streams:
+            return
+        # A jump from a measured rate is a probe like any other; from nothing it proves nothing.
+        self._probe = (now, self.bytes_per_s) if self.bytes_per_s > 0 else None
+        self._probe_best = 0.0
+        self.streams = self.max_streams
+        self.window = max(self.window, self._floor())
+
     def cpu_sample(self, busy_fraction: float) -> None:
         self.cpu = max(0.0, min(1.0, busy_fraction))
 
@@ -168,6 +195,14 @@ class Pace:
     @property
     def min_rtt(self) -> float | None:
         return self._min_rtt
+
+    def rtt_p99(self) -> float | None:
+        rtts = sorted(r for _, r in self._rtts)
+        return rtts[min(len(rtts) - 1, int(0.99 * len(rtts)))] if rtts else None
+
+    def stall_after(self) -> float:
+        """Seconds without an ack, batches in flight, after which the path counts as stalled."""
+        return max(STALL_RTTS * (self.rtt_p99() or 0.0), STALL_MIN_S)
 
     def queueing(self) -> bool:
         floor = self.min_rtt

@@ -27,6 +27,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from edge.forward.pace import STALL_MIN_S, STALL_RTTS
 from edge.forward.sink import AckSignal, Failure
 from edge.forward.spoolside import WAIT_SLICE, Stopped
 from edge.outcome import Retry
@@ -90,6 +91,12 @@ class Pump:
             first = False
         self.pace.streams_open = len(self.streams)
 
+    def _shrink(self) -> None:
+        """Caught up (nothing in flight): close the streams beyond those the pace wants."""
+        while len(self.streams) > max(1, self.pace.streams):
+            self.fwd.retire_stream(self.streams.pop())
+        self.pace.streams_open = len(self.streams)
+
     def _lost(self, link, f: Failure) -> None:
         """A stream failed: a routine loss (rotation, throttle) requeues its batches; anything else is raised."""
         out = f.outcome
@@ -134,6 +141,8 @@ class Pump:
             unsettled = self.spool.unsettled()
             if self.window and (len(self.window) + unsettled >= cap_calls or self.pace.inflight_bytes >= self.pace.window):
                 self.limited = True
+                if self.pace.streams < self.pace.max_streams and self.spool.reader.peek(self.sent_hi, 1, self.spool.batch_bytes):
+                    self.pace.backlogged(time.monotonic())  # more left than the window holds: all streams now
                 return
             rows = self.spool.peek_protected(self.sent_hi, self.limit_rows)
             if not rows:
@@ -203,11 +212,12 @@ class Pump:
                     idle = True
                     t.set_state("idle", "caught up")
                     self.pace.idle()
+                    self._shrink()
                     fwd.caught_up()
                     fwd.publish_pace()
                 fwd.wait_idle(self.signal, self.streams)
                 continue
-            if idle or t.state != "streaming":
+            if idle or t.state not in ("streaming", "stalled"):
                 idle = False
                 t.set_state("streaming", "")
             self._advance()
@@ -223,13 +233,17 @@ class Pump:
                 now = time.monotonic()
                 self.pace.acked(now, b.nbytes, b.count, now - b.sent_at, self.limited)
                 self.fwd.on_acked(b.count, b.last_seq, b.sent_at)
+            if self.t.state == "stalled":
+                self.t.set_state("streaming", "")
             self.t.set_inflight(len(self.window))
             self.fwd.publish_pace()
             return
         self._check_errors()
         # No progress for ack_timeout (from send, or from becoming the head of a deep window)
         # means the server is not acking: fail and resend from the spool.
-        left = head.head_since + self.ack_timeout - time.monotonic()
+        now = time.monotonic()
+        self._check_stall(head, now)
+        left = head.head_since + self.ack_timeout - now
         if left <= 0:
             raise Failure(Retry(f"no ack within {self.ack_timeout:g}s for seqs {head.first_seq}-{head.last_seq}"), "ack")
         streams = self.streams
@@ -238,6 +252,20 @@ class Pump:
         if not self._head_done(head):
             self.spool.record_acks()
             self.t.persist()
+
+    def _check_stall(self, head: Batch, now: float) -> None:
+        """No ack for the pace's stall interval with batches in flight: say ``stalled`` now, not at
+        ack_timeout; the streams stay up (an ack ends the stall, the SDK's own failure the session)."""
+        waited = now - head.head_since
+        if self.t.state == "stalled" or waited < STALL_MIN_S:
+            return
+        after = self.pace.stall_after()
+        if waited < after:
+            return
+        since = max(self.t.last_ack_ts or 0.0, time.time() - waited)
+        self.t.stalled(since, f"no ack for {waited:.1f}s with {len(self.window)} batch(es) in flight "
+                              f"(stall after {after:.1f}s: max({STALL_RTTS:g} x p99 RTT, {STALL_MIN_S:g}s))",
+                       self.spool.backlog)
 
     @staticmethod
     def _head_done(b: Batch) -> bool:

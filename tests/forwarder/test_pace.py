@@ -90,3 +90,31 @@ def test_cpu_and_caught_up():
     before = p.window
     drive(p, t, 1.0, 0.01, 100_000, limited=False)
     assert p.window == before
+
+
+def test_a_backlog_asks_for_every_stream_at_once_and_caught_up_for_one():
+    p = Pace(max_bytes=100_000_000, min_bytes=BATCH, max_streams=4)
+    p.sent(BATCH)
+    p.backlogged(0.0)
+    assert p.streams == 4 and p.window >= 4 * BATCH * 4  # each stream gets its floor of the window
+    p.idle()
+    assert p.streams == 1
+
+
+def test_a_backlog_jump_from_a_measured_rate_is_judged_like_a_probe():
+    p = Pace(max_bytes=100_000_000, min_bytes=BATCH, max_streams=4)
+    t = drive(p, 0.0, 1.0, 0.05, 1_000_000)
+    p.backlogged(t)
+    t = drive(p, t, PROBE_S + 1.0, 0.2, 3_000_000)  # the extra streams tripled the rate: a quota
+    assert p.binding(t) == "quota-bound"
+
+
+def test_the_stall_interval_is_five_p99_rtts_and_never_under_three_seconds():
+    p = Pace(max_bytes=100_000_000, min_bytes=BATCH, max_streams=1)
+    assert p.stall_after() == 3.0  # no RTT measured yet
+    drive(p, 0.0, 1.0, 0.15, 1_000_000)
+    assert p.stall_after() == 3.0
+    t = drive(p, 10.0, 2.0, 1.0, 1_000_000)
+    assert p.stall_after() == 5.0  # p99 RTT 1 s
+    drive(p, t + 40.0, 2.0, 0.15, 1_000_000)
+    assert p.stall_after() == 3.0  # slow RTTs older than RTT_MEMORY_S are forgotten
