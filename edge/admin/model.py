@@ -16,13 +16,13 @@ from edge.sources.states import SEVERITY as SOURCE_SEVERITY
 
 # The states the forwarder records (edge/forward/telemetry.py; "disabled" is the runner's when it does not
 # forward). The page adds "egress_down" (failing since a cut began) and "unknown" (no record).
-FORWARDER_STATES = ("starting", "connecting", "streaming", "idle", "backing_off", "blocked", "paused", "stopped",
-                    "disabled")
+FORWARDER_STATES = ("starting", "connecting", "streaming", "stalled", "idle", "backing_off", "blocked", "paused",
+                    "stopped", "disabled")
 # Severity drives the colour of a state badge: ok / warn / bad / idle. Source states and theirs
 # come from edge.sources.states (one enum for every collector); the rest are the forwarder's.
 SEVERITY = {
     "streaming": "ok", "idle": "ok", "backing_off": "warn", "paused": "warn", "stale": "warn",
-    "egress_down": "bad", "disabled": "idle", "unknown": "idle",
+    "egress_down": "bad", "stalled": "bad", "disabled": "idle", "unknown": "idle",
     **{state.value: sev for state, sev in SOURCE_SEVERITY.items()},
 }
 
@@ -329,7 +329,7 @@ def backlog(stats: Mapping[str, Any], now: float) -> dict:
     }
 
 
-NOT_DELIVERING = ("egress_down", "blocked", "paused", "stopped")
+NOT_DELIVERING = ("egress_down", "stalled", "blocked", "paused", "stopped")
 CAUGHT_UP_S = 10.0  # draining at the ingest rate with no more than this many seconds of it waiting: live, not a queue
 
 

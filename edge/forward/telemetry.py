@@ -78,6 +78,7 @@ class Telemetry:
         self.started_ts: float | None = None
         self.last_ack_ts: float | None = None
         self.last_ack_seq: int | None = None
+        self.stalled_since: float | None = None  # epoch s: the last sign of life before a stall
         self.acked_hi = 0
         self.sent_hi = 0
         self.inflight = 0
@@ -122,6 +123,7 @@ class Telemetry:
             self.acked_hi = max(self.acked_hi, last_seq)
             self.last_ack_seq = last_seq
             self.last_ack_ts = time.time()
+            self.stalled_since = None
             self._dirty = True
             if self.healthy:
                 return False
@@ -156,6 +158,21 @@ class Telemetry:
                 self.cut.errors += 1
             self.healthy = self.healthy and routine
             self._dirty = True
+
+    def stalled(self, since_ts: float, reason: str, backlog: Callable[[], int]) -> None:
+        """No ack for a stall interval, batches in flight: the state says ``stalled`` and a cut opens,
+        dated ``since_ts`` (the last ack, or the send of the oldest unacked batch if later); the
+        next ack closes it as recovered, a failure of the streams goes on with the same cut."""
+        starts_cut = self.healthy and self.cut is None
+        depth = backlog() if starts_cut else 0
+        with self.lock:
+            self.stalled_since = since_ts
+            if starts_cut:
+                self.c.cuts += 1
+                self.cut = Cut(started_ts=since_ts, backlog_start=depth, backlog_peak=depth)
+            self.healthy = False
+            self._dirty = True
+        self.set_state("stalled", reason)
 
     def count(self, name: str, n: int = 1) -> None:
         with self.lock:
@@ -222,6 +239,7 @@ class Telemetry:
                 **static,
                 "last_ack_ts": self.last_ack_ts,
                 "last_ack_seq": self.last_ack_seq,
+                "stalled_since": self.stalled_since,
                 "acked_seq": self.acked_hi,
                 "sent_seq": self.sent_hi,
                 "acked_total": c.acked,
