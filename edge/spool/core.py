@@ -21,7 +21,7 @@ from edge.spool.ballast import Ballast
 from edge.spool.common import WAL_CHECKPOINT_BYTES, WAL_TRUNCATE_BYTES, WHEN_FULL, BadRequest, SpoolFull, _is_full
 from edge.spool.integrity import FULL_CHECK_MAX_BYTES, _check, inspect_file
 from edge.spool.log import SpoolLog
-from edge.spool.schema import _Meta, _read_meta, _refuse_newer, migrate
+from edge.spool.schema import _Meta, _read_meta, _refuse_newer, apply_migrations
 from edge.spool.seqfile import SeqReservation, _WriterLock
 from edge.spool.sidetables import SideTables
 from edge.spool.stats import _stats
@@ -107,12 +107,11 @@ class Spool(SpoolLog, SideTables):
 
     @classmethod
     def _open_locked(cls, path: Path, full_check_max_bytes: int, settings: dict) -> "Spool":
-        appliance_id = settings["appliance_id"]
         seq = SeqReservation(path)
         wal_empty = common._file_size(f"{path}-wal") == 0  # before any connection touches it
         corrupt, deferred_check = inspect_file(path, seq, full_check_max_bytes)
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
-        _refuse_newer(conn)  # before any pragma rewrites the header of a file we do not understand
+        version = _refuse_newer(conn)  # before any pragma rewrites the header of a file we do not understand
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute(f"PRAGMA journal_size_limit = {WAL_TRUNCATE_BYTES}")
@@ -122,10 +121,34 @@ class Spool(SpoolLog, SideTables):
             # under half the ballast: releasing the ballast on a full disk always lets it finish.
             page = conn.execute("PRAGMA page_size").fetchone()[0]
             conn.execute(f"PRAGMA wal_autocheckpoint = {max(16, min(1000, settings['ballast_bytes'] // 2 // page))}")
-        migrate(conn)
+        conn.execute("BEGIN IMMEDIATE")  # a new file's schema and meta row appear in one commit
+        try:
+            apply_migrations(conn, version)
+            _existing, corrupt, lost = cls._meta_row(conn, path, seq, settings, corrupt, wal_empty)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            conn.close()
+            raise
+        spool = cls(conn, path, seq=seq, **settings)
+        spool._ballast.ensure(common._disk_free(path.parent), settings["min_free_bytes"])
+        if lost:
+            spool._after_lost_commits(*lost)
+        seq.ensure_above(spool._meta.next_seq)
+        if corrupt:
+            spool._after_corruption(corrupt)
+        if deferred_check:
+            spool._start_background_check()
+        return spool
+
+    @staticmethod
+    def _meta_row(conn: sqlite3.Connection, path: Path, seq: SeqReservation, settings: dict,
+                  corrupt: dict | None, wal_empty: bool) -> tuple[Any, dict | None, tuple[int, int] | None]:
+        """Inside the open transaction: the file's meta row (created for a new spool), what damage
+        the sidecar reveals (an emptied file), and a range of commits lost with the WAL."""
+        appliance_id = settings["appliance_id"]
         existing = _read_meta(conn)
         if existing is not None and existing.appliance_id != appliance_id:
-            conn.close()
             raise BadRequest(
                 f"spool {path} belongs to appliance {existing.appliance_id!r}, not {appliance_id!r}: "
                 "seqs are per appliance; use another spool path"
@@ -150,16 +173,7 @@ class Spool(SpoolLog, SideTables):
             )
         conn.execute("UPDATE meta SET max_bytes = ?, when_full = ?, side_max_bytes = ? WHERE id = 1",
                      (settings["max_bytes"], settings["when_full"], settings["side_max_bytes"]))
-        spool = cls(conn, path, seq=seq, **settings)
-        spool._ballast.ensure(common._disk_free(path.parent), settings["min_free_bytes"])
-        if lost:
-            spool._after_lost_commits(*lost)
-        seq.ensure_above(spool._meta.next_seq)
-        if corrupt:
-            spool._after_corruption(corrupt)
-        if deferred_check:
-            spool._start_background_check()
-        return spool
+        return existing, corrupt, lost
 
     def _after_corruption(self, info: dict) -> None:
         """The old file is gone or unusable: one marker covers every seq it may have held undelivered,

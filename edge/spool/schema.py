@@ -90,15 +90,22 @@ def migrate(conn: sqlite3.Connection, upto: int = SCHEMA_VERSION) -> int:
     for v in range(version + 1, upto + 1):
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for stmt in _MIGRATIONS[v - 1]:
-                conn.execute(stmt)
-            conn.execute(f"PRAGMA user_version = {int(v)}")
+            apply_migrations(conn, v - 1, v)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        log.info("spool schema migrated to version %d", v)
     return max(version, upto)
+
+
+def apply_migrations(conn: sqlite3.Connection, version: int, upto: int = SCHEMA_VERSION) -> None:
+    """The migrations above ``version`` inside the caller's transaction (``Spool.open`` creates a
+    new file's whole schema and its meta row in one commit, so a reader never sees half of it)."""
+    for v in range(version + 1, upto + 1):
+        for stmt in _MIGRATIONS[v - 1]:
+            conn.execute(stmt)
+        conn.execute(f"PRAGMA user_version = {int(v)}")
+        log.info("spool schema migrated to version %d", v)
 
 @dataclasses.dataclass
 class _Meta:

@@ -165,3 +165,24 @@ def test_newer_schema_refused_untouched(spool_path):
     with pytest.raises(SpoolError, match="newer"):
         Spool.open(spool_path, appliance_id="app-1", max_bytes=1 << 20)
     assert spool_path.read_bytes() == before
+
+
+def test_a_new_spool_appears_whole_to_readers(spool_path, monkeypatch):
+    """Schema and meta row of a new file commit together: a reader (the admin page, a test helper
+    polling for the file) never finds tables without the meta row or a schema half migrated."""
+    from edge.spool import SpoolReader, core
+
+    seen = []
+    real = core.apply_migrations
+
+    def spy(conn, version, upto=SCHEMA_VERSION):
+        real(conn, version, upto)
+        ro = sqlite3.connect(f"file:{spool_path}?mode=ro", uri=True)
+        seen.append(ro.execute("PRAGMA user_version").fetchone()[0])  # what another process sees now
+        ro.close()
+
+    monkeypatch.setattr(core, "apply_migrations", spy)
+    Spool.open(spool_path, appliance_id="app-1", max_bytes=1 << 20, min_free_bytes=0).close()
+    assert seen == [0]
+    with SpoolReader(spool_path) as r:
+        assert r.stats()["schema_version"] == SCHEMA_VERSION and r.stats()["next_seq"] == 1
