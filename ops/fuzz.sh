@@ -3,6 +3,7 @@
 #
 #   ops/fuzz.sh                     HYPOTHESIS_PROFILE=long (5,000 examples a target), statistics at the end
 #   HYPOTHESIS_PROFILE=fuzz-ci ops/fuzz.sh   the CI budget (100 a target, fixed seed, < 60 s)
+#   FUZZ_EXAMPLES=1000 ops/fuzz.sh  another budget for the long profile
 #   ops/fuzz.sh -k sparkplug        extra arguments go to pytest
 #
 # A failure prints the falsifying example and a @reproduce_failure blob; keep the example as an
