@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence
 
 from edge.sources.sink import Item, Sink
-from edge.sources.states import State
+from edge.sources.states import refused_state
 from edge.sources.status import SourceStatus
 
 
@@ -72,5 +72,5 @@ async def emit_with_backpressure(ctx: SourceContext, items: Sequence[Item], *, r
         try:
             return await ctx.emit(items)
         except SpoolFull as exc:
-            ctx.status.set_state(State.BLOCKED, f"spool full: {exc}")
+            ctx.status.set_state(refused_state(exc), f"spool full: {exc}")
             await ctx.wait_for_space(retry_every)

@@ -35,6 +35,7 @@ class State(StrEnum):
     SUBSCRIBE_FAILED = "subscribe_failed"  # the broker refused a subscription (ACL)
     DISCONNECTED = "disconnected"  # every device / the server is unreachable
     BLOCKED = "blocked"  # the spool is full under when_full: block; nothing is acknowledged
+    DISK_FULL = "disk_full"  # the spool's disk is full (or under min_free_bytes); nothing is acknowledged
     ERROR = "error"  # cannot run as configured (e.g. cannot listen)
     # not running
     STOPPED = "stopped"
@@ -57,6 +58,12 @@ SEVERITY: dict[State, str] = {
     State.SUBSCRIBE_FAILED: "bad",
     State.DISCONNECTED: "bad",
     State.BLOCKED: "bad",
+    State.DISK_FULL: "bad",
     State.ERROR: "bad",
     State.STOPPED: "idle",
 }
+
+
+def refused_state(exc: BaseException) -> State:
+    """The state of a source whose readings the spool refused: the disk, or the budget."""
+    return State.DISK_FULL if getattr(exc, "cause", None) in ("disk_full", "disk_low") else State.BLOCKED

@@ -60,3 +60,29 @@ def test_every_state_a_collector_names_is_in_the_enum():
     assert calls >= 10, "the scan found (almost) no set_state calls"
     unknown = sorted((n, p) for n, p in names if n not in {s.value for s in State})
     assert unknown == []
+
+
+def test_a_full_disk_shows_as_disk_full_and_a_full_budget_as_blocked(tmp_path):
+    """A source held back by the spool says why: the disk (an operator frees space) or the budget."""
+    import asyncio
+
+    from edge.sources.context import SourceContext, emit_with_backpressure
+    from edge.writer import SpoolFull
+
+    seen: list[str] = []
+    refusals = [SpoolFull("disk_full", "database or disk is full"), SpoolFull("budget")]
+
+    async def emit(items):
+        if refusals:
+            raise refusals.pop(0)
+        return "committed"
+
+    async def wait_for_space(timeout):
+        seen.append(status.data["state"])
+        return True
+
+    status = SourceStatus("s", "synthetic", None)
+    ctx = SourceContext(appliance_id="a", data_dir=tmp_path, emit=emit, submit=None, quarantine=None,
+                        wait_for_space=wait_for_space, status=status)
+    assert asyncio.run(emit_with_backpressure(ctx, [(1, b"x")], retry_every=0.01)) == "committed"
+    assert seen == ["disk_full", "blocked"]

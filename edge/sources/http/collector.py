@@ -37,6 +37,7 @@ from typing import Any
 
 from edge import __version__
 from edge.sources.base import SourceContext, State, now_us
+from edge.sources.states import refused_state
 from edge.sources.http.body import BodyError, Unparsed, load
 from edge.sources.http.config import Config
 from edge.sources.http.ignition import Rejected, map_events
@@ -162,7 +163,7 @@ class Source:
             result = self.ctx.submit(items).result(timeout=cfg.commit_timeout) if items else None
         except SpoolFull as exc:
             self.counters.add(refused=1)
-            self.ctx.status.set_state(State.BLOCKED, f"spool full: {exc}")
+            self.ctx.status.set_state(refused_state(exc), f"spool full: {exc}")
             return Reply(503, {"success": False, "error": "spool full: retry later"}, {"Retry-After": str(cfg.retry_after)})
         except TimeoutError:
             self.counters.add(refused=1)

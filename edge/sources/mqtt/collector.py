@@ -67,7 +67,7 @@ class Source:
     # ---- flow state shown to operators
 
     def set_blocked(self, detail: str) -> None:
-        self.ctx.status.set_state(State.BLOCKED, detail)
+        self.ctx.status.set_state(self.pipeline.blocked_state, detail)
 
     def set_flowing(self) -> None:
         if self.session.up:
@@ -77,7 +77,7 @@ class Source:
         """The state of a connected source: blocked, a refused subscription, or connected."""
         cfg = self.cfg
         if self.pipeline.blocked:
-            self.ctx.status.set_state(State.BLOCKED, "connected; spool full: not acknowledging")
+            self.ctx.status.set_state(self.pipeline.blocked_state, "connected; spool full: not acknowledging")
         elif self.session.refused:
             self.ctx.status.set_state(State.SUBSCRIBE_FAILED, f"broker refused subscription(s) {', '.join(self.session.refused)}")
         else:

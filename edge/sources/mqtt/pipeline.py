@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING
 
 import paho.mqtt.client as mqtt
 
+from edge.sources.states import State, refused_state
+
 if TYPE_CHECKING:
     from edge.sources.mqtt.collector import Source
 
@@ -65,6 +67,7 @@ class Pipeline:
         self.wake = threading.Event()
         self.stopping = False
         self.blocked = False
+        self.blocked_state = State.BLOCKED  # or DISK_FULL, by what the spool said
         self.thread = threading.Thread(target=self._run, name=f"mqtt-worker-{self.cfg.name}", daemon=True)
         # PUBACKs go out from their own thread: the spool writer thread that resolves the
         # futures is shared by every source and must not spend its time on socket writes.
@@ -215,6 +218,7 @@ class Pipeline:
         full = any(isinstance(e, SpoolFull) for _, fl in failed for _, e in fl)
         first_exc = failed[0][1][0][1]
         self.blocked = True
+        self.blocked_state = refused_state(first_exc) if full else State.BLOCKED
         if full:
             self.counts["spool_full_waits"] += 1
             self.src.set_blocked(f"spool full: not acknowledging, the broker keeps the messages ({first_exc})")

@@ -199,7 +199,7 @@ class Source:
                     while inflight and inflight[0][0].done():
                         fut, marks, n = inflight.popleft()
                         fut.result()
-                        if ctx.status.data.get("state") == State.BLOCKED:
+                        if ctx.status.data.get("state") in (State.BLOCKED, State.DISK_FULL):
                             ctx.status.set_state(State.RUNNING, self._detail)
                         self._committed(marks)
                         ctx.status.readings(n)
