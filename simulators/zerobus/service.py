@@ -33,6 +33,7 @@ SERVICE = "databricks.zerobus.Zerobus"
 TABLE_HEADER = "x-databricks-zerobus-table-name"
 _END = object()
 _CREATE_TIMEOUT_S = 30.0
+_PROFILE_RECHECK_S = 1.0
 
 
 class StreamFailed(Exception):
@@ -213,9 +214,9 @@ class ZerobusService:
                         rotate_at = None
                 if read is None:
                     read = asyncio.ensure_future(context.read())
-                timeout = min((t - now for t in (close_deadline, rotate_at) if t is not None), default=None)
-                done, _ = await asyncio.wait({read, acker}, timeout=None if timeout is None else max(0.0, timeout),
-                                             return_when=asyncio.FIRST_COMPLETED)
+                # Wake at least every second on an idle stream, so a lifetime set through /faults applies to it.
+                timeout = min([t - now for t in (close_deadline, rotate_at) if t is not None] + [_PROFILE_RECHECK_S])
+                done, _ = await asyncio.wait({read, acker}, timeout=max(0.0, timeout), return_when=asyncio.FIRST_COMPLETED)
                 if acker in done:
                     read.cancel()
                     exc = acker.exception()
@@ -227,7 +228,7 @@ class ZerobusService:
                     if close_deadline is not None and time.monotonic() >= close_deadline:
                         read.cancel()  # the close_stream_signal grace period ran out
                         break
-                    continue  # time to rotate: the top of the loop sends the signal
+                    continue  # time to rotate, or to look at the profile again: the top of the loop
                 raw = read.result()
                 read = None
                 if raw is grpc.aio.EOF:

@@ -119,6 +119,22 @@ def test_stream_lifetime_rotates_with_the_close_signal_and_no_duplicates(emu, ap
     _all_there(emu, appliance_id, seq)
 
 
+def test_lifetime_set_through_faults_rotates_an_idle_stream(emu, appliance_id):
+    s = proto_stream(emu)
+    s.wait_for_offset(s.ingest_records_offset(readings(appliance_id, range(10))))
+    before, opened = _service(emu), emu.table_stats()["streams_opened"]
+    emu.set_faults({"stream_lifetime_s": 0.5, "close_grace_ms": 5000})  # the stream is idle and already older
+    deadline = time.monotonic() + 10
+    while _service(emu)["close_signals"] == before["close_signals"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _service(emu)["close_signals"] > before["close_signals"]
+    emu.set_faults({"stream_lifetime_s": 0})
+    s.wait_for_offset(s.ingest_records_offset(readings(appliance_id, range(10, 20))))  # on the next stream
+    s.close()
+    assert emu.table_stats()["streams_opened"] > opened
+    _all_there(emu, appliance_id, 20)
+
+
 def test_token_request_is_checked_and_user_agents_recorded(emu, appliance_id):
     s = proto_stream(emu)
     s.wait_for_offset(s.ingest_records_offset(readings(appliance_id, range(10))))
