@@ -26,6 +26,9 @@ configured window allows (streams x inflight x batch / ack time), bytes per read
 gRPC messages (the emulator's counters) and on the wire (the proxy: gRPC frames, HTTP/2
 framing and headers included), and what compression would save on a batch.
 ``--backlog-rows N`` adds the restart-to-first-ack measurement from an N-reading spool.
+
+Over 400 lines on purpose: a script run by hand whose phases (fill, baseline, drain, probe,
+first ack) read top to bottom; the reusable part, the link, lives in ops/linkproxy.py.
 """
 
 from __future__ import annotations
