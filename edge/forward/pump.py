@@ -134,12 +134,15 @@ class Pump:
     def _fill(self) -> None:
         for b in self.window:  # what a lost stream left unacked goes first, in seq order
             if b.link is None and not b.acked:
-                if not self.streams or not self._send(b, self._reread(b)):
+                link = self._link_with_room()
+                if link is None or not self._send(b, self._reread(b), link):
                     return
         cap_calls = self.calls_per_stream * len(self.streams)
         while self.streams:
             unsettled = self.spool.unsettled()
-            if self.window and (len(self.window) + unsettled >= cap_calls or self.pace.inflight_bytes >= self.pace.window):
+            link = self._link_with_room()
+            if link is None or (self.window and (len(self.window) + unsettled >= cap_calls
+                                                 or self.pace.inflight_bytes >= self.pace.window)):
                 self.limited = True
                 if self.pace.streams < self.pace.max_streams and self.spool.reader.peek(self.sent_hi, 1, self.spool.batch_bytes):
                     self.pace.backlogged(time.monotonic())  # more left than the window holds: all streams now
@@ -154,11 +157,27 @@ class Pump:
             self.window.append(b)
             self.sent_hi = last
             self.t.sent(len(rows), last, last <= self.t.sent_hi)
-            if not self._send(b, records):
+            if not self._send(b, records, link):
                 return
 
-    def _send(self, b: Batch, records: list[bytes]) -> bool:
-        link = self.streams[self.rr % len(self.streams)]
+    def _link_with_room(self):
+        """The next stream (round robin) with fewer than max_inflight_batches calls unacked, or None.
+
+        The SDK blocks an ingest beyond its own limit (max_inflight_batches + 1) until an ack
+        comes, which a silent server never sends: the loop must not make that call. Streams
+        opened during a drain start empty while the first ones are full.
+        """
+        n = len(self.streams)
+        for i in range(n):
+            link = self.streams[(self.rr + i) % n]
+            acked = link.acks.acked
+            busy = sum(1 for b in self.window if b.link is link and not b.acked and b.offset > acked)
+            if busy < self.calls_per_stream:
+                self.rr += i
+                return link
+        return None
+
+    def _send(self, b: Batch, records: list[bytes], link) -> bool:
         try:
             offset = link.ingest(records)
         except Failure as f:
@@ -210,10 +229,11 @@ class Pump:
                 self._check_errors("idle")  # a stream the server closed while idle is replaced now
                 if not idle:
                     idle = True
-                    t.set_state("idle", "caught up")
+                    # The cut's drain ends before the state says idle (a reader of "idle" sees it closed).
                     self.pace.idle()
-                    self._shrink()
                     fwd.caught_up()
+                    t.set_state("idle", "caught up")
+                    self._shrink()
                     fwd.publish_pace()
                 fwd.wait_idle(self.signal, self.streams)
                 continue
