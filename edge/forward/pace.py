@@ -214,7 +214,9 @@ class Pace:
         if best > 0 and floor is not None:
             self.window = int(min(self.max_bytes, max(self._floor(), GAIN * best * floor)))
         self._judge_probe(now)
-        if (self._probe is None and self.queueing() and self.streams < self.max_streams
+        # Only a drain the window limits may probe: while the spool runs dry (a trickle with
+        # jittered acks also "queues") another stream cannot raise the rate.
+        if (self._probe is None and self.draining and self.queueing() and self.streams < self.max_streams
                 and now >= self._hold_until):
             self._probe = (now, self.bytes_per_s)
             self._probe_best = 0.0

@@ -118,3 +118,10 @@ def test_the_stall_interval_is_five_p99_rtts_and_never_under_three_seconds():
     assert p.stall_after() == 5.0  # p99 RTT 1 s
     drive(p, t + 40.0, 2.0, 0.15, 1_000_000)
     assert p.stall_after() == 3.0  # slow RTTs older than RTT_MEMORY_S are forgotten
+
+
+def test_a_trickle_with_jittered_acks_does_not_probe_for_streams():
+    p = Pace(max_bytes=100_000_000, min_bytes=BATCH, max_streams=4)
+    t = drive(p, 0.0, 1.0, 0.02, 1_000_000, limited=False)
+    drive(p, t, 3.0, 0.3, 1_000_000, limited=False)  # "queueing" acks, but the spool, not the window, limits
+    assert p.streams == 1
