@@ -31,7 +31,7 @@ import random
 import socket
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ _UNCERTAIN_RANGE = ua.StatusCode(ua.StatusCodes.UncertainEngineeringUnitsExceede
 _BAD_OFFLINE = ua.StatusCode(ua.StatusCodes.BadNotConnected)
 _GOOD = ua.StatusCode(ua.StatusCodes.Good)
 _NULL = ua.VariantType.Null
+_ONE_US = timedelta(microseconds=1)
 SECURITY = {
     "none": [ua.SecurityPolicyType.NoSecurity],
     "sign": [ua.SecurityPolicyType.Basic256Sha256_Sign],
@@ -391,6 +392,8 @@ class SimServer:
             made = tries = 0
             # Skip nodes that do not change right now, but never spin through the plant forever.
             while made < k and tries < 4 * k and not self._paused:
+                if tries and tries % n == 0:  # a second round in one tick (few nodes, or catching up):
+                    ts = max(datetime.now(timezone.utc), ts + _ONE_US)  # one value per node and source time
                 node = self.nodes[self._cursor]
                 self._cursor = (self._cursor + 1) % n
                 tries += 1
