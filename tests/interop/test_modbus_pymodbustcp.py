@@ -184,10 +184,10 @@ def test_every_type_and_word_order_from_a_foreign_server(server, tmp_path):
 def test_a_changed_register_and_an_illegal_address(server, tmp_path):
     """The foreign server answers an address past its bank with exception 2: that block is BAD, the others GOOD."""
     server.bank.set_holding_registers(0, float32_words(1.5))
-    devices = [{"device_id": 1, "points": [
-        {"name": "ok", "table": "holding_registers", "address": 0, "type": "float32"},
-        {"name": "missing", "table": "holding_registers", "address": 5000, "type": "uint16"},
-    ]}]
+    register_map = tmp_path / "plc.csv"  # the map as a PLC tool exports it
+    register_map.write_text("Tag Name;Register Type;Address;Data Type\n"
+                            "ok;Holding Register;0;REAL\nmissing;Holding Register;0x1388;WORD\n")
+    devices = [{"device_id": 1, "register_map": str(register_map)}]
 
     def changed(src):
         if src.counters["cycles_total"] == 3:
