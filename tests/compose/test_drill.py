@@ -54,7 +54,8 @@ def test_air_gap_drill_60s_cut_kill_during_drain_loses_nothing(stack, tmp_path):
     assert v["ok"] and v["drained"] and v["unexplained_missing"] == [] and v["tail_missing"] is None
     # Collection went on during the cut: the backlog grew, and aged with the cut.
     cut = [s for s in report["samples"] if s["phase"] == "cut"]
-    assert len(cut) >= 5 and cut[-1]["depth_seqs"] > cut[0]["depth_seqs"] > 0
+    # (--interval 10 gives ~6 samples in 60 s; `edge spool stats` can take 40 s on a loaded 2-core host)
+    assert len(cut) >= 3 and cut[-1]["depth_seqs"] > cut[0]["depth_seqs"] > 0
     assert report["peak_oldest_age_s"] >= CUT_S * 0.8
     assert v["window_seqs"] >= report["peak_depth"] > 0
     killed = [e["what"] for e in report["events"] if "KILLED" in e["what"]]
