@@ -27,6 +27,10 @@ gRPC messages (the emulator's counters) and on the wire (the proxy: gRPC frames,
 framing and headers included), and what compression would save on a batch.
 ``--backlog-rows N`` adds the restart-to-first-ack measurement from an N-reading spool.
 
+With the default window (4 streams x 16 x 5,000) a 200k backlog is in flight almost at once,
+so the default rows weigh the start (token, stream creation, first RTT) as much as the steady
+rate; for the 0.9 target of the 150 ms + 100k/s row use ``--rows-fast 600000`` (~2 minutes).
+
 Over 400 lines on purpose: a script run by hand whose phases (fill, baseline, drain, probe,
 first ack) read top to bottom; the reusable part, the link, lives in ops/linkproxy.py.
 """
