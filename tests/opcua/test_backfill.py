@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from collections import Counter
 
 import pytest
@@ -88,4 +90,37 @@ async def test_server_without_history_reports_the_open_gap(rig):
         assert "no history" in status["last_error"] and "gap" in status["last_error"]
         assert second.stats["backfilled"] == 0
     finally:
+        await sim.stop()
+
+
+async def test_stopping_during_a_checkpoint_write_waits_for_it(rig):
+    # The next start reads the checkpoint file: a stop that returned while the periodic write was
+    # still in its thread let a quick restart find no checkpoint and skip the back-fill.
+    sim = await SimServer(nodes=27, rate=60, faults=False).start()
+    try:
+        src = rig.source(sim.endpoint, [GROUP], backfill={"checkpoint_interval": "200ms"})
+        started, release, written = threading.Event(), threading.Event(), threading.Event()
+        write = src.checkpoint.write
+
+        def slow_write(blob: bytes) -> None:  # the disk is slow: the write ends when the test says
+            started.set()
+            release.wait(30)
+            write(blob)
+            written.set()
+
+        written_when_done = []
+        async with running(src) as task:
+            task.add_done_callback(lambda _: written_when_done.append(written.is_set()))
+            await wait_until(lambda: len(rig.readings()) > 20, every=0.1, what="first readings")
+            src.checkpoint.write = slow_write
+            await wait_until(started.is_set, what="a checkpoint write in flight")
+            # Stopping now cancels the emitter in the middle of that write. Release the write once the
+            # emitter has stopped: run() must still be waiting for it then.
+            release_task = asyncio.ensure_future(wait_until(lambda: src._emitter_task.done(), what="emitter stopped"))
+            release_task.add_done_callback(lambda _: release.set())
+        await release_task
+        assert written_when_done == [True], "run() returned before the checkpoint was on disk"
+        assert json.loads(src.checkpoint.path.read_text())["points"]
+    finally:
+        release.set()
         await sim.stop()

@@ -12,7 +12,7 @@ Readings flow: publish callback (maps and de-duplicates) -> in-memory buffer (bo
 When the buffer is full the publish callback waits, so asyncua sends no further Publish
 request and the server keeps the notifications in its own queues.
 
-Size: ~430 lines, on purpose: the publish hot path, the emitter and the back-fill share one
+Size: ~440 lines, on purpose: the publish hot path, the emitter and the back-fill share one
 buffer and one de-duplication state (``_buf``, ``_marks``, ``_last``, ``_hold``); opening the
 client and reading failures live in ``connect``, the rest of the session in ``resolve``,
 ``subscribe`` and ``history``.
@@ -75,6 +75,7 @@ class Source:
         self._detail = ""
         self._lost_reason = ""
         self._client: Client | None = None
+        self._ckpt_write: asyncio.Future | None = None  # a checkpoint write in its thread
         if cfg.password:
             # asyncua logs every request it sends at DEBUG, the ActivateSession user token (password) included.
             wire = logging.getLogger("asyncua.client.ua_client.UASocketProtocol")
@@ -231,14 +232,23 @@ class Source:
                 self.checkpoint.advance(point, ts)
 
     async def _write_checkpoint(self) -> None:
+        # A write whose caller was cancelled (the emitter, on the way out) goes on in its thread:
+        # wait for it first, so run() does not return before the file the next start reads is written.
+        if self._ckpt_write is not None:
+            await self._await_checkpoint_write()
         if not self.checkpoint.dirty:
             return
         blob = self.checkpoint.snapshot()
+        self._ckpt_write = asyncio.ensure_future(asyncio.to_thread(self.checkpoint.write, blob))
+        await self._await_checkpoint_write()
+
+    async def _await_checkpoint_write(self) -> None:
         try:
-            await asyncio.to_thread(self.checkpoint.write, blob)
+            await asyncio.shield(self._ckpt_write)  # cancelled: the write stays pending for the next call
         except OSError as exc:
             self.checkpoint.dirty = True
             self.ctx.status.error(f"cannot write the back-fill checkpoint {self.checkpoint.path}: {exc.strerror}")
+        self._ckpt_write = None
 
     # ---------------------------------------------------------------- session
 
