@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from ops.composectl import Emulator
 from ops.drill import EmulatorVerifier, TableVerifier
 
 from .conftest import write_config
@@ -16,7 +17,7 @@ def test_table_verifier_agrees_with_the_emulator_verifier(tmp_path, emu, workspa
     cfg = write_config(tmp_path / "edge.yaml", endpoint=emu.grpc_endpoint, workspace_url=workspace.url,
                        warehouse_id=workspace.warehouse_id)
     table = TableVerifier([sys.executable, "-m", "edge.cli"], str(cfg), None, emu.table).view("plant-dbx")
-    sink = EmulatorVerifier(emu.http_url, emu.table).view("plant-dbx")
+    sink = EmulatorVerifier(Emulator(emu.http_url), emu.table).view("plant-dbx")
     assert (table.min_seq, table.max_seq) == (sink.min_seq, sink.max_seq) == (1, 300)
     assert table.missing == sink.missing == [(100, 109), (201, 205)]
     assert table.unexplained == sink.unexplained == [(100, 109)]
