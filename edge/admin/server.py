@@ -15,7 +15,7 @@ from pathlib import Path
 ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
 # Threads per worker: a connection that sends nothing, or stalls mid-request, holds one thread (gthread
 # hands an idle connection back to its poller after 5 s) instead of a whole sync worker, so a few slow
-# or half-open clients cannot take the page down for everyone (issue 16).
+# or half-open clients cannot take the page down for everyone.
 THREADS = 8
 WORKER_CONNECTIONS = 200  # open connections per worker, kept-alive ones included
 

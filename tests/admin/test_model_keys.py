@@ -1,4 +1,4 @@
-"""The page reads only what the producers write: no alias a producer never emits (issue 14).
+"""The page reads only what the producers write: no alias a producer never emits.
 
 The keys the view model reads from each record are taken from ``model.py`` with ``ast``
 and compared with what the real producers write: a real spool's ``stats()`` and

@@ -1,4 +1,4 @@
-"""The page's server (issue 16): slow or half-open clients cannot starve it; an optional TLS listener with HSTS."""
+"""The page's server: slow or half-open clients cannot starve it; an optional TLS listener with HSTS."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Sessions and logins (issue 16): server-side sessions, one role per guess, a shared limiter, audit lines."""
+"""Sessions and logins: server-side sessions, one role per guess, a shared limiter, audit lines."""
 
 from __future__ import annotations
 

@@ -56,7 +56,7 @@ def test_request_heads_from_raw_bytes(raw):
 
 @fuzz
 @given(json_texts())
-@example(b"[" * 1000 + b"]" * 1000)  # the probe of issue 16
+@example(b"[" * 1000 + b"]" * 1000)  # the nested-JSON probe that once crashed the source
 @example(b"[" + b"{" * 3000 + b"}" * 3000 + b"]")
 @example(b'[{"a": ' + b"9" * 5000 + b"}]")
 @example(b"[" + b'"' + b'\\"' * 2000)

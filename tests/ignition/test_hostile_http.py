@@ -1,4 +1,4 @@
-"""Hostile and broken clients against a real `edge run` http source (issue 16): bounded, answered, nothing half-stored."""
+"""Hostile and broken clients against a real `edge run` http source: bounded, answered, nothing half-stored."""
 
 from __future__ import annotations
 

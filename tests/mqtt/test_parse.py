@@ -306,7 +306,7 @@ def column(p: Parsed) -> str:
     ("number", [b"40", b"40.5", b"-3", b"1e3"]),
 ])
 def test_a_point_sending_40_and_40_5_stays_in_one_column(fmt, payloads):
-    # The foreign device of issue 17: 48 of 67 points were split across value_int and value_double.
+    # A third-party device: 48 of 67 points were split across value_int and value_double.
     m = mapper(format=fmt)
     readings = [m.parse("plant/dev/temp", p)[0] for p in payloads]
     assert {column(r) for r in readings} == {"value_double"}

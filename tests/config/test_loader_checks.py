@@ -1,4 +1,4 @@
-"""The config defects of issue 14, each through the real loader (and the real CLI where it matters).
+"""Config loader defects found in the field, each through the real loader (and the real CLI where it matters).
 
 Every test here failed on the hand-made loader: values from the environment
 were re-parsed as YAML, malformed ${...} references were taken literally,
