@@ -8,6 +8,9 @@ emulator process crash may not - good enough for a test double, and it keeps
 fsync off the hot path. Checkpoints (the one place NORMAL still fsyncs) run in
 their own thread, so the writer never waits on the disk.
 
+Size: ~420 lines, on purpose: the schema, the writer thread and the accounting queries share
+one connection discipline that is easier to check in one file.
+
 Per row we keep the raw record bytes plus the key columns pulled out cheaply;
 ``readings`` is a view for people, decoding happens in the query tools.
 """
