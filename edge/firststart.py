@@ -82,7 +82,7 @@ def demo_tls(d: Path, hostnames: list[str]) -> str:
     The demo world's certificates come from the emulator's own generator, which
     ships in the same image; a production start (no demo host names) never imports it.
     """
-    from simulators.zerobus.tlsgen import ensure_tls
+    from edge.tlsgen import ensure_tls
 
     files = ensure_tls(str(d / "demo-ca"), hostnames)
     for src, name in ((files.ca_cert, DEMO_CA), (files.server_cert, DEMO_CERT), (files.server_key, DEMO_KEY),

@@ -154,3 +154,15 @@ def test_ops_tools_and_the_kit_never_import_tests():
                          else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
                 offenders += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names if n.split(".")[0] == "tests"]
     assert offenders == []
+
+
+def test_the_appliance_never_imports_the_simulators_or_ops():
+    """edge/ is what a plant runs: the outside world's stand-ins and the tools depend on it, not the reverse."""
+    offenders = []
+    for path in sorted((ROOT / "edge").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            offenders += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names
+                          if n.split(".")[0] in ("simulators", "ops")]
+    assert offenders == []

@@ -26,7 +26,7 @@ from .records import DEFAULT_MAX_RECORD_BYTES, display_decoder
 from .schema import Column, load_ddl
 from .service import ZerobusService
 from .store import Store
-from .tlsgen import TlsFiles, ensure_tls
+from edge.tlsgen import TlsFiles, ensure_tls
 from .tokens import TokenIssuer, TokenRequestError, check_token_form, load_key
 
 DEFAULT_TABLE = "main.edge.readings"

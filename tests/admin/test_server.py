@@ -9,7 +9,7 @@ import time
 import pytest
 
 from edge.admin.server import serve
-from simulators.zerobus.tlsgen import ensure_tls
+from edge.tlsgen import ensure_tls
 from tests.admin.browser import login_cookie
 from tests.admin.conftest import ENV, PASSWORDS
 from tests.admin.live import Gunicorn, get

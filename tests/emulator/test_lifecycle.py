@@ -136,7 +136,7 @@ def test_tls_with_generated_ca():
 
 def test_tls_with_given_certificate_files(tmp_path):
     """How Compose runs it: an init service makes the CA and the server certificate, the emulator serves them."""
-    from simulators.zerobus.tlsgen import ensure_tls
+    from edge.tlsgen import ensure_tls
 
     files = ensure_tls(str(tmp_path / "secrets"), ["zerobus-emulator"])
     args = ["--tls-cert", files.server_cert, "--tls-key", files.server_key, "--tls-ca", files.ca_cert]

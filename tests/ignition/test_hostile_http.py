@@ -8,7 +8,7 @@ import socket
 import time
 
 from edge.spool import SpoolReader
-from simulators.zerobus.tlsgen import ensure_tls
+from edge.tlsgen import ensure_tls
 
 from .conftest import TOKEN
 from .test_http_source import event, spooled

@@ -1,4 +1,4 @@
-"""A private CA and a server certificate for the emulator (``--tls``).
+"""A private CA and a server certificate: the demo emulator's TLS, made by the init service (and the emulator's ``--tls``).
 
 The CA is created once and kept in the data dir so clients that trust it keep
 working across restarts; the server certificate is re-issued at every start for
