@@ -14,9 +14,8 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -26,21 +25,11 @@ from edge.sources import mqtt as mqtt_source
 from edge.sources.base import SourceContext, SourceStatus
 from edge.writer import SpoolWriter
 from simulators.kit import procs
+from simulators.kit.wait import wait_until
 from simulators.kit.broker import ROOT, Broker
 
 JSON_SUB = {"topic": "plant/#", "json": {"value": "$", "timestamp": "ts", "timestamp_format": "epoch_ms"}}
 SPARKPLUG_SUB = {"topic": "spBv1.0/#", "format": "sparkplug"}
-
-
-def wait_until(cond: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(every)
 
 
 def edge_config(data_dir: Path, broker: Broker, *, password: str | None = None, subs=(JSON_SUB, SPARKPLUG_SUB),

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from simulators.kit.wait import wait_until
 from tests.emulator.sdk_helpers import Emulator, proto_stream, readings
 from tests.emulator.test_wire import RawStream, batch, create, token
 from zerobus.sdk.shared import NonRetriableException
@@ -124,10 +125,7 @@ def test_lifetime_set_through_faults_rotates_an_idle_stream(emu, appliance_id):
     s.wait_for_offset(s.ingest_records_offset(readings(appliance_id, range(10))))
     before, opened = _service(emu), emu.table_stats()["streams_opened"]
     emu.set_faults({"stream_lifetime_s": 0.5, "close_grace_ms": 5000})  # the stream is idle and already older
-    deadline = time.monotonic() + 10
-    while _service(emu)["close_signals"] == before["close_signals"] and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _service(emu)["close_signals"] > before["close_signals"]
+    wait_until(lambda: _service(emu)["close_signals"] > before["close_signals"], 10, "a close signal")
     emu.set_faults({"stream_lifetime_s": 0})
     s.wait_for_offset(s.ingest_records_offset(readings(appliance_id, range(10, 20))))  # on the next stream
     s.close()

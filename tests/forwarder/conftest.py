@@ -13,6 +13,7 @@ from edge.encode import encode_reading
 from edge.forward import Forwarder
 from edge.spool import Spool
 from edge.writer import SpoolWriter
+from simulators.kit.wait import wait_until
 from tests.support.fixtures import emulator  # noqa: F401
 
 APP = "fwd-test"
@@ -29,15 +30,8 @@ def items(n: int, start: int = 0, bad: set[int] = frozenset()) -> list[tuple[int
 
 
 def wait_for(pred, timeout: float = 20.0, what: str = "condition"):
-    """Poll ``pred`` until it returns something true (returned); AssertionError after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout:g}s")
-        time.sleep(0.01)
+    """The kit's waiter with the forwarder tests' defaults (returns what ``pred`` returned)."""
+    return wait_until(pred, timeout, what, every=0.01)
 
 
 def make_cfg(emu, **kw) -> ZerobusConfig:

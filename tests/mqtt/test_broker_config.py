@@ -130,15 +130,6 @@ def test_acl_publishers_only_under_their_prefix_edge_reads_only(broker):
     sim1.loop_stop()
 
 
-def _until(cond, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
-
-
 @pytest.mark.parametrize("topic", ["plant/edge/line1/x", "spBv1.0/plant/NDATA/edge", "spBv1.0/plant/DDATA/edge/dev1"])
 def test_acl_the_edge_user_publishes_nothing_not_even_under_its_own_prefix(broker, topic):
     """The device patterns (plant/%u/#, spBv1.0/+/+/%u) apply to every user: they must not
@@ -152,7 +143,7 @@ def test_acl_the_edge_user_publishes_nothing_not_even_under_its_own_prefix(broke
     # A marker published after the refusal: once it arrived, the forged message would have too.
     sim1, _ = _client(broker, "sim1")
     sim1.publish("plant/sim1/marker", b"1", qos=1).wait_for_publish(5)
-    assert _until(lambda: "plant/sim1/marker" in eseen["msgs"])
+    wait_until(lambda: "plant/sim1/marker" in eseen["msgs"], 10, "the marker")
     assert topic not in eseen["msgs"]
     edge.loop_stop()
     sim1.loop_stop()
