@@ -77,7 +77,7 @@ def _system_bundle() -> bytes:
         import certifi
 
         paths.append(certifi.where())
-    except ImportError:
+    except ImportError:  # certifi is optional: the system bundle above is enough
         pass
     for p in paths:
         if p and os.path.exists(p):

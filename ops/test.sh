@@ -23,6 +23,12 @@ command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 # tc (iproute2) and nsenter (util-linux) shape the drill's WAN link.
 command -v tc >/dev/null 2>&1 || need+=(iproute2)
 command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
+# Foreign device stacks for the interop matrix: libmodbus (a C Modbus server the
+# suite compiles) and the tools that build open62541 from Debian's source package.
+[ -e /usr/include/modbus/modbus.h ] || need+=(libmodbus-dev)
+command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 if [ ${#need[@]} -gt 0 ]; then
   log "installing Debian packages: ${need[*]}"
   if [ "$(id -u)" != 0 ]; then echo "need root (or sudo) to apt-get install ${need[*]}" >&2; exit 1; fi

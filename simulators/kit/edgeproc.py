@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -48,7 +49,7 @@ class EdgeRun:
         if not self.forward:
             args.append("--no-forward")
         self.proc = subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT)
-        if not self.wait_for(self.spool_path.exists, 20):
+        if not self.wait_for(self._spool_ready, 20):
             raise RuntimeError(f"edge did not create its spool:\n{self.log_tail()}")
         return self
 
@@ -64,6 +65,16 @@ class EdgeRun:
                 return True
             time.sleep(every)
         return False
+
+    def _spool_ready(self) -> bool:
+        """The file exists and its schema is committed (a reader that opens it earlier sees no tables)."""
+        if not self.spool_path.exists():
+            return False
+        try:
+            self.stats()
+        except sqlite3.OperationalError:
+            return False
+        return True
 
     def stats(self) -> dict:
         with SpoolReader(self.spool_path) as r:
