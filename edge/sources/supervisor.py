@@ -14,6 +14,15 @@ backoff with full jitter (``edge.backoff``) or the failure's own wait (a
 refused login waits ``auth_backoff``: retrying fast will not help), and resets
 the backoff after a connection that stayed up ``healthy_after`` seconds.
 
+Waking early: a source may give a cheap ``probe()`` (``tcp_probe(host, port)``: can a TCP
+connection be opened?). While waiting out a backoff the supervisor probes once at the start:
+if the endpoint answers already, the failure was not about reaching it (a refused session, a
+certificate), and the full jittered delay is waited, so a server that accepts TCP but rejects
+the session is not hammered. If it does not answer, it is probed every ``probe_every`` seconds
+(at most a quarter of the delay) and the next attempt starts as soon as it answers: a server
+back after a long outage is reconnected within about a second, not after up to
+``reconnect_max``. A failure with its own wait (a refused login) is never cut short.
+
 On cancellation the supervisor closes nothing: the source's ``run()`` owns
 its last shutdown (MQTT still acknowledges its last commits on the way out).
 
@@ -28,7 +37,7 @@ import logging
 import socket
 import ssl
 import time
-from typing import Callable, Protocol
+from typing import Awaitable, Callable, Protocol
 
 from edge.backoff import Backoff
 from edge.sources.states import State
@@ -58,6 +67,35 @@ class Session(Protocol):
     async def close(self) -> None: ...
 
 
+Probe = Callable[[], Awaitable[bool]]
+
+
+def tcp_probe(host: str, port: int, timeout: float = 1.0) -> Probe:
+    """A probe that says whether a TCP connection to host:port opens within ``timeout``."""
+
+    async def probe() -> bool:
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        except (OSError, asyncio.TimeoutError):
+            return False
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except OSError:  # a reset while closing: it answered, that is all we asked
+            pass
+        return True
+
+    return probe
+
+
+def probe_times(delay: float, every: float) -> list[float]:
+    """Offsets (seconds from the start of a wait of ``delay``) at which to probe: ``every``
+    apart, at most a quarter of the delay apart, never closer than 50 ms, none at the end."""
+    step = max(0.05, min(every, delay / 4))
+    n = int(delay / step)
+    return [step * i for i in range(1, n + 1) if step * i < delay]
+
+
 def describe_oserror(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
@@ -84,10 +122,12 @@ class Supervisor:
                  target: str = "", healthy_after: float = 30.0, min_delay: float = 0.0,
                  classify: Callable[[BaseException, str], Failure | None] | None = None,
                  check: Callable[[], None] | None = None, log: logging.Logger | None = None,
-                 backoff: Backoff | None = None, phase: str = "connect"):
+                 backoff: Backoff | None = None, phase: str = "connect",
+                 probe: Probe | None = None, probe_every: float = 1.0):
         """``classify(exc, phase)``: the protocol's own reading of a failure (None: the generic one).
         ``check()``: called after every failure; what it raises ends ``run()`` (a crash that
-        reconnecting cannot cure). ``phase``: "run" for a whole collector (the runner)."""
+        reconnecting cannot cure). ``phase``: "run" for a whole collector (the runner).
+        ``probe()``: is the endpoint reachable (``tcp_probe``)? Lets a backoff end early."""
         self.session = session
         self.status = status
         self.target = target
@@ -100,6 +140,9 @@ class Supervisor:
         self.log = log or logging.getLogger("edge.sources")
         self.last_problem = ""
         self.connected_once = False
+        self._probe = probe
+        self.probe_every = probe_every
+        self.woken_early = 0  # backoffs cut short because the endpoint answered again
 
     def classify(self, exc: BaseException, phase: str) -> Failure:
         if self._classify is not None and not isinstance(exc, Failure):
@@ -150,6 +193,31 @@ class Supervisor:
                 self._check()
             if up_at is not None and time.monotonic() - up_at >= self.healthy_after:
                 self.backoff.reset()  # it ran fine for a while: a new failure, not a crash loop
-            delay = failure.wait if failure.wait is not None else max(self.min_delay, self.backoff.next_delay())
+            if failure.wait is not None:
+                await asyncio.sleep(failure.wait)  # its own wait (a refused login): never cut short
+            else:
+                await self.wait(max(self.min_delay, self.backoff.next_delay()))
+
+    async def wait(self, delay: float) -> None:
+        """Sleep ``delay``, or less when the endpoint did not answer at the start and answers now."""
+        times = probe_times(delay, self.probe_every) if self._probe is not None else []
+        if not times:
             await asyncio.sleep(delay)
+            return
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        if await self._probe():
+            # It answers: the failure was the session, not the network. The whole jittered delay.
+            await asyncio.sleep(max(0.0, start + delay - loop.time()))
+            return
+        for at in times:
+            await asyncio.sleep(max(0.0, start + at - loop.time()))
+            if loop.time() - start >= delay:
+                return
+            if await self._probe():
+                self.woken_early += 1
+                self.log.info("source %s: %s answers again; reconnecting now (%.1f s of the %.1f s backoff left)",
+                              self.status.name, self.target, max(0.0, start + delay - loop.time()), delay)
+                return
+        await asyncio.sleep(max(0.0, start + delay - loop.time()))
 

@@ -11,7 +11,7 @@ import pytest
 from edge.backoff import Backoff
 from edge.sources.states import State
 from edge.sources.status import SourceStatus
-from edge.sources.supervisor import Failure, Supervisor, classify
+from edge.sources.supervisor import Failure, Supervisor, classify, probe_times, tcp_probe
 from simulators.kit.aio import running, wait_until
 
 
@@ -106,3 +106,79 @@ async def test_a_crashing_collector_is_restarted_and_check_can_end_the_loop():
     with pytest.raises(RuntimeError, match="give up"):
         await Supervisor(session, status, initial=0.001, cap=0.001, phase="run", check=check).run()
     assert checks == ["restarting", "restarting"] and "KeyError" in status.snapshot()["last_error"]
+
+
+def test_probe_times_are_bounded_by_the_delay():
+    assert probe_times(30, 1.0)[:3] == [1.0, 2.0, 3.0] and max(probe_times(30, 1.0)) < 30
+    assert probe_times(2, 1.0) == [0.5, 1.0, 1.5]  # at most a quarter of the delay apart
+    assert probe_times(0.1, 1.0) == [0.05]
+    assert probe_times(0.0, 1.0) == []
+
+
+class TcpSession(Script):
+    """connect() opens a real TCP connection to ``port``: refused while nothing listens."""
+
+    def __init__(self, port, up_for=60.0):
+        super().__init__([], up_for=up_for)
+        self.port = port
+        self.connected_at = None
+
+    async def connect(self):
+        self.connects += 1
+        _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        writer.close()
+        self.connected_at = asyncio.get_running_loop().time()
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def _noop(reader, writer):
+    writer.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+async def test_a_long_backoff_ends_as_soon_as_the_endpoint_answers_again():
+    port = _free_port()
+    status = SourceStatus("s", "test", None)
+    session = TcpSession(port)
+    # Every backoff delay is the full 30 s (rand 1.0): without the probe the next attempt is 30 s away.
+    backoff = Backoff(initial=30, cap=30, rng=type("R", (), {"random": staticmethod(lambda: 1.0)})())
+    sup = Supervisor(session, status, initial=30, cap=30, target=f"127.0.0.1:{port}", backoff=backoff,
+                     probe=tcp_probe("127.0.0.1", port, timeout=0.5), probe_every=0.5)
+    async with running(sup):
+        await wait_until(lambda: session.connects >= 1 and status.snapshot()["state"] == "connect_failed",
+                         timeout=10, what="first attempt refused")
+        await asyncio.sleep(1.0)  # the server stays down a while into the 30 s backoff
+        server = await asyncio.start_server(_noop, "127.0.0.1", port)
+        answered_at = asyncio.get_running_loop().time()
+        try:
+            await wait_until(lambda: session.connected_at is not None, timeout=10, what="reconnected")
+        finally:
+            server.close()
+    assert session.connected_at - answered_at < 2.0
+    assert sup.woken_early == 1 and session.connects == 2
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+async def test_an_endpoint_that_answers_but_refuses_the_session_waits_the_whole_backoff():
+    port = _free_port()
+    server = await asyncio.start_server(_noop, "127.0.0.1", port)
+    status = SourceStatus("s", "test", None)
+    session = Script([Failure(State.TLS_ERROR, "certificate refused")] * 10)
+    backoff = Backoff(initial=3, cap=3, rng=type("R", (), {"random": staticmethod(lambda: 1.0)})())
+    sup = Supervisor(session, status, initial=3, cap=3, target=f"127.0.0.1:{port}", backoff=backoff,
+                     probe=tcp_probe("127.0.0.1", port, timeout=0.5), probe_every=0.1)
+    try:
+        async with running(sup):
+            await wait_until(lambda: session.connects >= 1, timeout=10, what="first attempt")
+            await asyncio.sleep(1.5)  # fifteen probe intervals: no early retry against a live endpoint
+            assert session.connects == 1 and sup.woken_early == 0
+    finally:
+        server.close()
