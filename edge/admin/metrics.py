@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping
 PREFIX = "zerobus_edge_"
 # Seconds; used when the forwarder does not report its own buckets.
 DEFAULT_ACK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-DRAIN_BINDINGS = ("latency-bound", "quota-bound", "link-bound", "cpu-bound", "caught-up")
+DRAIN_BINDINGS = ("measuring", "latency-bound", "quota-bound", "link-bound", "queue-bound", "cpu-bound", "caught-up")
 DRAIN_FIGURES = (
     ("rtt_ms", "drain_ack_rtt_milliseconds", "Smoothed time from send to ack of recent batches."),
     ("records_per_s", "drain_records_per_second", "Records per second acked over the last interval of the drain."),

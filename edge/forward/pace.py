@@ -10,8 +10,11 @@ latency-bound the rate is window / RTT, so the window doubles about once per RTT
 something else stops the rate from growing: the per-stream quota, the link, the CPU,
 or the memory bound.
 
-What binds, as ``state()`` reports it:
+What binds, as ``state()`` reports it (only what was measured, never a guess):
 
+- ``measuring``: a drain began (the window filled, or a window-limited ack came) but fewer
+  than MEASURE_SAMPLES rate samples of it exist, or acks queue and the probe that tells a
+  quota from the link is still running: nothing is known yet about what binds;
 - ``latency-bound``: acks come back at the base latency and the window is what limits
   (still growing, or at ``max_inflight_bytes``): rate ~ window / RTT;
 - ``quota-bound``: the service throttles a stream (RESOURCE_EXHAUSTED), or acks queue
@@ -19,6 +22,8 @@ What binds, as ``state()`` reports it:
   quota binds, so more streams open, up to ``zerobus.streams``;
 - ``link-bound``: acks queue up and an extra stream did not raise the rate (or none may
   open): the shared path (uplink, proxy) is full;
+- ``queue-bound``: acks queue up but no probe could tell a quota from the link (the drain
+  opened every allowed stream at once from nothing, or only one stream is allowed);
 - ``cpu-bound``: the forwarder's own thread is busy most of the time (framing, spool reads);
 - ``caught-up``: the spool ran dry; ingest, not the drain, sets the rate.
 
@@ -56,6 +61,7 @@ THROTTLE_FIRST_S = 0.1
 THROTTLE_MAX_S = 5.0
 STALL_RTTS = 5.0
 STALL_MIN_S = 3.0
+MEASURE_SAMPLES = 3  # window-limited rate samples (each >= one base RTT) before a drain's binding is told
 
 
 @dataclass
@@ -114,11 +120,15 @@ class Pace:
         self.draining = False
         self._batch = 0  # largest batch sent, bytes
         self._min_rtt: float | None = None  # lowest RTT of the last RTT_MEMORY_S
+        self._started = False  # a drain began (the window filled) and is not caught up yet
+        self._drain_samples = 0  # window-limited rate samples in a row since it began
 
     # ----------------------------------------------------------- reports
 
     def sent(self, nbytes: int) -> None:
         self.inflight_bytes += nbytes
+        if self.inflight_bytes >= self.window:
+            self._started = True
         if nbytes > self._batch:
             self._batch = nbytes
             self.window = max(self.window, self._floor())
@@ -153,6 +163,10 @@ class Pace:
             self.records_per_s = self._iv_records / span
             if self._iv_limited:  # a sample where the spool ran dry says nothing about the pipe
                 self._rates.append((now, self.bytes_per_s, self.records_per_s))
+                self._started = True
+                self._drain_samples += 1
+            else:  # the spool ran dry: that drain is over
+                self._started, self._drain_samples = False, 0
             while self._rates and self._rates[0][0] < now - RATE_MEMORY_S:
                 self._rates.popleft()
             self.draining = self._iv_limited
@@ -164,6 +178,8 @@ class Pace:
         self.draining = False
         self.streams = 1
         self._probe = None
+        self._started, self._drain_samples = False, 0
+        self._verdict = None  # the next drain is measured afresh (its path may differ: another hour, another link)
         self.bytes_per_s = self.records_per_s = 0.0
         self._iv_start, self._iv_bytes, self._iv_records, self._iv_limited = None, 0, 0, False
 
@@ -240,15 +256,20 @@ class Pace:
             self._hold_until = now + LINK_HOLD_S
 
     def binding(self, now: float) -> str:
-        if not self.draining:
+        if not self.draining and not self._started:
             return "caught-up"
-        if self.cpu >= CPU_BOUND:
-            return "cpu-bound"
+        # What is known without a rate: a throttle names the quota, a busy thread the CPU.
         if self._throttled_at is not None and now - self._throttled_at < THROTTLE_MEMORY_S:
             return "quota-bound"
+        if self.draining and self.cpu >= CPU_BOUND:
+            return "cpu-bound"
+        if self._drain_samples < MEASURE_SAMPLES:
+            return "measuring"
         if self.queueing():
-            # Until a probe shows that another stream raises the rate, the shared path is what is full.
-            return "quota-bound" if self._verdict == "quota" else "link-bound"
+            if self._verdict is not None:
+                return f"{self._verdict}-bound"
+            # Only a probe (one more stream, rate up or not) tells a quota from the link.
+            return "measuring" if self._probe is not None or self.streams < self.max_streams else "queue-bound"
         return "latency-bound"
 
     def figures(self, now: float) -> Figures:

@@ -143,7 +143,9 @@ class Pump:
             link = self._link_with_room()
             if link is None or (self.window and (len(self.window) + unsettled >= cap_calls
                                                  or self.pace.inflight_bytes >= self.pace.window)):
-                self.limited = True
+                if not self.limited:
+                    self.limited = True
+                    self.fwd.publish_pace()  # a drain began: the state says so (measuring) before its first ack
                 if self.pace.streams < self.pace.max_streams and self.spool.reader.peek(self.sent_hi, 1, self.spool.batch_bytes):
                     self.pace.backlogged(time.monotonic())  # more left than the window holds: all streams now
                 return

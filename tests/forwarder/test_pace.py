@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge.forward.pace import LINK_HOLD_S, PROBE_S, Pace
+from edge.forward.pace import LINK_HOLD_S, MEASURE_SAMPLES, PROBE_S, Pace
 
 BATCH = 100_000  # bytes per batch
 
@@ -50,7 +50,7 @@ def test_queueing_acks_probe_a_second_stream_which_proves_a_quota():
     # Same rate, RTT x4: acks queue somewhere; a probe (one more stream) starts.
     t = drive(p, t, 1.0, 0.2, 1_000_000, until=lambda p: p.streams == 2)
     assert p.queueing() and p.streams == 2
-    assert p.binding(t) == "link-bound"  # until the probe shows that a stream more helps
+    assert p.binding(t) == "measuring"  # until the probe shows whether a stream more helps
     # The second stream doubled the rate: a quota, and (still queueing) the next probe starts.
     t = drive(p, t, PROBE_S + 1.0, 0.2, 2_000_000, until=lambda p: p.streams == 4)
     assert p.streams == 4 and p.binding(t) == "quota-bound"  # streams double: 1, 2, 4
@@ -125,3 +125,35 @@ def test_a_trickle_with_jittered_acks_does_not_probe_for_streams():
     t = drive(p, 0.0, 1.0, 0.02, 1_000_000, limited=False)
     drive(p, t, 3.0, 0.3, 1_000_000, limited=False)  # "queueing" acks, but the spool, not the window, limits
     assert p.streams == 1
+
+
+def test_a_drain_says_measuring_until_its_rate_is_measured_never_a_guess():
+    """From a standing start with a backlog: no rate, no RTT, then acks queueing behind the first window."""
+    p = Pace(max_bytes=100_000_000, min_bytes=BATCH, max_streams=4, initial_bytes=4 * BATCH)
+    assert p.binding(0.0) == "caught-up"
+    for _ in range(4):
+        p.sent(BATCH)  # the window fills: a drain began
+    p.backlogged(0.0)  # every stream at once, from nothing: no probe to judge
+    assert p.binding(0.0) == "measuring"  # was "caught-up": nothing acked yet
+    t, rtt, seen = 0.0, 0.05, []
+    while p._drain_samples < MEASURE_SAMPLES:
+        t += 0.01
+        rtt += 0.01  # each ack later than the last: the first window queues somewhere
+        p.sent(BATCH)
+        p.acked(t, BATCH, 1000, rtt, True)
+        seen.append(p.binding(t))
+    assert set(seen[:-1]) == {"measuring"}  # was "link-bound" from the first sample on, with no link measured
+    # Measured now: acks queue, but no probe told a quota from the link (every stream opened at once).
+    assert p.queueing() and p.binding(t) == "queue-bound"
+
+
+def test_a_new_drain_forgets_the_last_drains_verdict():
+    p = Pace(max_bytes=100_000_000, min_bytes=BATCH, max_streams=4)
+    t = drive(p, 0.0, 1.0, 0.05, 1_000_000)
+    t = drive(p, t, 1.0, 0.2, 1_000_000, until=lambda p: p.streams == 2)
+    t = drive(p, t, PROBE_S + 1.0, 0.2, 1_000_000)
+    assert p.binding(t) == "link-bound"
+    p.idle()
+    assert p.binding(t) == "caught-up"
+    p.sent(p.window)
+    assert p.binding(t) == "measuring"
