@@ -1,35 +1,36 @@
 """Drain benchmark: spool -> Forwarder -> real SDK -> emulator, under a realistic cloud and a thin uplink.
 
-    PYTHONPATH=. .venv/bin/python ops/bench_drain.py            # ~3 minutes on 2 busy cores
-        [--streams 1,4] [--rows-fast 200000] [--rows-slow 120000] [--batch N] [--inflight N]
+    PYTHONPATH=. .venv/bin/python ops/bench_drain.py            # ~4 minutes on 2 busy cores
+        [--streams 1,4] [--rows-fast 600000] [--rows-slow 240000] [--batch N] [--inflight N]
         [--ack-latency-ms 150] [--quota 100000] [--quota-low 15000] [--link-mbit 20] [--link-delay-ms 50]
-        [--set key=value ...]  (any zerobus config field, e.g. an adaptive window's)  [--backlog-rows N]
+        [--only nolat,quota,quota_low,link] [--set key=value ...] [--backlog-rows N]
 
 One emulator (``--store none``), reconfigured per row through its fault API. Rows, for each
 ``--streams`` value (the forwarder's ``zerobus.streams``), each preceded by the bare SDK pushing
 the same records from memory with the same streams and window through the same service (what
 the pipe allows without the forwarder):
 
-- ``no latency``: the bare SDK's rate here is the no-latency limit of this run;
-- ``150 ms + 100k/s``: acks 150 ms after each batch arrives, 100k records/s per stream;
-- ``150 ms + 15k/s``: the older per-stream quota;
+- ``no latency`` (nolat): the best no-latency rate here is the no-limit rate of this run;
+- ``150 ms + 100k/s`` (quota): acks 150 ms after each batch arrives, 100k records/s per stream;
+- ``150 ms + 15k/s`` (quota_low): the older per-stream quota;
 - ``link``: the same 150 ms + 100k/s service behind a 20 Mbit/s link with 50 ms one-way
   delay on the uplink (ops/linkproxy.py: an in-process rate-limited TCP proxy, what
   ``tc tbf + netem`` on the egress would do, without root).
 
-Each row prints its binding limit, computed in the same run: min(streams x quota, the
-no-latency rate with those streams (the better of the bare SDK's and the forwarder's), the
-link's capacity in readings/s at the wire bytes per reading measured at the proxy), and the
-drain as a fraction of it (the no-latency row: of the bare SDK's rate); what the adaptive
-forwarder said bound it while draining (its ``state()["drain"]["binding"]``, sampled); also what the
-configured window allows (streams x inflight x batch / ack time), bytes per reading as
-gRPC messages (the emulator's counters) and on the wire (the proxy: gRPC frames, HTTP/2
-framing and headers included), and what compression would save on a batch.
-``--backlog-rows N`` adds the restart-to-first-ack measurement from an N-reading spool.
+Each row prints its binding limit, computed in the same run by ops/drainlimit.py (as the drill
+does): min(streams x quota, the window over the ack round trip, the no-limit rate (the best of the
+bare SDK's and the forwarder's no-latency rates), the link's capacity at the wire bytes per reading
+measured at the proxy), and the drain as a fraction of it twice: the whole drain (start included)
+and its steady state (the rate between 25% and 90% of the rows delivered). ``first`` is the time
+to the first delivered batch, ``start`` what the start cost against a drain at the steady rate from
+its first second (wall - rows / steady: token, stream creation, the first ack's latency). Also what
+the adaptive forwarder said bound it while draining (its ``state()["drain"]["binding"]``, sampled),
+bytes per reading (gRPC messages, or on the wire through the proxy: gRPC frames, HTTP/2 framing
+and headers included), and what compression would save on a batch. ``--backlog-rows N`` adds
+the restart-to-first-ack measurement from an N-reading spool.
 
-With the default window (4 streams x 16 x 5,000) a 200k backlog is in flight almost at once,
-so the default rows weigh the start (token, stream creation, first RTT) as much as the steady
-rate; for the 0.9 target of the 150 ms + 100k/s row use ``--rows-fast 600000`` (~2 minutes).
+The default rows are long enough for the steady state to dominate: the start costs ~0.3 s
+(the first ack alone is one 150 ms RTT), a fifth of a 200k drain at 200k/s but a tenth of 600k.
 
 Over 400 lines on purpose: a script run by hand whose phases (fill, baseline, drain, probe,
 first ack) read top to bottom; the reusable part, the link, lives in ops/linkproxy.py.
@@ -163,11 +164,14 @@ def drain(emu, spool_path: Path, rows: int, streams: int, batch: int, inflight: 
                         client_id=emu.client_id, client_secret=Secret(emu.client_secret), streams=streams,
                         batch_max_records=batch, max_inflight_batches=inflight, **(extra or {}))
     fwd = Forwarder(cfg, appliance_id=APP, spool_path=str(spool_path), writer=writer)
+    first = writer.call(lambda s: s.watermark()).result(30)
     t0 = time.perf_counter()
     fwd.start()
     said: collections.Counter = collections.Counter()  # the adaptive forwarder's own view of what binds it
     most_streams, next_look = 0, 0.0
-    while writer.call(lambda s: s.watermark()).result(30) < last:
+    series: list[tuple[float, int]] = []  # (s since start, delivered watermark), every poll
+    while (mark := writer.call(lambda s: s.watermark()).result(30)) < last:
+        series.append((time.perf_counter() - t0, mark))
         time.sleep(0.01)
         if time.perf_counter() >= next_look:
             pace = fwd.state().get("drain") or {}  # absent before the adaptive window
@@ -180,8 +184,31 @@ def drain(emu, spool_path: Path, rows: int, streams: int, batch: int, inflight: 
     fwd.stop(10)
     writer.close()
     says = ", ".join(f"{k} {v / sum(said.values()):.0%}" for k, v in said.most_common(3))
+    series.append((wall, last))
     return {"wall": wall, "acked": st["acked_total"], "resent": st["resent_total"], "failures": st["failures_total"],
-            "says": f"{says}; up to {most_streams} stream(s)" if said else ""}
+            "says": f"{says}; up to {most_streams} stream(s)" if said else "",
+            **steady_state(series, first, last)}
+
+
+def steady_state(series: list[tuple[float, int]], start: int, last: int, lo: float = 0.25, hi: float = 0.9) -> dict:
+    """The drain's steady rate and what its start cost, from (seconds, delivered watermark) samples.
+
+    Steady: the rate between the moments ``lo`` and ``hi`` of the rows were delivered (the start and
+    the tail left out). Start: the time to the first delivered batch, and ``wall - rows / steady``, the
+    seconds the start (token, streams, first RTTs, the window's growth) cost against a drain that
+    ran at the steady rate from its first second.
+    """
+    rows = last - start
+    if rows <= 0 or not series:
+        return {"steady": None, "first_s": None, "start_cost_s": None}
+    first_s = next((t for t, m in series if m > start), series[-1][0])
+    t_lo = next(t for t, m in series if m - start >= lo * rows)
+    t_hi = next(t for t, m in series if m - start >= hi * rows)
+    m_lo = next(m for t, m in series if t == t_lo)
+    m_hi = next(m for t, m in series if t == t_hi)
+    steady = (m_hi - m_lo) / (t_hi - t_lo) if t_hi > t_lo else None
+    wall = series[-1][0]
+    return {"steady": steady, "first_s": first_s, "start_cost_s": (wall - rows / steady) if steady else None}
 
 
 def first_ack_child(cfg_json: str) -> int:
@@ -273,8 +300,8 @@ def parse_sets(pairs: list[str]) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--streams", default="1,4", help="zerobus.streams values, one set of rows each (default 1,4)")
-    ap.add_argument("--rows-fast", type=int, default=200_000, help="readings per run for the no-latency and 100k/s rows")
-    ap.add_argument("--rows-slow", type=int, default=120_000, help="readings per run for the 15k/s and link rows")
+    ap.add_argument("--rows-fast", type=int, default=600_000, help="readings per run for the no-latency and 100k/s rows")
+    ap.add_argument("--rows-slow", type=int, default=240_000, help="readings per run for the 15k/s and link rows")
     ap.add_argument("--batch", type=int, default=None, help="batch_max_records (default: the config's)")
     ap.add_argument("--inflight", type=int, default=None, help="max_inflight_batches per stream (default: the config's)")
     ap.add_argument("--ack-latency-ms", type=float, default=150.0)
@@ -296,6 +323,7 @@ def main() -> int:
 
     from edge.encode import appliance_prefix
     from edge.spool import SpoolReader
+    from ops import drainlimit
     from ops.linkproxy import LinkProxy
     from simulators.kit.emulator import Emulator
 
@@ -306,6 +334,7 @@ def main() -> int:
     args.batch = args.batch or defaults.batch_max_records
     args.inflight = args.inflight or defaults.max_inflight_batches
     extra = parse_sets(args.set)
+    window_bytes = int(ZerobusConfig(**{k: v for k, v in extra.items() if k == "max_inflight_bytes"}).max_inflight_bytes)
     only = set(args.only.split(",")) if args.only else {"nolat", "quota", "quota_low", "link"}
     work = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="bench-drain-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -340,8 +369,8 @@ def main() -> int:
         print(compression_probe(framed, args.batch, framer))
         pid = emu.proc.pid
         nolat: dict[int, float] = {}
-        hdr = (f"\n{'row':26} {'streams':>7} {'readings/s':>11} {'limit/s':>10} {'binding':>12} {'drain':>6} "
-               f"{'window/s':>10} {'msg B/r':>8} {'wire B/r':>9} {'emu CPU':>8} {'self CPU':>9}  note")
+        hdr = (f"\n{'row':26} {'streams':>7} {'readings/s':>11} {'steady/s':>10} {'limit/s':>10} {'binding':>15} "
+               f"{'drain':>6} {'steady':>7} {'first':>7} {'start':>7} {'B/r':>6} {'emu CPU':>7} {'self CPU':>8}  note")
         print(hdr)
         for n in streams_list:
             for kind, label, faults, rate_bps, rows in rows_kinds:
@@ -361,9 +390,9 @@ def main() -> int:
                 bare = rows / base.wall
                 if kind == "nolat":
                     nolat[n] = bare
-                wire = f"{(proxy.bytes_up - up0) / rows:.2f}" if proxy else "-"
-                print(f"{'bare SDK, ' + label:26} {n:7d} {bare:11,.0f} {'':>10} {'':>12} {'':>6} {'':>10} {'':>8} {wire:>9} "
-                      f"{base.emu_cpu / base.wall:7.0%} {base.self_cpu / base.wall:8.0%}  "
+                wire = f"{(proxy.bytes_up - up0) / rows:.1f}" if proxy else "-"
+                print(f"{'bare SDK, ' + label:26} {n:7d} {bare:11,.0f} {'':>10} {'':>10} {'':>15} {'':>6} {'':>7} "
+                      f"{'':>7} {'':>7} {wire:>6} {base.emu_cpu / base.wall:7.0%} {base.self_cpu / base.wall:8.0%}  "
                       f"{'the no-latency limit' if kind == 'nolat' else 'the same service without the forwarder'}")
                 before = emu.stats()["service"]
                 up0 = proxy.bytes_up if proxy else 0
@@ -379,35 +408,33 @@ def main() -> int:
                         Path(str(copy) + suffix).unlink(missing_ok=True)
                 after = emu.stats()["service"]
                 rate = rows / d["wall"]
+                steady = d["steady"] or rate
                 msg_bpr = (after["message_bytes"] - before["message_bytes"]) / rows
-                limits = {}
-                if n in nolat:
-                    limits["cpu"] = nolat[n]
                 if kind == "nolat":
                     # On a shared machine one bare-SDK run can come out slower than the forwarder: the
-                    # no-latency limit for the other rows is the better of the two no-latency rates.
-                    nolat[n] = max(nolat[n], rate)
-                if faults.get("quota_records_per_s"):
-                    limits["quota"] = n * faults["quota_records_per_s"]
-                wire_bpr = None
-                if proxy is not None:
-                    wire_bpr = (proxy.bytes_up - up0) / rows
-                    limits["link"] = rate_bps / 8 / wire_bpr
-                binding, limit = min(limits.items(), key=lambda kv: kv[1]) if limits else ("-", float("nan"))
+                    # no-latency limit for the other rows is the best of the no-latency rates measured.
+                    nolat[n] = max(nolat[n], rate, steady)
+                wire_bpr = (proxy.bytes_up - up0) / rows if proxy is not None else None
                 ack_s = faults.get("ack_latency_ms", 0) / 1000 + (args.link_delay_ms / 1000 if proxy else 0)
-                window = n * args.inflight * args.batch / ack_s if ack_s else float("inf")
+                known = drainlimit.limits(
+                    streams=n, quota_per_stream=faults.get("quota_records_per_s"), link_bps=rate_bps,
+                    wire_bytes_per_reading=wire_bpr, window_records=n * args.inflight * args.batch,
+                    window_bytes=window_bytes, bytes_per_reading=msg_bpr, rtt_s=ack_s, no_limit=nolat.get(n))
+                binding, limit = drainlimit.binding(known) or ("-", float("nan"))
                 note = []
                 if d["resent"]:
                     note.append(f"resent {d['resent']}")
                 if after["throttled_batches"] > before["throttled_batches"]:
                     note.append(f"throttled {after['throttled_batches'] - before['throttled_batches']} batches")
-                if window < limit:
-                    note.append("window-bound")
+                note.append(f"{rate / bare:.2f} of the bare SDK")
                 if d["says"]:
                     note.append("forwarder says " + d["says"])
-                print(f"{label:26} {n:7d} {rate:11,.0f} {limit:10,.0f} {binding + '-bound':>12} {rate / limit:6.2f} "
-                      f"{window:10,.0f} {msg_bpr:8.2f} {(f'{wire_bpr:.2f}' if wire_bpr else '-'):>9} "
+                first = f"{d['first_s']:.2f}" if d["first_s"] is not None else "-"
+                cost = f"{d['start_cost_s']:.2f}" if d["start_cost_s"] is not None else "-"
+                print(f"{label:26} {n:7d} {rate:11,.0f} {steady:10,.0f} {limit:10,.0f} {binding + '-bound':>15} "
+                      f"{rate / limit:6.2f} {steady / limit:7.2f} {first:>7} {cost:>7} {wire_bpr or msg_bpr:6.1f} "
                       f"{ph.emu_cpu / ph.wall:7.0%} {ph.self_cpu / ph.wall:8.0%}  {', '.join(note)}")
+                print(f"{'':26} limits: {drainlimit.describe(known)}; load {os.getloadavg()[0]:.1f}")
         del framed
         emu.clear_faults()
         if args.backlog_rows:

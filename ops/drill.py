@@ -45,6 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable as a plain script
 
+from ops import drainlimit  # noqa: E402
 from ops import drillcheck as dc  # noqa: E402
 from ops import wan  # noqa: E402
 from ops.drillsink import VERIFIERS, DrillSetupError, EmulatorVerifier, SpoolProbe, TableVerifier  # noqa: E402
@@ -143,6 +144,38 @@ def wan_shaper(args: argparse.Namespace, network: str) -> wan.Shaper | None:
         raise DrillError(str(exc)) from None
 
 
+def drain_limit(args, probe: SpoolProbe, sink_profile, wan_fig: dict | None, shaper, said: dict, rtts: list,
+                drain_rate: float | None) -> dict:
+    """The binding limit as the benchmark computes it (ops/drainlimit.py), from what this drill measured:
+    the link at its wire bytes per reading, streams x the quota (--quota-per-stream, else the emulator's),
+    the forwarder's most in flight over its lowest ack RTT, and --no-limit-rate if given."""
+    fwd = probe.forwarder()
+    quota = args.quota_per_stream
+    if quota is None and sink_profile is not None:
+        try:
+            quota = sink_profile().get("quota_records_per_s") or None
+        except Exception as exc:  # noqa: BLE001 - advisory: the quota is then reported as not measured
+            print(f"drill: could not read the emulator's quota: {exc}", file=sys.stderr)
+    wire = (wan_fig or {}).get("wire_bytes_per_reading")
+    rtt_ms = min(rtts) if rtts else None
+    if wan_fig and drain_rate is None:
+        drain_rate = wan_fig.get("delivered_rate")
+    known = drainlimit.limits(
+        streams=int(fwd.get("streams") or 1), quota_per_stream=quota,
+        link_bps=wan.rate_bps(shaper.link.rate) if shaper and shaper.link.rate else None,
+        wire_bytes_per_reading=wire, window_records=fwd.get("max_inflight_records"),
+        window_bytes=fwd.get("max_inflight_bytes"), bytes_per_reading=wire,
+        rtt_s=rtt_ms / 1000 if rtt_ms else None, no_limit=args.no_limit_rate)
+    fig = drainlimit.figures(known, drain_rate, said, rtt_ms)
+    if wan_fig is not None and "binding_limit_rate" in fig:
+        # The link's capacity stays in the report; the limit the drain is judged by is the lowest known.
+        wan_fig["link_capacity_rate"] = wan_fig.get("binding_limit_rate")
+        wan_fig["binding_limit"], wan_fig["binding_limit_rate"] = fig["binding_limit"], fig["binding_limit_rate"]
+        if wan_fig.get("delivered_rate"):
+            wan_fig["fraction_of_limit"] = round(wan_fig["delivered_rate"] / fig["binding_limit_rate"], 3)
+    return fig
+
+
 def run(args: argparse.Namespace) -> int:
     compose = Compose(args.project, args.file, env_file=args.env_file, cwd=Path.cwd())
     try:
@@ -153,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
     if args.verify not in VERIFIERS:
         raise DrillError(f"unknown verifier {args.verify!r} (have: {', '.join(VERIFIERS)})")
     url = None
+    sink_profile = None  # the emulator's service figures (its quota); unknown for a real workspace
     if args.verify == "databricks":
         verifier = TableVerifier(["docker", "exec", container, "edge"], args.config, args.warehouse_id, args.table)
     else:
@@ -166,6 +200,7 @@ def run(args: argparse.Namespace) -> int:
             sink = Emulator(args.emulator_url)
         url = sink.url
         verifier = EmulatorVerifier(sink, args.table)
+        sink_profile = lambda: (sink.stats(timeout=10).get("service") or {}).get("profile") or {}  # noqa: E731
     link = EgressLink(compose.network(args.egress_network), container, args.edge_service)
     shaper = wan_shaper(args, link.network)
 
@@ -242,8 +277,18 @@ def run(args: argparse.Namespace) -> int:
     t_restore = time.monotonic()
     drained, last_seq, drain_s = False, backlog_last, None
     moving = None  # (t, delivered_seq, uplink bytes) at the first sample after the drain began
+    said: dict[str, int] = {}  # the forwarder's own view of what binds it, sampled
+    rtts: list[float] = []
+    next_look = 0.0
     while time.monotonic() - t_restore < args.drain_timeout:
         st = sample("drain")
+        if time.monotonic() >= next_look:  # a docker exec each: every few seconds, not every sample
+            fwd = probe.forwarder().get("drain") or {}
+            if fwd.get("binding"):
+                said[fwd["binding"]] = said.get(fwd["binding"], 0) + 1
+            if fwd.get("min_rtt_ms"):
+                rtts.append(float(fwd["min_rtt_ms"]))
+            next_look = time.monotonic() + args.fwd_interval
         if moving is None and int(st["delivered_seq"]) > int(at_restore["delivered_seq"]):
             moving = (time.monotonic(), int(st["delivered_seq"]), shaper.sent_total(container) if shaper else 0)
         if int(st["delivered_seq"]) >= backlog_last:
@@ -253,11 +298,12 @@ def run(args: argparse.Namespace) -> int:
             break
         time.sleep(args.drain_interval)
 
+    t_end = time.monotonic()
     wan_fig = None
     if shaper:
         # The link's share is measured while the drain runs: from the first sample that saw it
         # moving (the reconnect backoff before it is the SDK's, not the link's) to its end.
-        t_end, sent = time.monotonic(), shaper.sent_total(container)
+        sent = shaper.sent_total(container)
         if drained and moving and last_seq > moving[1]:
             wan_fig = wan.link_figures(shaper.link, sent - moving[2], last_seq - moving[1], t_end - moving[0])
         else:
@@ -269,6 +315,9 @@ def run(args: argparse.Namespace) -> int:
             wan_fig["drain_over_ingest"] = round(wan_fig["delivered_rate"] / wan_fig["ingest_rate"], 1)
         shaper.remove(container)
         note("WAN shaping removed")
+    limit_fig = drain_limit(args, probe, sink_profile, wan_fig, shaper, said, rtts,
+                            (last_seq - moving[1]) / (t_end - moving[0])
+                            if drained and moving and last_seq > moving[1] and t_end > moving[0] else None)
     sink1 = verifier.view(appliance)
     v = dc.verdict(first_seq, last_seq, sink1, sink0.duplicates, drained)
     end = samples[-1]
@@ -290,10 +339,12 @@ def run(args: argparse.Namespace) -> int:
         "samples": samples,
         "verdict": v.to_dict(),
         "wan": wan_fig,
+        "limit": limit_fig,
     }
     print(dc.render(report))
     if wan_fig:
         print("\n".join(wan.render(wan_fig)))
+    print("\n".join(drainlimit.render(limit_fig, binding_lines=not wan_fig)))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, default=str))
         print(f"  report              {args.json}")
@@ -330,6 +381,15 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--wan-delay-ms", type=float, default=0.0, help="added round-trip time (on the uplink)")
     g.add_argument("--wan-rate", default=None, help="link rate in tc's spelling, e.g. 20mbit")
     g.add_argument("--wan-loss", default="0", help="packet loss on the uplink, e.g. 0.1%%")
+    lim = p.add_argument_group("limit", "what the drain is judged against (min of the limits measured)")
+    lim.add_argument("--quota-per-stream", type=float, default=None,
+                     help="records/s per stream (default: the emulator's profile; a real workspace: not known "
+                          "unless given, e.g. 100000 as published)")
+    lim.add_argument("--no-limit-rate", type=float, default=None,
+                     help="readings/s this host drains with no latency, quota or link (ops/bench_drain.py's "
+                          "no-latency row), if measured")
+    lim.add_argument("--fwd-interval", type=float, default=5.0,
+                     help="seconds between reads of the forwarder's drain figures during the drain")
     p.add_argument("--json", default=None, help="write the full report (samples, events, verdict) here")
     return p
 

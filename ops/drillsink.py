@@ -42,6 +42,22 @@ class SpoolProbe:
             time.sleep(1)
         raise DrillSetupError(f"edge spool stats kept failing: {last}")
 
+    def forwarder(self) -> dict:
+        """The forwarder's last persisted state (streams, window bounds, its drain figures); {} if unreadable."""
+        try:
+            proc = docker("exec", self.find_container(), "edge", "spool", "export", "state", "--config", self.config,
+                          timeout=60, check=False)
+        except ComposeError:
+            return {}  # advisory: the limit section then says what it could not measure
+        for line in proc.stdout.splitlines() if proc.returncode == 0 else []:
+            try:
+                row = json.loads(line)
+                if row.get("kind") == "forwarder":
+                    return json.loads(row["json"])
+            except (ValueError, KeyError, TypeError):
+                continue
+        return {}
+
 
 class EmulatorVerifier:
     """The bundled ZeroBus emulator's landed-row accounting (GET /stats)."""

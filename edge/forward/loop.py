@@ -156,6 +156,10 @@ class Forwarder:
             "workspace_url": self.cfg.workspace_url,
             "table": self.cfg.table,
             "streams": int(self.cfg.streams),
+            # The most that may be in flight (readings over all streams, bytes): window / RTT bounds the drain.
+            "max_inflight_records": int(self.cfg.streams) * int(self.cfg.max_inflight_batches)
+            * int(self.cfg.batch_max_records),
+            "max_inflight_bytes": int(self.cfg.max_inflight_bytes),
             "backoff_attempt": self._backoff.attempt,
             "drain": self._pace_figures,
         }

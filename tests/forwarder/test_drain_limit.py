@@ -1,0 +1,59 @@
+"""The binding limit the benchmark and the drill judge a drain by (ops/drainlimit.py), and the bench's steady state."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from ops import drainlimit, drill, wan
+from ops.bench_drain import steady_state
+
+
+def test_the_lowest_measured_limit_binds_and_unmeasured_ones_are_left_out():
+    # 20 Mbit/s at 125 B/reading = 20,000/s; 4 x 15,000 = 60,000/s; 4 x 80,000 in flight over 0.2 s = 1.6M/s,
+    # but 64 MB at 125 B is 512,000 readings: 2.56M/s, so the records bound the window.
+    known = drainlimit.limits(streams=4, quota_per_stream=15_000, link_bps=20e6, wire_bytes_per_reading=125,
+                              window_records=320_000, window_bytes=64_000_000, bytes_per_reading=125, rtt_s=0.2)
+    assert known == {"link": 20_000, "quota": 60_000, "window": 1_600_000}
+    assert drainlimit.binding(known) == ("link", 20_000)
+    assert drainlimit.describe(known).endswith("= link")
+    # The byte bound binds the window when readings are large.
+    assert drainlimit.limits(streams=1, window_records=80_000, window_bytes=1_000_000, bytes_per_reading=100,
+                             rtt_s=0.1) == {"window": 100_000}
+    # Nothing measured: no limit, never a made-up one.
+    assert drainlimit.limits(streams=4) == {} and drainlimit.binding({}) is None
+    fig = drainlimit.figures({}, 1000.0)
+    assert "binding_limit_rate" not in fig and set(fig["not_measured"]) == {"link", "quota", "window", "no-limit"}
+
+
+class FakeProbe:
+    def forwarder(self) -> dict:
+        return {"streams": 4, "max_inflight_records": 320_000, "max_inflight_bytes": 64 << 20}
+
+
+def test_the_drill_judges_the_drain_by_the_lowest_limit_not_only_the_link():
+    args = argparse.Namespace(quota_per_stream=None, no_limit_rate=None)
+    link = wan.Link(50, "20mbit", 0)
+    # 150 B/reading on the wire: the link carries 16,667/s; the emulator's quota of 1,000/s per stream x 4 binds.
+    wan_fig = wan.link_figures(link, sent_bytes=15_000_000, delivered=100_000, drain_s=50.0)
+    shaper = argparse.Namespace(link=link)
+    fig = drill.drain_limit(args, FakeProbe(), lambda: {"quota_records_per_s": 1000.0}, wan_fig, shaper,
+                            {"measuring": 1, "quota-bound": 9}, [210.0, 205.0], None)
+    assert fig["binding"] == "quota" and fig["binding_limit_rate"] == 4000.0
+    assert fig["limits"]["link"] == pytest.approx(16_666.7, abs=0.1)
+    assert fig["limits"]["window"] == pytest.approx(320_000 / 0.205, rel=1e-3)
+    assert fig["fraction_of_limit"] == 0.5 and wan_fig["fraction_of_limit"] == 0.5  # 2,000/s of 4,000/s
+    assert wan_fig["link_capacity_rate"] == pytest.approx(16_666.7, abs=0.1)
+    text = "\n".join(wan.render(wan_fig) + drainlimit.render(fig, binding_lines=False))
+    assert "= quota" in text and "0.50 of the limit" in text and "quota-bound 90%" in text
+    assert "no-limit" in text  # said to be not measured, not silently dropped
+
+
+def test_steady_state_leaves_out_the_start_and_says_what_it_cost():
+    # Nothing for 0.5 s, then 100,000 rows/s: 100,000 rows end at 1.5 s.
+    series = [(t / 100, max(0, int((t / 100 - 0.5) * 100_000))) for t in range(0, 151)]
+    out = steady_state(series, 0, 100_000)
+    assert out["steady"] == pytest.approx(100_000, rel=0.02)
+    assert out["first_s"] == pytest.approx(0.51, abs=0.01)
+    assert out["start_cost_s"] == pytest.approx(0.5, abs=0.03)
