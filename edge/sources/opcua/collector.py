@@ -33,19 +33,21 @@ from asyncua import Client, ua
 from edge.sources.context import SourceContext, emit_with_backpressure
 from edge.sources.states import State
 from edge.sources.status import now_us
-from edge.sources.supervisor import Supervisor
+from edge.sources.supervisor import Supervisor, tcp_probe
+from edge.encode import encode_gap_marker
 from edge.sources.opcua.map import datavalue_body, fingerprint, reading_body, value_key
 
 from . import speedups
 from .config import Config
-from .connect import classify, describe, open_client
-from .history import Checkpoint, read_gap, utcnow_us
+from .connect import classify, describe, endpoint_address, open_client
+from .history import Checkpoint, Gap, GapWatch, read_gap, utcnow_us
 from .resolve import read_units, resolve_group
 from .security import Pki
 from .subscribe import Item, subscribe_group
 
 log = logging.getLogger("edge.sources.opcua")
 EMIT_INFLIGHT = 4  # emits handed to the spool writer and not yet committed, at most
+MAX_GAPS_SHOWN = 50  # newest gaps kept in the status for the admin page (all are counted and spooled)
 _HASHABLE = frozenset((int, float, str, bool, type(None), datetime))
 
 
@@ -62,6 +64,9 @@ class Source:
         self._items: dict[int, Item] = {}
         self._next_handle = 1
         self._last: dict[str, tuple] = {}  # point -> fingerprint of the newest value taken
+        self._ties: dict[str, set] = {}  # point -> fingerprints taken at its newest source time, when several
+        self._gaps = GapWatch()  # nodes the back-fill could not fill, until their next value decides
+        self._gap_log: list[Gap] = []  # gaps recorded by this process, newest last (the status shows them)
         self._seed: dict[str, int] = {}  # point -> checkpointed source time, until a newer value arrives
         self._buf: list[tuple[int, bytes]] = []
         self._marks: list[tuple[str, int | None]] = []  # (point, source_ts) parallel to _buf
@@ -87,6 +92,7 @@ class Source:
         self.stats: dict[str, Any] = {
             "sessions": 0, "subscribed": 0, "failed": 0, "duplicates_dropped": 0, "backfilled": 0,
             "notifications": 0, "publish_fallbacks": 0,
+            "backfill_unsupported": 0, "backfill_empty": 0, "gaps_open": 0, "gap_seconds": 0.0,
         }
 
     # ---------------------------------------------------------------- notifications (hot path)
@@ -115,7 +121,9 @@ class Source:
         name = self.cfg.name
         get_item = self._items.get
         last = self._last
+        ties = self._ties
         seed = self._seed
+        watched = self._gaps.pending
         buf, marks = self._buf, self._marks
         dropped = 0
         for handle, value, vtype, code, source_ts, server_ts in items:
@@ -124,9 +132,12 @@ class Source:
                 continue
             fp = (source_ts, code, value if type(value) in _HASHABLE else value_key(value))
             point = item.point
+            if watched and point in watched:
+                self._first_after_gap(point, source_ts, collected)
             # The same (source time, status, value) again: an initial value re-sent on a new
             # subscription, or a live value the back-fill already delivered.
-            if last.get(point) == fp or (seen is not None and fp in seen.get(point, ())):
+            prev = last.get(point)
+            if prev == fp or (seen is not None and fp in seen.get(point, ())):
                 dropped += 1
                 continue
             if seed and point in seed:
@@ -137,6 +148,10 @@ class Source:
                     continue
                 del seed[point]
             last[point] = fp
+            if prev is not None and prev[0] == source_ts:  # coarse timestamps: several values at one time
+                ties.setdefault(point, {prev}).add(fp)
+            elif ties and point in ties:
+                del ties[point]
             buf.append((collected, reading_body(
                 source=name, point=point, value=value, variant_type=vtype, status_code=code, source_ts=source_ts,
                 server_ts=server_ts, collected_ts=collected, unit=item.unit, is_array=isinstance(value, (list, tuple)),
@@ -260,7 +275,7 @@ class Source:
         supervisor = Supervisor(
             self, self.ctx.status, initial=cfg.reconnect_initial, cap=cfg.reconnect_max, target=cfg.endpoint,
             healthy_after=60.0, min_delay=cfg.reconnect_initial * 0.5, classify=lambda exc, phase: classify(exc, phase, self.cfg, self.pki),
-            check=self._check_emitter, log=log,
+            check=self._check_emitter, log=log, probe=tcp_probe(*endpoint_address(cfg.endpoint)),
         )
         try:
             await supervisor.run()
@@ -302,10 +317,15 @@ class Source:
             if cfg.read_units and res.targets:
                 await read_units(client, res.targets)
             plans.append((group, res.targets))
-        backfill = cfg.backfill.enabled and any(
-            t.point in self.checkpoint.points or t.point in self._last for _, targets in plans for t in targets)
+        had = [t.point for _, targets in plans for t in targets if t.point in self.checkpoint.points or t.point in self._last]
+        backfill = cfg.backfill.enabled and bool(had)
         if backfill:
             self._hold, self._held = [], 0
+        elif had:  # no back-fill: whatever changed while we were away is a gap, told by each node's next value
+            self._gaps.clear()
+            back = utcnow_us()
+            for point in had:
+                self._gaps.watch(point, self._have_until(point), "backfill_disabled", back)
         total = ok = 0
         notes: list[str] = []
         for group, targets in plans:
@@ -368,19 +388,20 @@ class Source:
     async def _backfill(self, client: Client) -> None:
         cfg, ctx = self.cfg, self.ctx
         bf = cfg.backfill
-        wanted = []
-        known = set()
-        for it in self._items.values():
-            if it.point in known:
-                continue
-            known.add(it.point)
-            ts = self._have_until(it.point)
-            if ts is not None:
-                wanted.append((it.point, it.nodeid, ts))
+        wanted = self._wanted()
         ctx.status.set_state(State.BACKFILLING, f"reading history of {len(wanted)} nodes")
         seen: dict[str, set] = {}
         by_point = {it.point: it for it in self._items.values()}
         name = cfg.name
+        # What we hold at each node's start time: history starts there inclusive, and a value at
+        # exactly that time is ours only if we have it (several values may share one source time).
+        held_at: dict[str, set | list[int]] = {}
+        for point, _, ts in wanted:
+            last = self._last.get(point)
+            if last is not None and last[0] == ts:
+                held_at[point] = self._ties.get(point) or {last}
+            else:  # known from the checkpoint only: how many values it committed at that time
+                held_at[point] = [self.checkpoint.at_newest(point)]
 
         async def on_values(point: str, dvs: list) -> None:
             start = self._have_until(point)
@@ -388,15 +409,23 @@ class Source:
             item = by_point[point]
             collected = now_us()
             s = seen.setdefault(point, set())
+            held = held_at.get(point)
             for dv in dvs:
                 fp = fingerprint(dv)
-                # History starts at the checkpoint time inclusive: the value at that time is in the spool.
-                if fp[0] is None or fp[0] <= start or fp in s or self._last.get(point) == fp:
+                ts = fp[0]
+                if ts is None or ts < start or fp in s:
                     continue
+                if ts == start and held is not None:
+                    if isinstance(held, set):
+                        if fp in held:
+                            continue
+                    elif held[0] > 0:  # history returns values in order: the first n are the committed ones
+                        held[0] -= 1
+                        continue
                 s.add(fp)
                 self._last[point] = fp
                 self._buf.append((collected, datavalue_body(dv, source=name, point=point, collected_ts=collected, unit=item.unit)))
-                self._marks.append((point, fp[0]))
+                self._marks.append((point, ts))
                 self.stats["backfilled"] += 1
             if self._buf:
                 self._have_data.set()
@@ -404,23 +433,75 @@ class Source:
                 self._space.clear()
                 await self._space.wait()
 
-        try:
-            rep = await read_gap(
-                client, wanted, now_us=utcnow_us(), max_gap_s=bf.max_gap, max_values=bf.max_values_per_node,
-                nodes_per_request=bf.nodes_per_request, on_values=on_values,
-            )
-        except Exception as exc:  # noqa: BLE001 - a server without HistoryRead: live data goes on
-            msg = f"history read failed, the gap since the last run is not back-filled: {describe(exc)}"
+        back = utcnow_us()
+        rep = await read_gap(
+            client, wanted, now_us=back, max_gap_s=bf.max_gap, max_values=bf.max_values_per_node,
+            nodes_per_request=bf.nodes_per_request, on_values=on_values,
+        )
+        self._watch_gaps(rep, wanted, back)
+        summary = rep.summary()
+        self.stats["backfill_unsupported"], self.stats["backfill_empty"] = len(rep.unsupported), len(rep.empty)
+        ctx.status.update(last_backfill=summary, backfill_unsupported=len(rep.unsupported), backfill_empty=len(rep.empty))
+        (log.warning if rep.unsupported or rep.clamped or rep.empty or rep.failed else log.info)("%s: %s", name, summary)
+        if rep.error is not None:
+            msg = f"history read failed, the gap since the last run is not back-filled: {describe(rep.error)}"
             log.warning("%s: %s", name, msg)
             ctx.status.error(msg)
-            self._release_hold(seen)
-            return
-        summary = rep.summary()
-        ctx.status.update(last_backfill=summary, backfill_unsupported=len(rep.unsupported))
-        (log.warning if rep.unsupported or rep.clamped else log.info)("%s: %s", name, summary)
         if rep.unsupported:
             ctx.status.error(f"no history on the server for {len(rep.unsupported)} nodes: gap not back-filled")
         self._release_hold(seen)
+
+    def _wanted(self) -> list[tuple[str, Any, int]]:
+        """(point, nodeid, source time we hold it up to) of every subscribed node we held before."""
+        wanted, known = [], set()
+        for it in self._items.values():
+            if it.point in known:
+                continue
+            known.add(it.point)
+            ts = self._have_until(it.point)
+            if ts is not None:
+                wanted.append((it.point, it.nodeid, ts))
+        return wanted
+
+    # ---------------------------------------------------------------- gaps
+
+    def _watch_gaps(self, rep: Any, wanted: list[tuple[str, Any, int]], back: int) -> None:
+        """Nodes the back-fill did not fill wait for their first value after the reconnect (GapWatch)."""
+        gaps = self._gaps
+        gaps.clear()
+        starts = {p: ts for p, _, ts in wanted}
+        for p in rep.clamped:  # older than max_gap: never asked, a gap whatever history holds
+            self._open_gap(Gap(p, starts[p], rep.floor_us, "max_gap"), now_us())
+        for points, reason in (([p for p, _ in rep.unsupported], "history_unsupported"), (rep.empty, "history_empty"),
+                               (rep.failed, "history_failed")):
+            for p in points:
+                gaps.watch(p, max(starts[p], rep.floor_us), reason, back)
+        for p in rep.truncated:  # the rest after max_values_per_node was not read
+            ts = self._have_until(p)
+            if ts is not None:
+                gaps.watch(p, ts, "max_values", back)
+
+    def _first_after_gap(self, point: str, source_ts: int | None, collected: int) -> None:
+        gap = self._gaps.first_value(point, source_ts)
+        if gap is not None:
+            self._open_gap(gap, collected)
+
+    def _open_gap(self, gap: Gap, collected: int) -> None:
+        """Record an unrecoverable gap: a marker row in the spool (ahead of the value after it), the status, the log."""
+        name = self.cfg.name
+        self._buf.append((collected, encode_gap_marker(source=name, protocol="opcua", point=gap.point, start_us=gap.start_us,
+                                                       end_us=gap.end_us, reason=gap.reason, collected_ts=collected)))
+        self._marks.append((gap.point, None))
+        self._have_data.set()
+        self._gap_log.append(gap)
+        del self._gap_log[:-MAX_GAPS_SHOWN]
+        st = self.stats
+        st["gaps_open"] += 1
+        st["gap_seconds"] = round(st["gap_seconds"] + gap.seconds, 3)
+        self.ctx.status.update(gaps_open=st["gaps_open"], gap_seconds=st["gap_seconds"],
+                               gaps=[g.as_status() for g in self._gap_log])
+        log.warning("%s: %s lost %.1f s of values (%s), no history to fill them: gap marker written",
+                    name, gap.point, gap.seconds, gap.reason)
 
     def _have_until(self, point: str) -> int | None:
         """Source time up to which we hold the point's values: committed (checkpoint), or taken

@@ -3,7 +3,9 @@
 ``open_client`` is the first step of every session (``collector.Source.connect``);
 ``classify`` turns a failure into the state an operator sees: ``auth_failed``
 (the server refused the user), ``tls_error`` (certificates, security checks),
-``connect_failed`` (unreachable), else ``disconnected``.
+``connect_failed`` (unreachable), else ``disconnected``. The words come from ``diagnose``: a
+security mismatch names the requested policy / mode and lists the endpoints the server offers.
+``endpoint_address`` gives the supervisor the host:port to probe while it waits out a backoff.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timezone
 from typing import Awaitable, Callable
+from urllib.parse import urlsplit
 
 from asyncua import Client, ua
 from asyncua.crypto import security_policies
@@ -20,15 +23,42 @@ from edge.sources.states import State
 from edge.sources.supervisor import Failure
 
 from .config import Config
+from . import quietlog
+from .diagnose import NoMatchingEndpoint, describe, explain_connect_error, status_name
 from .security import Pki
 
 # Refusals of our identity: the password or the user is wrong, not the network.
 AUTH_CODES = frozenset(("BadUserAccessDenied", "BadIdentityTokenInvalid", "BadIdentityTokenRejected"))
+# The server does not speak the security we asked for.
+MISMATCH_CODES = frozenset(("BadSecurityPolicyRejected", "BadSecurityModeRejected"))
+DEFAULT_PORT = 4840
+
+
+def endpoint_address(endpoint: str) -> tuple[str, int]:
+    """``opc.tcp://host:port/path`` -> (host, port); the port defaults to 4840."""
+    parts = urlsplit(endpoint)
+    return parts.hostname or "localhost", parts.port or DEFAULT_PORT
+
+
+def requested(cfg: Config) -> tuple[str, str]:
+    """(policy, mode) asked for: mode None has policy None, whatever ``security.policy`` says."""
+    mode = cfg.security.mode
+    return ("None" if mode == "None" else cfg.security.policy), mode
+
+
+async def _mismatch(client: Client, cfg: Config) -> NoMatchingEndpoint:
+    """The requested security is not offered: read what is (GetEndpoints needs no security)."""
+    try:
+        endpoints = await asyncio.wait_for(client.connect_and_get_server_endpoints(), cfg.timeout)
+    except Exception:  # noqa: BLE001 - the explanation then says the list could not be read
+        endpoints = None
+    return NoMatchingEndpoint(*requested(cfg), endpoints)
 
 
 async def open_client(cfg: Config, pki: Pki, app_uri: str, ctx: SourceContext,
                       on_lost: Callable[[Exception], Awaitable[None]]) -> Client:
     sec = cfg.security
+    quietlog.install()
     client = Client(cfg.endpoint, timeout=cfg.timeout, watchdog_intervall=cfg.watchdog_interval)
     client.application_uri = app_uri
     client.name = client.description = f"Zerobus Edge {ctx.appliance_id}"
@@ -49,22 +79,37 @@ async def open_client(cfg: Config, pki: Pki, app_uri: str, ctx: SourceContext,
             raise Failure(State.TLS_ERROR, f"our application certificate {pki.own_cert} expired on {expires:%Y-%m-%d}; "
                           "delete own/cert.der and own/key.pem to generate a new one, then trust it on the server")
         mode = getattr(ua.MessageSecurityMode, sec.mode)
-        await asyncio.wait_for(client.set_security(
-            security_policies.SecurityPolicyBasic256Sha256, str(pki.own_cert), str(pki.own_key), mode=mode),
-            cfg.timeout * 2)
+        try:
+            await asyncio.wait_for(client.set_security(
+                security_policies.SecurityPolicyBasic256Sha256, str(pki.own_cert), str(pki.own_key), mode=mode),
+                cfg.timeout * 2)
+        except ua.UaError as exc:
+            if "No matching endpoints" not in str(exc):
+                raise
+            raise await _mismatch(client, cfg) from None
         client.certificate_validator = await pki.validator()
     client.connection_lost_callback = on_lost
-    await asyncio.wait_for(client.connect(), cfg.timeout * 3)
+    try:
+        await asyncio.wait_for(client.connect(), cfg.timeout * 3)
+    except (ua.UaStatusCodeError, ua.UaError) as exc:
+        # Mode None against a server without it: the channel or the session is refused.
+        if status_name(exc) in MISMATCH_CODES or "No matching endpoints" in str(exc):
+            raise await _mismatch(Client(cfg.endpoint, timeout=cfg.timeout), cfg) from exc
+        raise
+    finally:
+        quietlog.install()  # the loggers asyncua made for this connection
     return client
 
 
 def classify(exc: BaseException, phase: str, cfg: Config, pki: Pki) -> Failure:
-    msg = describe(exc)
-    if pki.last_rejected and "Certificate" in msg:
-        msg = f"{msg}; {pki.last_rejected}"
-    code = ua.StatusCode(exc.code).name if isinstance(exc, ua.UaStatusCodeError) else ""
+    msg = explain_connect_error(exc, *requested(cfg))
+    code = status_name(exc)
+    if pki.last_rejected and code.startswith("BadCertificate"):
+        msg = pki.last_rejected  # names the certificate, the code and the real cause
     if code in AUTH_CODES:
         return Failure(State.AUTH_FAILED, f"the server refused the login of user {cfg.username!r}: {msg}")
+    if isinstance(exc, NoMatchingEndpoint) or code in MISMATCH_CODES:
+        return Failure(State.TLS_ERROR, f"{cfg.endpoint}: {msg}")
     if code.startswith("BadCertificate") or code == "BadSecurityChecksFailed":
         return Failure(State.TLS_ERROR, msg)
     if phase == "connect" and isinstance(exc, (OSError, asyncio.TimeoutError)):
@@ -72,15 +117,4 @@ def classify(exc: BaseException, phase: str, cfg: Config, pki: Pki) -> Failure:
     return Failure(State.DISCONNECTED, msg)
 
 
-def describe(exc: BaseException) -> str:
-    if isinstance(exc, asyncio.TimeoutError):
-        return "timed out"
-    if isinstance(exc, ua.UaStatusCodeError):
-        return f"{type(exc).__name__} ({ua.StatusCode(exc.code).name}): {exc}"
-    if isinstance(exc, OSError) and exc.strerror:
-        return f"{type(exc).__name__}: {exc.strerror}"
-    text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}" if type(exc).__name__ not in text else text
-
-
-__all__ = ["AUTH_CODES", "classify", "describe", "open_client"]
+__all__ = ["AUTH_CODES", "classify", "describe", "endpoint_address", "open_client"]

@@ -4,7 +4,11 @@ Layout under ``<data_dir>/<security.pki_dir>``::
 
     own/cert.der  own/key.pem   our application instance certificate (generated on first start)
     trusted/*.der|*.pem          server (or CA) certificates we accept
-    rejected/<sha1>.der          server certificates we refused: review, then move to trusted/
+    rejected/<sha1>.der          server certificates we refused for want of trust: review, then move to trusted/
+
+A refused certificate is explained (``diagnose.explain_certificate``): no SAN URI, a SAN URI
+that is not the server's ApplicationUri, expired, not yet valid, untrusted. Only a certificate
+that is not in trusted/ is filed under rejected/ with the hint to move it.
 
 asyncua's client checks nothing about the server certificate unless a
 ``certificate_validator`` is set; we always set one for Sign / SignAndEncrypt, so
@@ -27,6 +31,8 @@ from asyncua.crypto.validator import CertificateValidator, CertificateValidatorO
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from .diagnose import explain_certificate
 
 log = logging.getLogger("edge.sources.opcua")
 
@@ -100,6 +106,7 @@ class Pki:
         # Without a trust store asyncua's validator skips the trust check: an empty list must refuse all.
         rejected = self.rejected
         self.last_rejected = None
+        listed = self._trusted_ders()
 
         async def validate(cert: x509.Certificate, app: ua.ApplicationDescription) -> None:
             try:
@@ -108,17 +115,45 @@ class Pki:
                 await inner.validate(cert, app)
             except ServiceError as exc:
                 der = cert.public_bytes(Encoding.DER)
-                name = hashlib.sha1(der).hexdigest()  # noqa: S324 - a file name (OPC-UA thumbprint), not security
-                try:
-                    rejected.mkdir(parents=True, exist_ok=True)
-                    (rejected / f"{name}.der").write_bytes(der)
-                except OSError:
-                    log.exception("could not file the rejected certificate")
-                self.last_rejected = (
-                    f"refused server certificate {cert.subject.rfc4514_string()} ({app.ApplicationUri}, "
-                    f"{ua.StatusCode(exc.code).name}): to trust it, move {rejected / f'{name}.der'} to {self.trusted}/"
-                )
-                log.error("%s", self.last_rejected)
+                trusted = der in listed or (inner is not None and _chain_trusted(inner, cert))
+                target = None
+                if not trusted:
+                    name = hashlib.sha1(der).hexdigest()  # noqa: S324 - a file name (OPC-UA thumbprint), not security
+                    target = rejected / f"{name}.der"
+                    try:
+                        rejected.mkdir(parents=True, exist_ok=True)
+                        target.write_bytes(der)
+                    except OSError as err:
+                        log.warning("could not file the rejected certificate %s: %s", target, err.strerror)
+                why = explain_certificate(cert, app.ApplicationUri, trusted=trusted,
+                                          rejected_file=str(target) if target else None, trusted_dir=str(self.trusted))
+                self.last_rejected = (f"refused server certificate {cert.subject.rfc4514_string()} "
+                                      f"({app.ApplicationUri}, {ua.StatusCode(exc.code).name}): {why}")
+                # One line, by the supervisor (it reports the failure): nothing more here.
+                log.debug("%s", self.last_rejected)
                 raise
 
         return validate
+
+    def _trusted_ders(self) -> set[bytes]:
+        """The certificates in trusted/ as DER, to tell "already trusted" from "move it there"."""
+        out = set()
+        for p in self.trusted.glob("*.*"):
+            try:
+                raw = p.read_bytes()
+                if p.suffix.lower() == ".pem":
+                    out.add(x509.load_pem_x509_certificate(raw).public_bytes(Encoding.DER))
+                elif p.suffix.lower() == ".der":
+                    out.add(x509.load_der_x509_certificate(raw).public_bytes(Encoding.DER))
+            except (OSError, ValueError) as exc:
+                log.warning("trusted certificate %s cannot be read: %s", p, exc)
+        return out
+
+
+def _chain_trusted(validator: CertificateValidator, cert: x509.Certificate) -> bool:
+    """Trusted through a CA in trusted/ (asyncua's trust store logs a traceback when not; filtered)."""
+    store = getattr(validator, "_trust_store", None)
+    try:
+        return bool(store is not None and store.is_trusted(cert))
+    except Exception:  # noqa: BLE001 - only for the wording of the refusal; "not trusted" is the safe reading
+        return False
