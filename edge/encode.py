@@ -134,6 +134,23 @@ def encode_loss_marker(from_seq: int, to_seq: int, reason: str, collected_ts: in
     return msg.SerializePartialToString()
 
 
+def encode_gap_marker(*, source: str, protocol: str, point: str, start_us: int, end_us: int, reason: str,
+                      collected_ts: int | None = None) -> bytes:
+    """Body of a gap marker: the source lost ``point``'s values between two source times.
+
+    A row of kind ``gap`` (an ordinary row with its own seq, unlike a loss marker, which
+    accounts for seqs): ``source_ts`` is where the gap starts (the last value held before it),
+    ``value_json`` holds both ends and the length (``{"from_us", "to_us", "seconds"}``),
+    ``loss_reason`` says why it could not be filled (``history_empty``, ...).
+    """
+    msg = Reading(kind="gap", source=source, protocol=protocol, point=point, source_ts=start_us, loss_reason=reason)
+    msg.value_json = json.dumps({"from_us": start_us, "to_us": end_us, "seconds": round(max(0, end_us - start_us) / 1e6, 6)},
+                                separators=(",", ":"))
+    if collected_ts is not None:
+        msg.collected_ts = collected_ts
+    return msg.SerializePartialToString()
+
+
 def decode(record: bytes) -> Reading:
     """Parse a framed record (or a body) back into a message; for tools and tests, not the hot path."""
     msg = Reading()

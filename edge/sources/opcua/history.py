@@ -3,7 +3,13 @@
 The checkpoint holds, per point, the SourceTimestamp of the newest value whose emit()
 returned (so it is committed in the spool). It only ever lags the spool, never leads it:
 after a crash the back-fill re-reads at most ``checkpoint_interval`` worth of values
-(duplicates, same point and source_ts), and never skips one.
+(duplicates, same point and source_ts), and never skips one. Several values may share one
+source time (a server with coarse timestamps): the checkpoint also counts how many committed
+values carry the newest time, and the back-fill skips only that many at it.
+
+What the back-fill could not recover becomes a ``Gap``: ``GapWatch`` holds each node whose read
+came back empty or failed until its first value after the reconnect says whether it changed
+in between (see ``GapWatch``).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ class Checkpoint:
         self.path = path
         self.endpoint = endpoint
         self.points: dict[str, int] = {}
+        self.ties: dict[str, int] = {}  # point -> committed values at its checkpointed time, when more than one
         self.dirty = False
 
     def load(self) -> None:
@@ -43,15 +50,29 @@ class Checkpoint:
             log.warning("checkpoint %s is for %s, not %s: ignored", self.path, data.get("endpoint"), self.endpoint)
             return
         self.points = {str(k): int(v) for k, v in (data.get("points") or {}).items()}
+        self.ties = {str(k): int(v) for k, v in (data.get("ties") or {}).items() if str(k) in self.points}
 
     def advance(self, point: str, ts: int) -> None:
-        if ts > self.points.get(point, -1):
+        cur = self.points.get(point, -1)
+        if ts > cur:
             self.points[point] = ts
+            if self.ties:
+                self.ties.pop(point, None)
             self.dirty = True
+        elif ts == cur:  # another committed value with the same source time (only taken values get here)
+            self.ties[point] = self.ties.get(point, 1) + 1
+            self.dirty = True
+
+    def at_newest(self, point: str) -> int:
+        """How many committed values carry the point's checkpointed source time."""
+        return self.ties.get(point, 1)
 
     def snapshot(self) -> bytes:
         self.dirty = False
-        return json.dumps({"version": 1, "endpoint": self.endpoint, "points": self.points}, separators=(",", ":")).encode()
+        doc = {"version": 1, "endpoint": self.endpoint, "points": self.points}
+        if self.ties:
+            doc["ties"] = self.ties
+        return json.dumps(doc, separators=(",", ":")).encode()
 
     def write(self, blob: bytes) -> None:
         """Atomic replace with fsync (runs in a worker thread)."""
@@ -74,13 +95,21 @@ class BackfillReport:
     nodes: int = 0
     values: int = 0
     unsupported: list[tuple[str, str]] = field(default_factory=list)  # (point, status name)
+    empty: list[str] = field(default_factory=list)  # Good, and not one value
+    failed: list[str] = field(default_factory=list)  # the HistoryRead service call itself failed
+    error: BaseException | None = None  # ... with this
     truncated: list[str] = field(default_factory=list)  # hit max_values_per_node
     clamped: list[str] = field(default_factory=list)  # gap longer than max_gap
+    floor_us: int = 0  # how far back history was asked (now - max_gap)
 
     def summary(self) -> str:
         parts = [f"back-filled {self.values} values for {self.nodes} nodes"]
         if self.unsupported:
             parts.append(f"no history for {len(self.unsupported)} nodes ({self.unsupported[0][1]}): their gap stays open")
+        if self.empty:
+            parts.append(f"history answered Good with no values for {len(self.empty)} nodes")
+        if self.failed:
+            parts.append(f"history read failed for {len(self.failed)} nodes")
         if self.truncated:
             parts.append(f"{len(self.truncated)} nodes hit max_values_per_node")
         if self.clamped:
@@ -98,9 +127,12 @@ async def read_gap(
     nodes_per_request: int,
     on_values: Callable[[str, list], Any],
 ) -> BackfillReport:
-    """HistoryReadRaw from each node's last committed time to now; ``on_values(point, datavalues)`` per page."""
+    """HistoryReadRaw from each node's last committed time to now; ``on_values(point, datavalues)`` per page.
+
+    A failing service call ends the read: that batch's nodes without values and every later
+    batch's nodes go to ``failed`` (the caller decides what that means for their gap)."""
     rep = BackfillReport()
-    floor = now_us - int(max_gap_s * 1e6)
+    floor = rep.floor_us = now_us - int(max_gap_s * 1e6)
     # Nodes with similar start times share a request: one StartTime per request, each node filters its own.
     jobs = sorted(((p, n, max(ts, floor), ts < floor) for p, n, ts in wanted), key=lambda j: j[2])
     end = us_to_datetime(now_us) + timedelta(minutes=5)  # server clock may run ahead of ours
@@ -128,7 +160,14 @@ async def read_gap(
                 rv.NodeId = nid
                 rv.ContinuationPoint = cont
                 params.NodesToRead.append(rv)
-            results = await client.uaclient.history_read(params)
+            try:
+                results = await client.uaclient.history_read(params)
+            except Exception as exc:  # noqa: BLE001 - reported per node in the report, the caller says it
+                rep.error = exc
+                rep.failed += [p for p, _, _ in pending if not counts.get(p)]
+                rep.failed += [p for p, _, _, _ in jobs[i + nodes_per_request:]]
+                rep.nodes += len(batch)
+                return rep
             nxt = []
             for (p, nid, _), res in zip(pending, results):
                 if not res.StatusCode.is_good():
@@ -139,6 +178,8 @@ async def read_gap(
                     counts[p] = counts.get(p, 0) + len(dvs)
                     rep.values += len(dvs)
                     await on_values(p, dvs)
+                elif not res.ContinuationPoint and not counts.get(p):
+                    rep.empty.append(p)
                 if res.ContinuationPoint:
                     if counts.get(p, 0) >= max_values:
                         rep.truncated.append(p)
@@ -148,6 +189,57 @@ async def read_gap(
             pending = nxt
         rep.nodes += len(batch)
     return rep
+
+
+@dataclass(frozen=True)
+class Gap:
+    """An interval of one point whose values are lost at the source: nothing can fill it any more."""
+
+    point: str
+    start_us: int  # source time of the last value we hold from before the cut
+    end_us: int  # source time of the first value after it (or when we were back, if it has none)
+    reason: str  # history_empty | history_unsupported | history_failed | max_gap | max_values | backfill_disabled
+
+    @property
+    def seconds(self) -> float:
+        return max(0, self.end_us - self.start_us) / 1e6
+
+    def as_status(self) -> dict[str, Any]:
+        return {"point": self.point, "start_ts": self.start_us / 1e6, "end_ts": self.end_us / 1e6,
+                "seconds": round(self.seconds, 3), "reason": self.reason}
+
+
+class GapWatch:
+    """Nodes whose back-fill recovered nothing, until their first value after the reconnect.
+
+    A Good answer with no values is either "nothing changed" or a server that keeps no history
+    and does not say so. The first value after the reconnect tells them apart: a new
+    subscription always sends the node's current value with its source time. A source time
+    after the interval start means the node changed while we were away, so history, read up to
+    now, should have held at least that change: it did not, the interval is a gap. The same
+    source time as before the cut means the value never changed: no gap. No source time at all:
+    we cannot tell, so it counts as a gap (never a silent hole). Bad / unsupported / failed
+    reads go through the same test (an unchanged node lost nothing either). Pure, no I/O.
+    """
+
+    def __init__(self) -> None:
+        self.pending: dict[str, tuple[int, str, int]] = {}  # point -> (start_us, reason, back at us)
+
+    def watch(self, point: str, start_us: int, reason: str, back_us: int) -> None:
+        self.pending[point] = (start_us, reason, back_us)
+
+    def first_value(self, point: str, source_ts: int | None) -> Gap | None:
+        """The point's first value after the reconnect: the gap it proves, if any."""
+        start, reason, back = self.pending.pop(point)
+        if source_ts is None:
+            return Gap(point, start, max(back, start), reason)
+        if source_ts <= start:
+            return None
+        return Gap(point, start, source_ts, reason)
+
+    def clear(self) -> None:
+        """A new back-fill re-reads from the same start: what was pending is asked again."""
+        self.pending.clear()
 
 
 async def _release(client: Any, details: Any, nid: ua.NodeId, cont: bytes) -> None:
