@@ -123,7 +123,11 @@ def kill_and_revive(container: str, wait_s: float = 20) -> str:
     return f"{how}; started by the drill (the restart policy did not)"
 
 
-def wan_shaper(args: argparse.Namespace, network: str) -> wan.Shaper | None:
+SHAPERS: list = []  # every shaper made, undone on every exit path (main's finally)
+
+
+def wan_shaper(args: argparse.Namespace, network: str, sink_container=None) -> wan.Shaper | None:
+    """``sink_container``: () -> the emulator's container, for the delay without netem (a relay in front of it)."""
     try:
         link = wan.Link(args.wan_delay_ms, args.wan_rate, wan.loss_pct(args.wan_loss))
         if link.rate:
@@ -138,10 +142,20 @@ def wan_shaper(args: argparse.Namespace, network: str) -> wan.Shaper | None:
         pid, _, ip = docker("inspect", "-f", fmt, container, timeout=30).stdout.strip().partition(" ")
         return pid, ip
 
+    def relay_target() -> tuple[str, int, str]:
+        _, sink_ip = inspect(sink_container())
+        gateway = docker("network", "inspect", "-f", "{{range .IPAM.Config}}{{.Gateway}} {{end}}", network,
+                         timeout=30).stdout.split()
+        if not sink_ip or not gateway:
+            raise wan.WanError(f"no sink address or gateway on {network} for the delaying relay")
+        return sink_ip, args.wan_sink_port, gateway[0]
+
     try:
-        return wan.Shaper(link, inspect)
+        shaper = wan.Shaper(link, inspect, relay_target if sink_container else None)
     except wan.WanError as exc:
         raise DrillError(str(exc)) from None
+    SHAPERS.append(shaper)
+    return shaper
 
 
 def drain_limit(args, probe: SpoolProbe, sink_profile, wan_fig: dict | None, shaper, said: dict, rtts: list,
@@ -202,7 +216,8 @@ def run(args: argparse.Namespace) -> int:
         verifier = EmulatorVerifier(sink, args.table)
         sink_profile = lambda: (sink.stats(timeout=10).get("service") or {}).get("profile") or {}  # noqa: E731
     link = EgressLink(compose.network(args.egress_network), container, args.edge_service)
-    shaper = wan_shaper(args, link.network)
+    shaper = wan_shaper(args, link.network, (lambda: compose.container(args.emulator_service))
+                        if args.verify == "emulator" and not args.emulator_url else None)
 
     t0 = time.monotonic()
     events: list[dict] = []
@@ -220,7 +235,8 @@ def run(args: argparse.Namespace) -> int:
         return st
 
     if shaper:
-        note(f"WAN link on {shaper.apply(container)} of {container[:12]}: {shaper.link.describe()}")
+        dev = shaper.apply(container)
+        note(f"WAN link on {dev} of {container[:12]}: {shaper.describe()}")
     start = sample("start")
     appliance = start["appliance_id"]
     sink0 = verifier.view(appliance)
@@ -305,10 +321,11 @@ def run(args: argparse.Namespace) -> int:
         # moving (the reconnect backoff before it is the SDK's, not the link's) to its end.
         sent = shaper.sent_total(container)
         if drained and moving and last_seq > moving[1]:
-            wan_fig = wan.link_figures(shaper.link, sent - moving[2], last_seq - moving[1], t_end - moving[0])
+            wan_fig = wan.link_figures(shaper.link, sent - moving[2], last_seq - moving[1], t_end - moving[0],
+                                       shaper.delay_by)
         else:
             wan_fig = wan.link_figures(shaper.link, sent, last_seq - int(at_restore["delivered_seq"]) if drained else 0,
-                                       drain_s)
+                                       drain_s, shaper.delay_by)
         ingest = [x["ingest_rate_10s"] for x in samples if x["phase"] == "cut" and x.get("ingest_rate_10s")]
         if ingest and wan_fig.get("delivered_rate"):
             wan_fig["ingest_rate"] = round(sum(ingest) / len(ingest), 1)
@@ -377,10 +394,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--emulator-service", default="zerobus")
     p.add_argument("--egress-network", default="egress", help="the Compose network to cut (default egress)")
     p.add_argument("--config", default="/etc/edge/config.yaml", help="the edge's config path inside its container")
-    g = p.add_argument_group("WAN", "shape the edge's uplink with tc (netem + tbf) from the host; needs root")
+    g = p.add_argument_group("WAN", "shape the edge's uplink with tc (netem + tbf) from the host; needs root. "
+                             "A kernel without netem: the delay by a userspace TCP relay (ops/wan.py)")
     g.add_argument("--wan-delay-ms", type=float, default=0.0, help="added round-trip time (on the uplink)")
     g.add_argument("--wan-rate", default=None, help="link rate in tc's spelling, e.g. 20mbit")
-    g.add_argument("--wan-loss", default="0", help="packet loss on the uplink, e.g. 0.1%%")
+    g.add_argument("--wan-loss", default="0", help="packet loss on the uplink, e.g. 0.1%% (netem only: without it "
+                   "the report says the loss was not emulated)")
+    g.add_argument("--wan-sink-port", type=int, default=443,
+                   help="the emulator's gRPC port on the egress network (the delaying relay's target without netem)")
     lim = p.add_argument_group("limit", "what the drain is judged against (min of the limits measured)")
     lim.add_argument("--quota-per-stream", type=float, default=None,
                      help="records/s per stream (default: the emulator's profile; a real workspace: not known "
@@ -405,6 +426,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("drill: interrupted (egress restored)", file=sys.stderr)
         return EXIT_SETUP
+    finally:
+        for shaper in SHAPERS:  # a relay's DNAT left behind would cut the edge off once this process ends
+            shaper.remove()
 
 
 if __name__ == "__main__":

@@ -8,8 +8,16 @@ the interface of the egress network:
     1:1   tbf    rate R burst ...    (the link's capacity)
 
 A rate alone needs only tbf (at the root). Some kernels are built without netem
-(CONFIG_NET_SCH_NETEM): there a delay or a loss is refused with that reason
-rather than silently left out.
+(CONFIG_NET_SCH_NETEM; a Firecracker VM's, for one: "Specified qdisc kind is
+unknown"). There the delay is made in user space instead: a delaying TCP relay
+(ops/linkproxy.py) on the host, at the egress network's gateway address, and a
+DNAT rule in the edge's network namespace that sends its connections to the sink
+(``relay_target``: the emulator's address and port on that network) through it;
+the rate stays with tbf on the interface. The relay holds each byte for the
+delay, pipelined, as netem does. Loss cannot be made by a TCP relay (it sees a
+byte stream, not packets): without netem a loss is run as not emulated and the
+report says so in the link's description (never left out silently). Without
+netem and without a relay target (a real workspace), a delay is refused by name.
 
 Only the uplink (edge -> ZeroBus) is shaped, the direction a drain fills; so the
 round trip grows by D. A network disconnect or a restart of the container makes
@@ -53,6 +61,10 @@ def loss_pct(text: str) -> float:
     return float(m.group(1))
 
 
+NETEM, RELAY = "netem", "relay"  # how the delay is made
+RELAY_CHAIN = "ZB_WAN_DELAY"
+
+
 @dataclass(frozen=True)
 class Link:
     delay_ms: float = 0.0
@@ -63,9 +75,15 @@ class Link:
     def shaped(self) -> bool:
         return bool(self.delay_ms or self.rate or self.loss)
 
-    def describe(self) -> str:
+    def describe(self, delay_by: str = NETEM) -> str:
         parts = [f"{rate_bps(self.rate) / 1e6:g} Mbit/s" if self.rate else "unlimited rate",
                  f"+{self.delay_ms:g} ms round trip", f"{self.loss:g}% loss"]
+        if delay_by == RELAY:
+            if self.loss:
+                parts[2] += " NOT emulated (no netem in this kernel; a TCP relay cannot drop packets)"
+            how = ["the delay by a userspace TCP relay (no netem in this kernel)"] if self.delay_ms else []
+            how += ["tc tbf for the rate"] if self.rate else []
+            return ", ".join(parts) + f" (uplink shaped with {' + '.join(how) or 'nothing'})"
         qdiscs = " + ".join(q for q, on in (("netem", self.needs_netem), ("tbf", self.rate)) if on)
         return ", ".join(parts) + f" (uplink shaped with tc {qdiscs})"
 
@@ -73,9 +91,10 @@ class Link:
     def needs_netem(self) -> bool:
         return bool(self.delay_ms or self.loss)
 
-    def tc_commands(self, dev: str) -> list[list[str]]:
+    def tc_commands(self, dev: str, netem: bool = True) -> list[list[str]]:
+        """The qdiscs; ``netem=False`` (the kernel has none): tbf alone, the delay made elsewhere."""
         cmds = []
-        if self.needs_netem:
+        if self.needs_netem and netem:
             netem = ["tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", "netem",
                      "delay", f"{self.delay_ms:g}ms", "limit", "100000"]
             if self.loss:
@@ -85,10 +104,28 @@ class Link:
             bps = rate_bps(self.rate)
             # burst: at least one MTU and ~4 ms at the rate (tbf needs rate/HZ); queue: ~200 ms at the rate.
             burst = max(16 * 1024, int(bps / 8 * 0.004))
-            where = ["parent", "1:1", "handle", "10:"] if self.needs_netem else ["root", "handle", "1:"]
+            where = ["parent", "1:1", "handle", "10:"] if self.needs_netem and netem else ["root", "handle", "1:"]
             cmds.append(["tc", "qdisc", "add", "dev", dev, *where, "tbf",
                          "rate", self.rate, "burst", str(burst), "latency", "200ms"])
         return cmds
+
+
+def relay_commands(sink_ip: str, sink_port: int, relay_ip: str, relay_port: int) -> list[list[str]]:
+    """iptables in the edge's namespace: its connections to the sink go to the delaying relay instead.
+
+    One chain of our own, flushed and refilled on every apply, hooked once into nat OUTPUT."""
+    return [
+        ["iptables", "-t", "nat", "-N", RELAY_CHAIN],  # exists already after a reconnect: an error, ignored
+        ["iptables", "-t", "nat", "-F", RELAY_CHAIN],
+        ["iptables", "-t", "nat", "-A", RELAY_CHAIN, "-p", "tcp", "-d", sink_ip, "--dport", str(sink_port),
+         "-j", "DNAT", "--to-destination", f"{relay_ip}:{relay_port}"],
+        ["iptables", "-t", "nat", "-C", "OUTPUT", "-j", RELAY_CHAIN],  # hooked already?
+    ]
+
+
+def relay_undo_commands() -> list[list[str]]:
+    return [["iptables", "-t", "nat", "-D", "OUTPUT", "-j", RELAY_CHAIN],
+            ["iptables", "-t", "nat", "-F", RELAY_CHAIN], ["iptables", "-t", "nat", "-X", RELAY_CHAIN]]
 
 
 def capacity_readings_per_s(rate: str, wire_bytes_per_reading: float) -> float:
@@ -96,9 +133,12 @@ def capacity_readings_per_s(rate: str, wire_bytes_per_reading: float) -> float:
     return rate_bps(rate) / 8 / wire_bytes_per_reading
 
 
-def link_figures(link: Link, sent_bytes: int | None, delivered: int, drain_s: float | None) -> dict:
+def link_figures(link: Link, sent_bytes: int | None, delivered: int, drain_s: float | None,
+                 delay_by: str = NETEM) -> dict:
     """The drain against the link: wire bytes per reading, the link's capacity, the fraction used."""
-    out: dict = {"link": link.describe(), "sent_bytes": sent_bytes, "delivered_during_drain": delivered}
+    out: dict = {"link": link.describe(delay_by), "delay_by": delay_by if link.delay_ms else None,
+                 "loss_emulated": bool(link.loss) and delay_by == NETEM,
+                 "sent_bytes": sent_bytes, "delivered_during_drain": delivered}
     if not sent_bytes or delivered <= 0 or not drain_s:
         return out
     per = sent_bytes / delivered
@@ -135,17 +175,53 @@ def _ns(pid: str, *cmd: str) -> subprocess.CompletedProcess:
 
 
 class Shaper:
-    """Applies a Link on the egress interface of a container (found by its IP on that network)."""
+    """Applies a Link on the egress interface of a container (found by its IP on that network).
 
-    def __init__(self, link: Link, inspect):
+    ``relay_target``: () -> (sink ip, sink port, gateway ip) on the egress network, for the delay
+    without netem (None: a delay is refused there). ``delay_by`` says which mechanism is in use."""
+
+    def __init__(self, link: Link, inspect, relay_target=None):
         self.link = link
         self.inspect = inspect  # (container) -> (pid, ip on the egress network)
+        self.relay_target = relay_target
+        self.delay_by = NETEM
+        self.relay = None  # the LinkProxy, once the kernel said it has no netem
+        self.last_container: str | None = None
         self.banked = self.base = 0
         if os.geteuid() != 0:
             raise WanError("shaping the WAN needs root (tc inside the edge's network namespace, via nsenter)")
         for tool in ("tc", "nsenter", "ip"):
             if not shutil.which(tool):
                 raise WanError(f"shaping the WAN needs `{tool}` on the host (iproute2, util-linux)")
+
+    def describe(self) -> str:
+        return self.link.describe(self.delay_by)
+
+    def _no_netem(self) -> None:
+        """The kernel refused netem: make the delay with the relay, or refuse by name."""
+        if self.link.delay_ms and self.relay_target is None:
+            raise WanError("this kernel has no netem qdisc (CONFIG_NET_SCH_NETEM) and no relay target is known "
+                           "(a real workspace): --wan-delay-ms cannot be applied here; --wan-rate alone works (tbf)")
+        if self.link.delay_ms and not shutil.which("iptables"):
+            raise WanError("this kernel has no netem qdisc: the delay needs the relay, and the relay `iptables`")
+        self.delay_by = RELAY
+
+    def _apply_relay(self, pid: str) -> None:
+        if not self.link.delay_ms:
+            return  # loss alone: nothing a relay can do; describe() says it is not emulated
+        sink_ip, sink_port, gateway = self.relay_target()
+        if self.relay is None:
+            from ops.linkproxy import LinkProxy
+
+            self.relay = LinkProxy(sink_ip, sink_port, up_delay_ms=self.link.delay_ms, listen_host=gateway).start()
+        self.relay.target = (sink_ip, sink_port)  # a recreated sink may have a new address
+        for cmd in relay_commands(sink_ip, sink_port, gateway, self.relay.port):
+            proc = _ns(pid, *cmd)
+            if proc.returncode != 0 and "-N" not in cmd:
+                if "-C" in cmd:
+                    proc = _ns(pid, "iptables", "-t", "nat", "-A", "OUTPUT", "-j", RELAY_CHAIN)
+                if proc.returncode != 0:
+                    raise WanError(f"{' '.join(cmd)}: {proc.stderr.strip()}")
 
     def _dev(self, container: str) -> tuple[str, str]:
         pid, ip = self.inspect(container)
@@ -161,14 +237,18 @@ class Shaper:
     def apply(self, container: str, count_from_here: bool = False) -> str:
         """Shape the container's egress interface (again: a reconnect or restart makes a new one)."""
         pid, dev = self._dev(container)
+        self.last_container = container
         _ns(pid, "tc", "qdisc", "del", "dev", dev, "root")  # whatever was there (none: an error, ignored)
-        for cmd in self.link.tc_commands(dev):
+        cmds = self.link.tc_commands(dev, netem=self.delay_by == NETEM)
+        for cmd in cmds:
             proc = _ns(pid, *cmd)
             if proc.returncode != 0:
                 if "netem" in cmd and "unknown" in proc.stderr:
-                    raise WanError("this kernel has no netem qdisc (CONFIG_NET_SCH_NETEM): --wan-delay-ms and "
-                                   "--wan-loss cannot be applied here; --wan-rate alone works (tbf)")
+                    self._no_netem()
+                    return self.apply(container, count_from_here)
                 raise WanError(f"{' '.join(cmd)}: {proc.stderr.strip()}")
+        if self.delay_by == RELAY:
+            self._apply_relay(pid)
         if count_from_here:
             self.banked, self.base = 0, self.sent_bytes(container) or 0
         return dev
@@ -183,7 +263,10 @@ class Shaper:
         return self.banked + (self.sent_bytes(container) or 0) - self.base
 
     def sent_bytes(self, container: str) -> int | None:
-        """Bytes the shaped root qdisc sent since it was applied (None if it is gone)."""
+        """Bytes the shaped root qdisc sent since it was applied (None if it is gone); with the relay
+        and no tbf, the bytes the relay carried up (TCP payload: TLS records, no IP/TCP headers)."""
+        if self.delay_by == RELAY and not self.link.rate:
+            return self.relay.bytes_up if self.relay is not None else None
         try:
             pid, dev = self._dev(container)
         except WanError:
@@ -196,9 +279,19 @@ class Shaper:
         root = next((q for q in qdiscs if q.get("root") and q.get("kind") in ("netem", "tbf")), None)
         return int(root["bytes"]) if root and "bytes" in root else None
 
-    def remove(self, container: str) -> None:
+    def remove(self, container: str | None = None) -> None:
+        """Undo everything (idempotent: the drill calls it again on every exit path)."""
+        container = container or self.last_container
         try:
-            pid, dev = self._dev(container)
+            if container is not None:
+                pid, dev = self._dev(container)
+                _ns(pid, "tc", "qdisc", "del", "dev", dev, "root")
+                if self.delay_by == RELAY:
+                    for cmd in relay_undo_commands():
+                        _ns(pid, *cmd)
         except WanError:
-            return  # the container or its interface is gone: nothing left to undo
-        _ns(pid, "tc", "qdisc", "del", "dev", dev, "root")
+            pass  # the container or its interface is gone: nothing left to undo there
+        finally:
+            if self.relay is not None:
+                self.relay.stop()
+                self.relay = None
