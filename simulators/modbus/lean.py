@@ -5,7 +5,7 @@ process tops out near 7k requests/s and a benchmark measures the simulator,
 not the collector. This engine parses MBAP frames and answers FC1-4 straight
 from ``RegisterStore`` (a few tens of us per request). It honours the same
 faults (offline device -> no answer, forced exception codes, exception 2 outside
-the mapped span) but implements no writes (exception 1, illegal function).
+the mapped span, per-register exceptions, silences and dropped connections) but implements no writes (exception 1, illegal function).
 Tests of protocol behaviour use the pymodbus engine; this one is for throughput.
 """
 
@@ -52,6 +52,11 @@ class LeanProtocol(asyncio.Protocol):
             if len(buf) < 6 + length:
                 break
             pdu, buf = buf[7:6 + length], buf[6 + length:]
+            if len(pdu) >= 5 and (kind := self.store.drop(unit, pdu[0], *_ADDR_COUNT.unpack_from(pdu, 1))):
+                if out:
+                    self.transport.write(b"".join(out))
+                (self.transport.abort if kind == "reset" else self.transport.close)()
+                return
             resp = self.handle(unit, pdu)
             if resp is not None:
                 out.append(_MBAP.pack(tid, 0, len(resp) + 1, unit) + resp)

@@ -15,6 +15,10 @@ Faults per device id:
 - a plant ``offline`` fault on a machine freezes that machine's registers (a PLC
   keeps the last value of a dead field device);
 - addresses outside a device's mapped span answer exception 2 (illegal data address);
+- ``set_register_fault(dev, table, address, kind)``: a read that covers that one register
+  gets exception ``kind`` (an int), or the device closes the TCP connection (``"close"``,
+  FIN) or resets it (``"reset"``, RST) instead of answering, or never answers (``"silent"``);
+  ``kind=None`` clears it. The reads that do not cover it are served as usual;
 - ``stop()`` / ``start()`` on the same port: the whole endpoint goes away and back.
 """
 
@@ -30,6 +34,7 @@ from pymodbus.constants import ExcCodes
 from pymodbus.datastore import ModbusServerContext
 from pymodbus.exceptions import NoSuchIdException
 from pymodbus.server import ModbusTcpServer
+from pymodbus.server.requesthandler import ServerRequestHandler
 
 from edge.configtypes import build
 from edge.sources.modbus import decode as dec
@@ -78,9 +83,28 @@ class RegisterStore(ModbusServerContext):
         self.devices = sorted({p.device_id for p in points})
         self.offline: set[int] = set()
         self.exceptions: dict[int, int] = {}
+        self.register_faults: dict[tuple[int, str, int], int | str] = {}  # (device, table, address) -> kind
         self.requests = 0
         self.answered = 0
         self.errors = 0
+        self.drops = 0  # connections closed or reset by a register fault
+
+    def fault(self, device_id: int, func_code: int, address: int, count: int) -> int | str | None:
+        """The register fault a request runs into (the first covered faulty register), if any."""
+        table = _FC_TABLE.get(func_code, "")
+        for (dev, tab, addr), kind in self.register_faults.items():
+            if dev == device_id and tab == table and address <= addr < address + count:
+                return kind
+        return None
+
+    def drop(self, device_id: int, func_code: int, address: int, count: int) -> str | None:
+        """``"close"`` / ``"reset"`` when the server must drop the connection instead of answering."""
+        kind = self.fault(device_id, func_code, address, count) if self.register_faults else None
+        if kind in ("close", "reset"):
+            self.requests += 1
+            self.drops += 1
+            return str(kind)
+        return None
 
     def device_ids(self):
         return list(self.devices)
@@ -92,6 +116,12 @@ class RegisterStore(ModbusServerContext):
         if device_id in self.exceptions:
             self.errors += 1
             return ExcCodes(self.exceptions[device_id])
+        kind = self.fault(device_id, func_code, address, count) if self.register_faults else None
+        if kind == "silent":
+            raise NoSuchIdException(f"device {device_id} does not answer for address {address}+{count}")
+        if isinstance(kind, int):
+            self.errors += 1
+            return ExcCodes(kind)
         key = (device_id, _FC_TABLE.get(func_code, ""))
         span = self.spans.get(key)
         if span is None or address < span[0] or address + count > span[1]:
@@ -119,6 +149,25 @@ class RegisterStore(ModbusServerContext):
         data = self.data[(p.device_id, p.table)]
         i = p.address - self.spans[(p.device_id, p.table)][0]
         data[i:i + len(words)] = words
+
+
+class _FaultyRequestHandler(ServerRequestHandler):
+    """pymodbus' connection handler, except that a request hitting a ``close``/``reset`` register drops the connection."""
+
+    async def handle_request(self):
+        pdu = self.last_pdu
+        if pdu is not None and self.transport is not None:
+            kind = self.server.context.drop(pdu.dev_id, pdu.function_code, getattr(pdu, "address", 0),
+                                            getattr(pdu, "count", 1))
+            if kind is not None:
+                (self.transport.abort if kind == "reset" else self.transport.close)()
+                return
+        await super().handle_request()
+
+
+class _FaultyTcpServer(ModbusTcpServer):
+    def callback_new_connection(self):
+        return _FaultyRequestHandler(self, self.trace_packet, self.trace_pdu, self.trace_connect)
 
 
 def raw_words(p: PointSpec, value: Any, current: list) -> list:
@@ -194,6 +243,16 @@ class PlantModbusServer:
     def set_offline(self, device_id: int, offline: bool = True) -> None:
         (self.store.offline.add if offline else self.store.offline.discard)(device_id)
 
+    def set_register_fault(self, device_id: int, table: str, address: int, kind: int | str | None) -> None:
+        """Fault one register (PDU address): an exception code, ``"close"``, ``"reset"`` or ``"silent"``; None clears."""
+        key = (device_id, table, address)
+        if kind is None:
+            self.store.register_faults.pop(key, None)
+        elif kind in ("close", "reset", "silent"):
+            self.store.register_faults[key] = kind
+        else:
+            self.store.register_faults[key] = int(ExcCodes(kind))
+
     def set_exception(self, device_id: int, code: int | None) -> None:
         if code is None:
             self.store.exceptions.pop(device_id, None)
@@ -208,7 +267,7 @@ class PlantModbusServer:
             server = LeanServer(self.store, self.host, self.port)
             port = await server.start()
         else:
-            server = ModbusTcpServer(self.store, address=(self.host, self.port), ignore_missing_devices=True)
+            server = _FaultyTcpServer(self.store, address=(self.host, self.port), ignore_missing_devices=True)
             await server.serve_forever(background=True)
             port = server.transport.sockets[0].getsockname()[1]
         self._server = server
@@ -244,6 +303,6 @@ class PlantModbusServer:
         return {
             "engine": self.engine, "port": self.port, "clients": self.connected_clients(), "devices": s.devices, "points": len(self.points), "plant_points": len(self.bound),
             "static_points": len(self.unbound), "ticks": self.ticks, "updates": self.updates,
-            "requests": s.requests, "answered": s.answered, "exception_responses": s.errors,
+            "requests": s.requests, "answered": s.answered, "exception_responses": s.errors, "dropped_connections": s.drops,
             "offline": sorted(s.offline), "exceptions": {str(k): v for k, v in sorted(s.exceptions.items())},
         }

@@ -3,18 +3,25 @@
 One source = one TCP endpoint (a PLC or a gateway) with one or more device
 (unit) ids behind it. Options and the address notation are documented in
 ``edge/sources/modbus/README.md`` and validated in ``config``; pure parts live in ``decode`` (bytes
-<-> values) and ``plan`` (addresses, block planning, report-by-exception).
+<-> values), ``plan`` (addresses, block planning, the learned read plan, report-by-exception) and
+``codes`` (status codes); one connection's reads and their failures are ``connection``.
 
-Failures have two channels and both become visible data:
+Failures become visible data (status codes: ``codes``, the table in the README):
 
 - a Modbus exception response (the device answered "illegal data address",
-  "device busy", ...): the block's points get ``quality=BAD`` with
-  ``status_code`` = the exception code (1..11);
-- no answer (timeout) or no TCP connection: ``status_code`` = ``STATUS_TIMEOUT``
-  (1001) or ``STATUS_NO_CONNECTION`` (1002); a malformed answer gives
-  ``STATUS_BAD_RESPONSE`` (1003). The device is listed in
-  ``ctx.status["devices_offline"]`` and its blocks are only retried every
-  ``offline_retry`` seconds, so one dead unit id does not stall the others.
+  "device busy", ...): ``quality=BAD`` with ``status_code`` = the exception code (1..11);
+- no answer (timeout) 1001, no TCP connection 1002, a malformed answer 1003, the
+  device closed the connection on the request 1004, another socket error 1005.
+
+A failure that concerns some register rather than the device (exception 2/3/4/8, a
+connection closed on that request, or a timeout while the device answers its other
+reads) is isolated: the read is bisected (``plan.ReadPlan``, at most ``isolate_reads``
+extra reads per cycle and one of them timing out), the good parts are read directly from
+then on, and only the points on the bad register(s) stay BAD, re-probed every
+``reprobe_interval``. A device that answers nothing (two timeouts in a cycle and no answer,
+no connection, gateway exception 10/11) is listed in ``ctx.status["devices_offline"]``
+and its blocks are only retried every ``offline_retry`` seconds, so one dead unit id
+does not stall the others.
 
 Modbus carries no timestamps: ``source_ts`` is the wall-clock time the poll
 cycle started, ``collected_ts`` the time its last response arrived.
@@ -24,29 +31,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-import struct
 import time
+from collections import deque
 from typing import Any
 
-from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
-from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
-
-from edge.backoff import Backoff
 from edge.encode import BAD, GOOD, encode_reading
 from edge.sources.modbus import decode as dec
 from edge.sources.context import SourceContext, emit_with_backpressure
 from edge.sources.states import State
-from edge.sources.status import SourceStatus, now_us
+from edge.sources.status import now_us
+from edge.sources.modbus.codes import (
+    STATUS_BAD_RESPONSE, STATUS_CONNECTION_CLOSED, STATUS_NO_CONNECTION, STATUS_TIMEOUT, STATUS_TRANSPORT_ERROR,
+    status_text,
+)
 from edge.sources.modbus.config import Config, DeviceConfig, PointConfig, build_points
-from edge.sources.modbus.plan import TABLES, Block, PointSpec, ReportFilter
-
-STATUS_TIMEOUT = 1001
-STATUS_NO_CONNECTION = 1002
-STATUS_BAD_RESPONSE = 1003
-# Exception codes after which the device (not just the request) is unreachable.
-_GATEWAY_CODES = (0x0A, 0x0B)
+from edge.sources.modbus.connection import Connection, ReadFailed
+from edge.sources.modbus.plan import BAD_PART, GOOD_PART, Block, PointSpec, ReadPlan, ReportFilter, Segment, isolatable
 
 
 def decode_point(p: PointSpec, values: list, block_start: int) -> Any:
@@ -58,126 +58,14 @@ def decode_point(p: PointSpec, values: list, block_start: int) -> Any:
     return dec.scale_value(raw, p.scale, p.offset)
 
 
-def _unpack_registers(pdu: ReadHoldingRegistersResponse, data: bytes) -> None:
-    # pymodbus 3.16 unpacks one register per struct call (~40 us per 125 registers); one call does it all.
-    n = data[0]
-    if n >= len(data) or n % 2:
-        raise ModbusIOException(f"byte_count {n} does not fit a packet of {len(data)} bytes", function_code=pdu.function_code)
-    pdu.registers = list(struct.unpack(f">{n // 2}H", data[1:1 + n]))
+class _Cycle:
+    """What one poll cycle saw of each device: a timeout is the device's only if it answered nothing."""
 
+    __slots__ = ("answered", "timed_out")
 
-def _short_str(pdu: ReadHoldingRegistersResponse) -> str:
-    # pymodbus formats every decoded PDU for a debug line even with debug logging off; the list of
-    # 125 registers made that ~9 us of every read (a sixth of the decode). The count says enough.
-    return (f"{type(pdu).__name__}(dev_id={pdu.dev_id}, transaction_id={pdu.transaction_id}, "
-            f"registers={len(pdu.registers)})")
-
-
-class _HoldingResponse(ReadHoldingRegistersResponse):
-    decode = _unpack_registers
-    __str__ = _short_str
-
-
-class _InputResponse(ReadInputRegistersResponse):
-    decode = _unpack_registers
-    __str__ = _short_str
-
-
-class _ReadFailed(Exception):
-    def __init__(self, code: int, message: str, device_down: bool):
-        super().__init__(message)
-        self.code = code
-        self.device_down = device_down
-
-
-class _Connection:
-    """One TCP connection; reconnects follow the backoff every source uses (pymodbus' own is turned off).
-
-    Not the ``Supervisor`` loop: a Modbus source keeps polling while its connection is down,
-    and every poll of a device it cannot reach is a BAD reading (``STATUS_NO_CONNECTION``).
-    """
-
-    def __init__(self, cfg: Config, index: int, status: SourceStatus | None = None):
-        self.cfg = cfg
-        self.status = status
-        self.was_up = False
-        self.client = AsyncModbusTcpClient(
-            cfg.host, port=cfg.port, name=f"{cfg.name}#{index}", timeout=float(cfg.timeout), retries=cfg.retries,
-            # 0 disables pymodbus' background reconnect task, whose default cap is 300 s.
-            reconnect_delay=0, reconnect_delay_max=0,
-        )
-        self.client.register(_HoldingResponse)
-        self.client.register(_InputResponse)
-        self.backoff = Backoff(initial=float(cfg.reconnect_initial), cap=float(cfg.reconnect_max))
-        self.next_try = 0.0
-        self.last_error = ""
-
-    async def ensure(self) -> None:
-        if self.client.connected:
-            return
-        now = time.monotonic()
-        if now < self.next_try:
-            raise _ReadFailed(STATUS_NO_CONNECTION, f"cannot connect to {self.cfg.host}:{self.cfg.port}: {self.last_error}", True)
-        try:
-            ok = await asyncio.wait_for(self.client.connect(), timeout=float(self.cfg.timeout) + 1.0)
-        except (asyncio.TimeoutError, OSError) as exc:
-            ok, self.last_error = False, str(exc) or type(exc).__name__
-        if not ok:
-            self.last_error = self.last_error or await self._why_not()
-            self.next_try = time.monotonic() + self.backoff.next_delay()
-            raise _ReadFailed(STATUS_NO_CONNECTION, f"cannot connect to {self.cfg.host}:{self.cfg.port}: {self.last_error}", True)
-        self.backoff.reset()
-        self.last_error = ""
-        if self.was_up and self.status is not None:
-            self.status.reconnected()
-        self.was_up = True
-
-    async def _why_not(self) -> str:
-        """pymodbus only says connect() failed; tell a name that does not resolve from a refused/silent port."""
-        try:
-            await asyncio.wait_for(asyncio.get_running_loop().getaddrinfo(self.cfg.host, self.cfg.port),
-                                   timeout=float(self.cfg.timeout))
-        except socket.gaierror as exc:
-            return f"host name {self.cfg.host!r} does not resolve ({exc.strerror}); check {self.cfg.name}.host"
-        except (asyncio.TimeoutError, OSError):  # the name resolves or cannot be told: the generic reason below
-            pass
-        return f"connection refused or timed out; check {self.cfg.name}.host/port and that the device accepts connections"
-
-    async def read(self, block: Block) -> list:
-        await self.ensure()
-        c = self.client
-        fn = {
-            "coils": c.read_coils, "discrete_inputs": c.read_discrete_inputs,
-            "holding_registers": c.read_holding_registers, "input_registers": c.read_input_registers,
-        }[block.table]
-        try:
-            # pymodbus bounds each attempt by `timeout`; the outer bound covers a stuck connect inside
-            # execute(). asyncio.timeout, not wait_for: no extra task per read.
-            async with asyncio.timeout(float(self.cfg.timeout) * (self.cfg.retries + 1) + 1.0):
-                rr = await fn(block.start, count=block.count, device_id=block.device_id)
-        except (ConnectionException, OSError) as exc:
-            raise _ReadFailed(STATUS_NO_CONNECTION, f"connection lost: {exc}", True) from None
-        except asyncio.TimeoutError:
-            raise _ReadFailed(STATUS_TIMEOUT, f"no response from device {block.device_id} within {self.cfg.timeout:g}s", True) from None
-        except ModbusIOException as exc:
-            # pymodbus signals a timeout and a mismatched answer (wrong unit or transaction id) the same way.
-            if "No response" in str(exc):
-                raise _ReadFailed(STATUS_TIMEOUT, f"no response from device {block.device_id} within {self.cfg.timeout:g}s", True) from None
-            raise _ReadFailed(STATUS_BAD_RESPONSE, f"bad response from device {block.device_id}: {exc}", False) from None
-        except ModbusException as exc:
-            raise _ReadFailed(STATUS_BAD_RESPONSE, f"bad response: {exc}", False) from None
-        if rr.isError():
-            code = int(getattr(rr, "exception_code", 0) or 0)
-            return_code = code if code else STATUS_BAD_RESPONSE
-            raise _ReadFailed(return_code, f"exception response {code} from device {block.device_id} "
-                              f"({block.table} {block.start}+{block.count})", code in _GATEWAY_CODES)
-        values = rr.bits if TABLES[block.table][1] else rr.registers
-        if len(values) < block.count:
-            raise _ReadFailed(STATUS_BAD_RESPONSE, f"short response: {len(values)} of {block.count} values", False)
-        return values
-
-    def close(self) -> None:
-        self.client.close()
+    def __init__(self) -> None:
+        self.answered: set[int] = set()
+        self.timed_out: set[int] = set()
 
 
 class Source:
@@ -185,104 +73,195 @@ class Source:
         self.cfg = cfg
         self.ctx = ctx
         self.filter = ReportFilter(cfg.report, float(cfg.heartbeat), float(cfg.bad_repeat))
+        self.plan = ReadPlan(cfg.blocks, float(cfg.reprobe_interval))
         self._names = {d.device_id: d.name or f"device{d.device_id}" for d in cfg.devices}
         self._offline: dict[int, tuple[int, str]] = {}  # device_id -> (status code, message)
         self._last_try: dict[int, float] = {}
-        self._block_state: dict[int, int | None] = {}  # id(block) -> last failure code (None: ok)
-        self._pool: asyncio.Queue[_Connection] | None = None
-        self._conns: list[_Connection] = []
+        self._read_state: dict[tuple[int, str, int, int], int | None] = {}  # read -> last failure code (None: ok)
+        self._pool: asyncio.Queue[Connection] | None = None
+        self._conns: list[Connection] = []
         self._probing: set[int] = set()
+        self._probe_turn: dict[int, int] = {}  # device -> which of its blocks the next probe reads
         self._probe_tasks: set[asyncio.Task] = set()
         self.counters = {"reads_total": 0, "read_errors_total": 0, "exception_responses_total": 0,
-                         "timeouts_total": 0, "cycles_total": 0, "overruns_total": 0}
+                         "timeouts_total": 0, "connections_closed_total": 0, "isolation_reads_total": 0,
+                         "cycles_total": 0, "overruns_total": 0}
 
     # ---- reading ------------------------------------------------------------------------
 
-    async def _read(self, block: Block, conn: _Connection) -> list | _ReadFailed:
+    async def _read(self, block: Block, conn: Connection, cycle: _Cycle) -> list | ReadFailed:
         self._last_try[block.device_id] = time.monotonic()
         self.counters["reads_total"] += 1
         try:
             result = await conn.read(block)
-        except _ReadFailed as exc:
+        except ReadFailed as exc:
             self.counters["read_errors_total"] += 1
             if exc.code == STATUS_TIMEOUT:
                 self.counters["timeouts_total"] += 1
+            elif exc.code == STATUS_CONNECTION_CLOSED:
+                self.counters["connections_closed_total"] += 1
             elif exc.code < 1000:
                 self.counters["exception_responses_total"] += 1
             result = exc
-        self._note(block, result)
+        self._note(block, result, cycle)
         return result
 
-    async def _read_pooled(self, block: Block, probe: bool = False) -> list | _ReadFailed | None:
+    async def _read_pooled(self, block: Block, cycle: _Cycle, probe: bool = False) -> list | ReadFailed | None:
         """Read on a free connection; None if the device went offline while this read waited for one."""
         assert self._pool is not None
         conn = await self._pool.get()
         try:
-            # An earlier block of this cycle found the device dead: do not wait out its timeout again.
+            # An earlier read of this cycle found the device dead: do not wait out its timeout again.
             if block.device_id in self._offline and not probe:
                 return None
-            return await self._read(block, conn)
+            return await self._read(block, conn, cycle)
         finally:
             self._pool.put_nowait(conn)
 
     async def _probe(self, block: Block) -> None:
-        """Try one block of an offline device; the poll cycles do not wait for it.
+        """Try one read of an offline device; the poll cycles do not wait for it.
 
         It borrows a pooled connection rather than opening one more: ``connections``
         is what the device accepts. With ``connections: 1`` the healthy devices
         wait for a probe's timeout once per ``offline_retry``; with more, they keep going.
         """
         try:
-            await self._read_pooled(block, probe=True)
+            await self._read_pooled(block, _Cycle(), probe=True)
         finally:
             self._probing.discard(block.device_id)
 
-    async def _read_all(self, blocks: list[Block]) -> list[list | _ReadFailed]:
-        """Read every block of online devices; offline devices are probed in the background.
+    def _start_probes(self, blocks: list[Block], now: float) -> None:
+        """Every ``offline_retry``, one background read of each offline device, a different block each time.
 
-        A probe of an offline device runs every ``offline_retry`` as a background
-        task, so the cycle does not wait for its timeout; once it answers, the
-        next cycle reads the device in full.
+        Taking turns matters: a device that does not answer one block must not stay offline
+        because the probe keeps asking for that block.
+        """
+        by_dev: dict[int, list[Block]] = {}
+        for b in blocks:
+            by_dev.setdefault(b.device_id, []).append(b)
+        for dev, dev_blocks in by_dev.items():
+            if dev not in self._offline or dev in self._probing or now - self._last_try.get(dev, 0.0) < self.cfg.offline_retry:
+                continue
+            turn = self._probe_turn.get(dev, 0)
+            self._probe_turn[dev] = turn + 1
+            block = dev_blocks[turn % len(dev_blocks)]
+            parts = [s.block for s in self.plan.parts(block) if s.state == GOOD_PART] or [block]
+            self._probing.add(dev)
+            self._last_try[dev] = now
+            task = asyncio.create_task(self._probe(parts[0]))
+            self._probe_tasks.add(task)
+            task.add_done_callback(self._probe_tasks.discard)
+
+    async def _read_all(self, blocks: list[Block]) -> dict[int, list | ReadFailed]:
+        """Read the planned parts of every block of online devices -> {id(segment): values or failure}.
+
+        Offline devices are probed in the background (``_start_probes``). Then, within
+        ``isolate_reads``, the halves of reads that failed on some register are read
+        (``_isolate``).
         """
         now = time.monotonic()
-        for b in blocks:
-            dev = b.device_id
-            if dev in self._offline and dev not in self._probing and now - self._last_try.get(dev, 0.0) >= self.cfg.offline_retry:
-                self._probing.add(dev)
-                self._last_try[dev] = now
-                task = asyncio.create_task(self._probe(b))
-                self._probe_tasks.add(task)
-                task.add_done_callback(self._probe_tasks.discard)
-        live = [b for b in blocks if b.device_id not in self._offline]
-        got = await asyncio.gather(*(self._read_pooled(b) for b in live))
-        results = {id(b): r for b, r in zip(live, got) if r is not None}
-        out = []
-        for b in blocks:
-            r = results.get(id(b))
-            if r is None:  # device offline: repeat its failure without I/O until a probe succeeds
-                code, msg = self._offline.get(b.device_id, (STATUS_TIMEOUT, "offline"))
-                r = _ReadFailed(code, msg, True)
-            out.append(r)
-        return out
+        self._start_probes(blocks, now)
+        cycle = _Cycle()
+        todo = [(b, s) for b in blocks if b.device_id not in self._offline for s in self.plan.due(b, now)]
+        got = await asyncio.gather(*(self._read_pooled(s.block, cycle) for _, s in todo))
+        for dev in cycle.timed_out - cycle.answered:  # its only read timed out: nothing says the device is alive
+            if dev not in self._offline:
+                self._set_offline(dev, STATUS_TIMEOUT, f"no response from device {dev} within {self.cfg.timeout:g}s")
+        results: dict[int, list | ReadFailed] = {}
+        for (b, s), r in zip(todo, got):
+            if r is not None:
+                results[id(s)] = r
+                self._learn(b, s, r, cycle, now)
+        if self.cfg.isolate_reads:
+            await self._isolate(blocks, cycle, results, now)
+        return results
 
-    def _note(self, block: Block, result: list | _ReadFailed) -> None:
-        """Device and block state transitions -> status (errors are counted once per transition)."""
-        dev, key = block.device_id, id(block)
-        if isinstance(result, _ReadFailed):
-            if result.device_down and dev not in self._offline:
-                self._offline[dev] = (result.code, str(result))
-                self.ctx.status.error(f"{self._names[dev]} offline: {result}")
-                self.ctx.log.warning("modbus source %s: %s offline: %s", self.cfg.name, self._names[dev], result)
-            elif result.device_down:
-                self._offline[dev] = (result.code, str(result))  # keep the latest cause (refused vs timeout)
-            if self._block_state.get(key) != result.code and not result.device_down:
-                self.ctx.status.error(str(result))
-            self._block_state[key] = result.code
-        else:
+    def _learn(self, block: Block, seg: Segment, result: list | ReadFailed, cycle: _Cycle, now: float) -> list[Segment]:
+        """Feed one read's outcome to the read plan; returns the halves to read if it was split."""
+        dev = block.device_id
+        if not isinstance(result, ReadFailed):
+            if seg.state == BAD_PART:
+                self.ctx.log.info("modbus source %s: %s %s %d..%d reads again", self.cfg.name, self._names[dev],
+                                  block.table, seg.block.start, seg.block.start + seg.block.count - 1)
+            return self.plan.record(block, seg, None, False, now)
+        isolate = (dev not in self._offline and self.cfg.isolate_reads > 0
+                   and isolatable(result.code, dev in cycle.answered))
+        was = seg.state
+        new = self.plan.record(block, seg, result.code, isolate, now)
+        if seg.state == BAD_PART and was != BAD_PART:
+            names = ", ".join(p.name for p in seg.block.points)
+            msg = (f"{self._names[dev]} {block.table} {seg.block.start}..{seg.block.start + seg.block.count - 1} "
+                   f"({names}): {status_text(result.code)}; isolated, the rest is read around it "
+                   f"(re-probed every {self.cfg.reprobe_interval:g}s)")
+            self.ctx.status.error(msg)
+            self.ctx.log.warning("modbus source %s: %s", self.cfg.name, msg)
+        return new
+
+    async def _isolate(self, blocks: list[Block], cycle: _Cycle, results: dict[int, list | ReadFailed], now: float) -> None:
+        """Bisect failed reads, depth first, within ``isolate_reads`` reads and one timeout per cycle."""
+        pending = [(b, s) for b in blocks for s in self.plan.pending(b)]
+        pending.sort(key=lambda bs: bs[1].code == STATUS_TIMEOUT)  # the cheap ones (an answer, a close) first
+        queue = deque(pending)
+        budget = self.cfg.isolate_reads
+        while queue and budget > 0:
+            b, s = queue.popleft()
+            if b.device_id in self._offline:
+                continue
+            r = await self._read_pooled(s.block, cycle)
+            if r is None:
+                continue
+            budget -= 1
+            self.counters["isolation_reads_total"] += 1
+            results[id(s)] = r
+            queue.extendleft((b, n) for n in reversed(self._learn(b, s, r, cycle, now)))
+            if isinstance(r, ReadFailed) and r.code == STATUS_TIMEOUT:
+                break
+
+    def _set_offline(self, dev: int, code: int, message: str) -> None:
+        if dev not in self._offline:
+            self.ctx.status.error(f"{self._names[dev]} offline: {message}")
+            self.ctx.log.warning("modbus source %s: %s offline: %s", self.cfg.name, self._names[dev], message)
+        self._offline[dev] = (code, message)  # keep the latest cause (refused vs timeout)
+
+    def _note(self, block: Block, result: list | ReadFailed, cycle: _Cycle) -> None:
+        """Device and read state transitions -> status (errors are counted once per transition)."""
+        dev, key = block.device_id, (block.device_id, block.table, block.start, block.count)
+        if not isinstance(result, ReadFailed):
+            cycle.answered.add(dev)
             if dev in self._offline:
                 del self._offline[dev]
                 self.ctx.log.info("modbus source %s: %s back online", self.cfg.name, self._names[dev])
-            self._block_state[key] = None
+            self._read_state[key] = None
+            return
+        if result.code == STATUS_TIMEOUT and (dev in cycle.answered or dev not in cycle.timed_out):
+            # The device answered another read, or this is its first timeout of the cycle: maybe one
+            # block it cannot serve, not a dead device. A second timeout without an answer decides.
+            cycle.timed_out.add(dev)
+        elif result.device_down:
+            self._set_offline(dev, result.code, str(result))
+        if self._read_state.get(key) != result.code and dev not in self._offline:
+            self.ctx.status.error(str(result))
+        self._read_state[key] = result.code
+
+    def _point_readings(self, block: Block, results: dict[int, list | ReadFailed]):
+        """(point, value, quality, status) of every point of the block, from the parts that cover it."""
+        offline = self._offline.get(block.device_id)
+        for seg in self.plan.parts(block):
+            r = results.get(id(seg))
+            if r is None:  # not read: an offline device, a bad part not due, a half the budget did not reach
+                code = offline[0] if offline else (seg.code or STATUS_TIMEOUT)
+                for p in seg.block.points:
+                    yield p, None, BAD, code
+            elif isinstance(r, ReadFailed):
+                for p in seg.block.points:
+                    yield p, None, BAD, r.code
+            else:
+                start = seg.block.start
+                for p in seg.block.points:
+                    try:
+                        yield p, decode_point(p, r, start), GOOD, None
+                    except dec.DecodeError:
+                        yield p, None, BAD, STATUS_BAD_RESPONSE
 
     async def poll_once(self, blocks: list[Block]) -> int:
         """Read the blocks, emit the cycle's readings in one commit; returns how many were emitted."""
@@ -292,15 +271,8 @@ class Source:
         now = time.monotonic()
         out: list[tuple[int, bytes]] = []
         sent: list[tuple[PointSpec, Any, str, int | None]] = []
-        for block, result in zip(blocks, results):
-            for p in block.points:
-                if isinstance(result, _ReadFailed):
-                    value, quality, status = None, BAD, result.code
-                else:
-                    try:
-                        value, quality, status = decode_point(p, result, block.start), GOOD, None
-                    except dec.DecodeError:
-                        value, quality, status = None, BAD, STATUS_BAD_RESPONSE
+        for block in blocks:
+            for p, value, quality, status in self._point_readings(block, results):
                 if not self.filter.want(p, value, quality, status, now):
                     continue
                 out.append((collected, encode_reading(
@@ -319,13 +291,17 @@ class Source:
 
     def _report_state(self) -> None:
         offline = sorted(self._names[d] for d in self._offline)
+        isolated = [f"{self._names[b.device_id]} {b.table} {s.block.start}..{s.block.start + s.block.count - 1}: "
+                    f"{status_text(s.code or 0)}" for b in self.cfg.blocks for s in self.plan.bad(b)]
         if not offline:
             state, detail = State.RUNNING, f"{len(self.cfg.blocks)} block reads over {len(self._names)} device(s)"
+            if isolated:
+                detail += f"; {len(isolated)} register span(s) isolated as BAD"
         elif len(offline) == len(self._names):
             state, detail = State.DISCONNECTED, "; ".join(f"{self._names[d]}: {m}" for d, (_, m) in sorted(self._offline.items()))[:300]
         else:
             state, detail = State.DEGRADED, f"offline: {', '.join(offline)}"
-        self.ctx.status.update(devices_offline=offline, **self.counters)
+        self.ctx.status.update(devices_offline=offline, isolated=isolated[:20], **self.counters)
         self.ctx.status.set_state(state, detail)
 
     # ---- lifecycle ----------------------------------------------------------------------
@@ -348,7 +324,7 @@ class Source:
         if logging.getLogger("pymodbus").level == logging.NOTSET:
             # pymodbus logs every timeout at ERROR with a hex dump; we report them through ctx.status instead.
             logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
-        self._conns = [_Connection(cfg, i, self.ctx.status) for i in range(cfg.connections)]
+        self._conns = [Connection(cfg, i, self.ctx.status) for i in range(cfg.connections)]
         self._pool = asyncio.Queue()
         for c in self._conns:
             self._pool.put_nowait(c)
@@ -368,6 +344,6 @@ class Source:
 
 
 __all__ = [
-    "Config", "DeviceConfig", "PointConfig", "STATUS_BAD_RESPONSE", "STATUS_NO_CONNECTION", "STATUS_TIMEOUT",
-    "Source", "build_points", "decode_point",
+    "Config", "DeviceConfig", "PointConfig", "STATUS_BAD_RESPONSE", "STATUS_CONNECTION_CLOSED", "STATUS_NO_CONNECTION",
+    "STATUS_TIMEOUT", "STATUS_TRANSPORT_ERROR", "Source", "build_points", "decode_point",
 ]

@@ -103,6 +103,8 @@ class Config(SourceBase):
     heartbeat: Duration = Duration(60.0)
     bad_repeat: Duration = Duration(10.0)
     offline_retry: Duration = Duration(5.0)
+    isolate_reads: int = 8
+    reprobe_interval: Duration = Duration(300.0)
 
     RENAMED = {"reconnect_delay": "reconnect_initial", "reconnect_delay_max": "reconnect_max"}
     ZERO_OK = ("bad_repeat",)  # 0: report a bad reading on every poll
@@ -129,7 +131,9 @@ class Config(SourceBase):
             raise ConfigError(f"{path}.max_block_bits", f"must be 1..{MAX_BITS} (the protocol limit)")
         if not 0 <= self.max_gap <= MAX_REGISTERS:
             raise ConfigError(f"{path}.max_gap", f"must be 0..{MAX_REGISTERS}")
-        for key in ("poll_interval", "heartbeat", "offline_retry"):
+        if not 0 <= self.isolate_reads <= 1000:
+            raise ConfigError(f"{path}.isolate_reads", "must be 0..1000 (0: never bisect a failing block)")
+        for key in ("poll_interval", "heartbeat", "offline_retry", "reprobe_interval"):
             if getattr(self, key) < 0.001:
                 raise ConfigError(f"{path}.{key}", "must be at least 1ms")
         self.plan(path)  # only to raise the first ConfigError, naming the point; validate changes nothing

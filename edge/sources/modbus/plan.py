@@ -4,6 +4,9 @@
 - ``check_overlaps``: two points sharing a register is a map error, named by field;
 - ``plan_blocks``: contiguous block reads (<= 125 registers / 2000 bits per request,
   the protocol's limits) per device, table and poll interval;
+- ``ReadPlan``: what each block has taught us: when a read fails on a register the
+  device cannot serve, the block is bisected into sub-blocks, the good ones are read
+  directly from then on and the bad register is re-probed every ``reprobe`` seconds;
 - ``ReportFilter``: report-by-exception (change / deadband / heartbeat) and the
   repeat limit for BAD readings.
 
@@ -14,9 +17,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from edge.configtypes import ConfigError
+from edge.sources.modbus.codes import REQUEST_CODES, STATUS_TIMEOUT
 
 # table -> (function code, is a bit table)
 TABLES = {
@@ -178,6 +182,137 @@ def plan_blocks(
     return blocks
 
 
+def sub_block(block: Block, points: Sequence[PointSpec]) -> Block:
+    """The read that covers just ``points`` (consecutive points of ``block``; holes between them are read too)."""
+    start = points[0].address
+    return Block(block.device_id, block.table, start, max(p.end for p in points) - start, block.interval, tuple(points))
+
+
+def halves(block: Block) -> tuple[Block, Block] | None:
+    """Split a block's points into two reads; None when it covers one point (or bits of one register).
+
+    Points that share a register (bits of it) stay together: a leaf is one register span.
+    """
+    units: list[list[PointSpec]] = []
+    for p in block.points:
+        if units and units[-1][0].address == p.address:
+            units[-1].append(p)
+        else:
+            units.append([p])
+    if len(units) < 2:
+        return None
+    mid = len(units) // 2
+    left = [p for u in units[:mid] for p in u]
+    right = [p for u in units[mid:] for p in u]
+    return sub_block(block, left), sub_block(block, right)
+
+
+def isolatable(code: int, device_answered: bool) -> bool:
+    """Is a failed read worth bisecting: the failure is about some register, not about the device?
+
+    An exception 2/3/4/8 or a connection the device closed on this request: yes. A timeout only
+    when the same device answered another read of the cycle (else the device is gone, not a register).
+    """
+    return code in REQUEST_CODES or (code == STATUS_TIMEOUT and device_answered)
+
+
+GOOD_PART = "good"  # read it every cycle
+SPLIT_PART = "split"  # half of a failed read, not read on its own yet (bisect pending)
+BAD_PART = "bad"  # one register span that failed on its own; read again at ``retry_at``
+
+
+@dataclass(eq=False)
+class Segment:
+    """One read of a block's learned plan; ``code`` is the failure that made it split or bad."""
+
+    block: Block
+    state: str = GOOD_PART
+    code: int | None = None
+    retry_at: float = 0.0
+
+
+class ReadPlan:
+    """The reads that cover each configured block, learned from failures (pure: the caller does the I/O).
+
+    A block starts as one read. When ``record`` is told that a read failed in an
+    ``isolatable`` way, the read is replaced by its two ``halves`` (state ``split``), which
+    the caller reads next (``pending``), within its own budget of reads per cycle; a
+    failing half is split again, down to one point's register span, which becomes
+    ``bad``. A half that reads fine becomes ``good`` and is read directly every cycle
+    (``due``), so the bad register no longer spoils (or, if the device drops the
+    connection on it, disconnects) the rest. A bad part is read again once every
+    ``reprobe`` seconds; once no part is bad any more the block is one read again.
+    """
+
+    def __init__(self, blocks: Iterable[Block], reprobe: float):
+        self.reprobe = reprobe
+        # Keyed by id(): a Block hashes all its points, and the configured blocks live as long as the plan.
+        self._parts: dict[int, list[Segment]] = {id(b): [Segment(b)] for b in blocks}
+        self._whole: dict[int, Block] = {id(b): b for b in blocks}
+        self._rejoin: set[int] = set()  # blocks where a bad part read fine again
+
+    def parts(self, block: Block) -> list[Segment]:
+        """Every part of the block in address order: what its points are reported from."""
+        return self._parts[id(block)]
+
+    def due(self, block: Block, now: float) -> list[Segment]:
+        """The reads of a normal cycle: the good parts, and the bad ones whose re-probe time came."""
+        parts = self._tidy(block)
+        return [s for s in parts if s.state == GOOD_PART or (s.state == BAD_PART and now >= s.retry_at)]
+
+    def pending(self, block: Block) -> list[Segment]:
+        """Halves of failed reads still to be read on their own (the bisect's frontier)."""
+        return [s for s in self._parts[id(block)] if s.state == SPLIT_PART]
+
+    def bad(self, block: Block) -> list[Segment]:
+        return [s for s in self._parts[id(block)] if s.state == BAD_PART]
+
+    def record(self, block: Block, seg: Segment, code: int | None, isolate: bool, now: float) -> list[Segment]:
+        """Learn from one read of ``seg`` (``code`` None: it read fine); returns new parts to read (halves)."""
+        if code is None:
+            if seg.state == BAD_PART:
+                self._rejoin.add(id(block))
+            seg.state, seg.code = GOOD_PART, None
+            return []
+        if not isolate:  # the device or the moment is to blame, not a register: keep the plan
+            if seg.state == BAD_PART:
+                seg.code, seg.retry_at = code, now + self.reprobe
+            return []
+        split = halves(seg.block)
+        if split is None:
+            seg.state, seg.code, seg.retry_at = BAD_PART, code, now + self.reprobe
+            return []
+        parts = self._parts[id(block)]
+        new = [Segment(b, SPLIT_PART, code) for b in split]
+        i = parts.index(seg)
+        parts[i:i + 1] = new
+        return new
+
+    def _tidy(self, block: Block) -> list[Segment]:
+        """Between cycles: one read again once a bad part recovered and none is left; else join touching good parts.
+
+        A bisect that ends with every point good found the failure in a hole between points
+        (``max_gap``): the parts stay apart, as reading the whole block would fail again.
+        """
+        parts = self._parts[id(block)]
+        if len(parts) == 1:
+            return parts
+        if id(block) in self._rejoin and all(s.state == GOOD_PART for s in parts):
+            self._rejoin.discard(id(block))
+            parts[:] = [Segment(self._whole[id(block)])]
+            return parts
+        out: list[Segment] = []
+        for s in parts:
+            prev = out[-1] if out else None
+            # Only parts that touch: a hole between them may hold the register that failed.
+            if prev and prev.state == s.state == GOOD_PART and prev.block.start + prev.block.count == s.block.start:
+                out[-1] = Segment(sub_block(block, prev.block.points + s.block.points))
+            else:
+                out.append(s)
+        parts[:] = out
+        return parts
+
+
 class ReportFilter:
     """Decides which readings of a poll cycle to send.
 
@@ -224,4 +359,7 @@ class ReportFilter:
         self._last[point.name] = (value, quality, status, now)
 
 
-__all__ = ["Block", "MAX_BITS", "MAX_REGISTERS", "PointSpec", "ReportFilter", "TABLES", "check_overlaps", "parse_address", "plan_blocks"]
+__all__ = [
+    "BAD_PART", "Block", "GOOD_PART", "MAX_BITS", "MAX_REGISTERS", "PointSpec", "ReadPlan", "ReportFilter", "SPLIT_PART",
+    "Segment", "TABLES", "check_overlaps", "halves", "isolatable", "parse_address", "plan_blocks", "sub_block",
+]
