@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import logging
 import time
 from datetime import datetime
@@ -30,6 +31,7 @@ from typing import Any
 
 from asyncua import Client, ua
 
+from edge.fsutil import write_atomic
 from edge.sources.context import SourceContext, emit_with_backpressure
 from edge.sources.states import State
 from edge.sources.status import now_us
@@ -41,7 +43,7 @@ from . import speedups
 from .config import Config
 from .connect import classify, describe, endpoint_address, open_client
 from .history import Checkpoint, Gap, GapWatch, read_gap, utcnow_us
-from .resolve import read_units, resolve_group
+from .resolve import metadata_snapshot, read_properties, resolve_group
 from .security import Pki
 from .subscribe import Item, subscribe_group
 
@@ -314,9 +316,12 @@ class Source:
         for group in cfg.groups:
             res = await resolve_group(client, group)
             errors += [(f"{group.name}: {what}", why) for what, why in res.errors]
-            if cfg.read_units and res.targets:
-                await read_units(client, res.targets)
+            if (cfg.read_units or cfg.metadata_properties) and res.targets:
+                await read_properties(client, res.targets, cfg.unit_properties() if cfg.read_units else [],
+                                      cfg.metadata_properties)
             plans.append((group, res.targets))
+        if cfg.metadata_properties:
+            await self._save_metadata([t for _, targets in plans for t in targets])
         had = [t.point for _, targets in plans for t in targets if t.point in self.checkpoint.points or t.point in self._last]
         backfill = cfg.backfill.enabled and bool(had)
         if backfill:
@@ -349,6 +354,17 @@ class Source:
         log.info("%s: %s", cfg.name, detail)
         if ok == 0:
             raise RuntimeError(f"no node could be subscribed ({len(errors)} failed)")
+
+    async def _save_metadata(self, targets: list) -> None:
+        """The points' metadata (unit and metadata_properties) where an operator and tools can read it."""
+        meta = metadata_snapshot(targets)
+        path = Path(self.ctx.data_dir) / f"{self.cfg.name}.opcua-metadata.json"
+        blob = json.dumps(meta, sort_keys=True, default=str).encode()
+        try:
+            await asyncio.to_thread(write_atomic, path, blob, 0o644)
+        except OSError as exc:
+            self.ctx.status.error(f"cannot write the point metadata {path}: {exc.strerror}")
+        self.ctx.status.update(metadata_points=len(meta))
 
     async def serve(self) -> None:
         """Until the watchdog, the transport or a subscription status says the connection is gone."""

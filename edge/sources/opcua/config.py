@@ -10,6 +10,7 @@ from typing import Literal
 from edge.config import SourceBase
 from edge.configtypes import ConfigError, Duration, Secret, check_url
 
+_PROPERTY = re.compile(r"^(\d+:)?[^/:\s][^/]*$")
 _NODEID = re.compile(r"^(?:(?:ns=\d+|nsu=[^;]+);)?(?:i=\d+|s=.+|g=[0-9a-fA-F-]{36}|b=.+)$")
 
 
@@ -117,7 +118,11 @@ class Config(SourceBase):
     reconnect_max: Duration = Duration(30.0)
     subscribe_batch: int = 1000  # monitored items per CreateMonitoredItems request
     max_items_per_subscription: int = 20_000
-    read_units: bool = True  # read each variable's EngineeringUnits property into the unit column
+    read_units: bool = True  # read each variable's unit property (unit_property) into the unit column
+    # The property (or properties, first one present wins) holding the unit: EUInformation, LocalizedText or text.
+    unit_property: str | list[str] = "EngineeringUnits"
+    # Further properties kept as the point's metadata (<data_dir>/<name>.opcua-metadata.json).
+    metadata_properties: list[str] = field(default_factory=list)
     load_data_types: bool = False  # load the server's structure definitions so ExtensionObjects decode
     emit_interval: Duration = Duration(0.005)  # group notifications this long before one emit
     emit_max: int = 10_000  # readings per emit
@@ -126,8 +131,18 @@ class Config(SourceBase):
 
     ZERO_OK = ("emit_interval",)  # 0: emit every notification at once
 
+    def unit_properties(self) -> list[str]:
+        return [self.unit_property] if isinstance(self.unit_property, str) else list(self.unit_property)
+
     def validate(self, path: str) -> None:
         super().validate(path)
+        if not self.unit_properties():
+            raise ConfigError(f"{path}.unit_property", "name at least one property (EngineeringUnits)")
+        for key, names in (("unit_property", self.unit_properties()), ("metadata_properties", self.metadata_properties)):
+            for i, name in enumerate(names):
+                if not _PROPERTY.match(name):
+                    where = f"{path}.{key}" + (f"[{i}]" if key == "metadata_properties" or isinstance(self.unit_property, list) else "")
+                    raise ConfigError(where, f"a property's browse name (Unit, or 2:Unit for one namespace), got {name!r}")
         if "@" in self.endpoint.split("/", 3)[2 if self.endpoint.count("/") >= 2 else 0]:
             raise ConfigError(f"{path}.endpoint", "put credentials in username/password, not in the URL")
         if not re.match(r"^opc\.tcp://[^/\s:@]+(:\d+)?(/.*)?$", self.endpoint):

@@ -3,16 +3,23 @@
 Runs at every connect, so a server whose NodeIds moved (restart, new project) is followed by
 browse paths and folders. Browsing goes level by level with one Browse request per batch of
 nodes, so a 50,000-node folder costs a few dozen round trips, not 50,000.
+
+``read_properties`` then fills each target's unit (the first of ``unit_property`` the variable
+has: EUInformation, LocalizedText or a plain string) and its metadata (``metadata_properties``,
+by browse name in any namespace unless written ``2:Name``): one Browse of the HasProperty
+references and one Read per batch of variables.
 """
 
 from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass, field
+from typing import Any
 
 from asyncua import ua
 
 from .config import FolderSpec, GroupConfig
+from .map import plain
 
 _HIERARCHICAL = ua.NodeId(ua.ObjectIds.HierarchicalReferences)
 _HAS_PROPERTY = ua.NodeId(ua.ObjectIds.HasProperty)
@@ -24,6 +31,7 @@ class Target:
     point: str
     nodeid: ua.NodeId
     unit: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -52,8 +60,10 @@ def _split_path(path: str) -> list[tuple[int | None, str]]:
     return out
 
 
-async def _browse(client, nodeids: list[ua.NodeId], *, skip_properties: bool) -> list[list[_Ref]]:
-    """Forward hierarchical children (objects and variables) of each node, following continuation points."""
+async def _browse(client, nodeids: list[ua.NodeId], *, skip_properties: bool,
+                  reference: ua.NodeId = _HIERARCHICAL) -> list[list[_Ref]]:
+    """Forward hierarchical children (objects and variables) of each node, following continuation points
+    (``reference``: HasProperty for a variable's properties)."""
     out: list[list[_Ref]] = []
     for i in range(0, len(nodeids), _BROWSE_BATCH):
         chunk = nodeids[i:i + _BROWSE_BATCH]
@@ -64,7 +74,7 @@ async def _browse(client, nodeids: list[ua.NodeId], *, skip_properties: bool) ->
             d = ua.BrowseDescription()
             d.NodeId = nid
             d.BrowseDirection = ua.BrowseDirection.Forward
-            d.ReferenceTypeId = _HIERARCHICAL
+            d.ReferenceTypeId = reference
             d.IncludeSubtypes = True
             d.NodeClassMask = int(ua.NodeClass.Object) | int(ua.NodeClass.Variable)
             d.ResultMask = int(ua.BrowseResultMask.All)
@@ -219,34 +229,70 @@ def _display(path: str) -> str:
     return "/".join(names)
 
 
-async def read_units(client, targets: list[Target], batch: int = 1000) -> None:
-    """Fill Target.unit from each variable's EngineeringUnits property (EUInformation.DisplayName)."""
+def unit_text(value: Any) -> str | None:
+    """A unit property's value as the unit column: EUInformation's DisplayName (else its
+    Description), a LocalizedText's text, a string; None when empty."""
+    if value is None:
+        return None
+    for attr in ("DisplayName", "Description"):
+        text = getattr(getattr(value, attr, None), "Text", None)
+        if text:
+            return str(text)
+    if hasattr(value, "Text"):  # LocalizedText
+        return str(value.Text) if value.Text else None
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value).strip() or None
+    return None
+
+
+def _matches(ref: _Ref, wanted: str) -> bool:
+    ((ns, name),) = _split_path(wanted)
+    return ref.name == name and (ns is None or ref.ns == ns)
+
+
+async def read_properties(client, targets: list[Target], unit_names: list[str], metadata_names: list[str],
+                          batch: int = 500) -> None:
+    """Fill Target.unit (the first of ``unit_names`` that has a value) and Target.metadata
+    (every one of ``metadata_names`` the variable has, as plain JSON values) from properties."""
+    names = list(dict.fromkeys([*unit_names, *metadata_names]))
+    if not names:
+        return
     for i in range(0, len(targets), batch):
         chunk = targets[i:i + batch]
-        bpaths = []
-        for t in chunk:
-            bp = ua.BrowsePath()
-            bp.StartingNode = t.nodeid
-            el = ua.RelativePathElement()
-            el.ReferenceTypeId = _HAS_PROPERTY
-            el.IsInverse = False
-            el.IncludeSubtypes = True
-            el.TargetName = ua.QualifiedName("EngineeringUnits", 0)
-            bp.RelativePath = ua.RelativePath(Elements=[el])
-            bpaths.append(bp)
-        results = await client.uaclient.translate_browsepaths_to_nodeids(bpaths)
-        have = [(t, r.Targets[0].TargetId) for t, r in zip(chunk, results) if r.StatusCode.is_good() and r.Targets]
-        if not have:
+        props = await _browse(client, [t.nodeid for t in chunk], skip_properties=False, reference=_HAS_PROPERTY)
+        wanted: list[tuple[Target, str, ua.NodeId]] = []
+        for t, refs in zip(chunk, props):
+            for name in names:
+                ref = next((r for r in refs if _matches(r, name)), None)
+                if ref is not None:
+                    wanted.append((t, name, ref.nodeid))
+        if not wanted:
             continue
         params = ua.ReadParameters()
-        for _, tid in have:
+        for _, _, nid in wanted:
             rv = ua.ReadValueId()
-            rv.NodeId = ua.NodeId(tid.Identifier, tid.NamespaceIndex, tid.NodeIdType)
+            rv.NodeId = nid
             rv.AttributeId = ua.AttributeIds.Value
             params.NodesToRead.append(rv)
         values = await client.uaclient.read(params)
-        for (t, _), dv in zip(have, values):
-            eu = dv.Value.Value if dv.Value is not None else None
-            text = getattr(getattr(eu, "DisplayName", None), "Text", None)
-            if text:
-                t.unit = text
+        found: dict[int, dict[str, Any]] = {}
+        for (t, name, _), dv in zip(wanted, values):
+            if dv.StatusCode is not None and not dv.StatusCode.is_good():
+                continue
+            found.setdefault(id(t), {})[name] = dv.Value.Value if dv.Value is not None else None
+        for t in chunk:
+            got = found.get(id(t), {})
+            t.unit = next((u for u in (unit_text(got.get(n)) for n in unit_names) if u), t.unit)
+            t.metadata = {n: plain(got[n]) for n in metadata_names if got.get(n) is not None}
+
+
+def metadata_snapshot(targets: list[Target]) -> dict[str, dict[str, Any]]:
+    """point -> {unit, property: value, ...} for the targets that have any (the metadata file)."""
+    out = {}
+    for t in targets:
+        meta = dict(t.metadata)
+        if t.unit:
+            meta["unit"] = t.unit
+        if meta:
+            out[t.point] = meta
+    return out
