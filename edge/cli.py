@@ -12,6 +12,7 @@
     edge table ddl [--table T]       the bronze table's CREATE TABLE statement
     edge table create --config F     create the table and grant the service principal (SQL warehouse)
     edge doctor --config F           preflight: reachability, TLS, token, table, schema, write, clock
+    edge doctor --sources --config F each source: reach, security, trust, login, a sample read
     edge verify --config F           sequence accounting against the real table (SQL warehouse)
     edge init-secrets --dir D        first start: credentials from the environment or generated once
 """
@@ -205,6 +206,10 @@ def cmd_doctor(args) -> int:
     from edge.control.doctor import Doctor, report
 
     cfg = _load(args)
+    if args.sources or args.source:
+        from edge.control import sourcedoctor
+
+        return sourcedoctor.report(sourcedoctor.run(cfg, args.timeout, args.source), as_json=args.json)
     checks = Doctor(cfg, timeout=args.timeout).run(with_stream=not args.no_stream)
     return report(checks, as_json=args.json)
 
@@ -303,6 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
     doc.add_argument("--json", action="store_true", help="machine-readable output")
     doc.add_argument("--timeout", type=float, default=10.0, help="seconds per network step (default 10)")
     doc.add_argument("--no-stream", action="store_true", help="skip opening a real ZeroBus stream")
+    doc.add_argument("--sources", action="store_true",
+                     help="check the sources instead: reach, security, trust, login and a sample read of each")
+    doc.add_argument("--source", action="append", default=[], metavar="NAME",
+                     help="check only this source (repeatable; implies --sources)")
     doc.set_defaults(func=cmd_doctor)
 
     ini = sub.add_parser("init-secrets", help="first start: write missing credentials (admin, MQTT) into a directory")
