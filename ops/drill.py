@@ -28,8 +28,11 @@ which queries the real Delta table through a SQL warehouse (gaps, loss
 markers, duplicates per appliance_id) and reports the same accounting.
 
 --wan-* shapes the edge's uplink for the whole drill (ops/wan.py: tc in the
-edge's network namespace, from the host, as root) and the report adds the
-link, the binding limit and the drain as a fraction of it.
+edge's network namespace, from the host, as root; without netem in the kernel
+the delay goes through a delaying TCP relay, the loss is reported as not
+emulated). Every drill reports its binding limit as ops/bench_drain.py computes
+it (ops/drainlimit.py: min of the link, streams x quota, the window over the
+ack RTT, --no-limit-rate), which binds, and the drain as a fraction of it.
 """
 
 from __future__ import annotations
