@@ -147,7 +147,22 @@ class Appliance:
             writer.put_state(pf.KIND, pf.NAME, rec).result(timeout=60)
             return pf.summary(rec)
 
-        handlers = {"checkpoint_wal": checkpoint, "retry_dead_letter": retry, "run_preflight": preflight}
+        def source_checks(_args: dict) -> str:
+            # Like the preflight: on the operator-requests worker thread, with probes of their own
+            # (their own connections and client ids), so the collectors' sessions are left alone.
+            import time
+
+            from edge.control import sourcedoctor, sourcereport
+
+            started = time.time()
+            checks = sourcedoctor.run(self.cfg, timeout=5)
+            rec = sourcereport.record(checks, started_ts=started, finished_ts=time.time(),
+                                      secrets=sourcedoctor.secrets_of(self.cfg))
+            writer.put_state(sourcereport.KIND, sourcereport.NAME, rec).result(timeout=60)
+            return sourcereport.summary(rec)
+
+        handlers = {"checkpoint_wal": checkpoint, "retry_dead_letter": retry, "run_preflight": preflight,
+                    "run_source_checks": source_checks}
         fwd = self.forwarder
         if fwd is not None and hasattr(fwd, "pause"):
             handlers["pause_forwarding"] = lambda _args: fwd.pause() or "forwarding paused"

@@ -24,6 +24,7 @@ from edge.admin.sessions import StoreSessionInterface
 from edge.admin.settings import AdminConfig, credentials, metrics_token
 from edge.admin.store import AdminStore
 from edge.admin.views import bp
+from edge.admin import checkviews  # noqa: F401 - adds the source checks routes to bp
 from edge.configtypes import ConfigError
 from edge.control import commands
 

@@ -12,7 +12,7 @@ from edge.admin.access import check_csrf, current_role, probe_allowed, require, 
 from edge.admin.charts import line_chart
 from edge.admin.metrics import render as render_metrics
 from edge.admin.settings import ROLES
-from edge.control import commands, preflight
+from edge.control import commands, preflight, sourcereport
 
 bp = Blueprint("admin", __name__)
 RATE_MEMORY_S = 120.0
@@ -187,9 +187,10 @@ def _act(action: str) -> dict:
             args["id"] = int(raw)
         except (TypeError, ValueError):
             abort(400, description="retry_dead_letter needs the dead letter's id")
-    if action == preflight.ACTION and commands.waiting(st().commands_dir, action):
+    if action in (preflight.ACTION, sourcereport.ACTION) and commands.waiting(st().commands_dir, action):
         # A run takes up to a couple of minutes on the appliance; a second click would only queue a repeat.
-        abort(409, description="a preflight run is already requested; its result shows here when the appliance has run it")
+        what = "preflight" if action == preflight.ACTION else "source check"
+        abort(409, description=f"a {what} run is already requested; its result shows here when the appliance has run it")
     try:
         return commands.submit(st().commands_dir, action, args, by=current_role() or "?")
     except commands.CommandError as exc:

@@ -27,6 +27,8 @@ ACTIONS = {
     "resume_forwarding": ("operator", "resume sending to ZeroBus"),
     "checkpoint_wal": ("operator", "run PRAGMA wal_checkpoint(TRUNCATE) in the writer"),
     "run_preflight": ("operator", "run the go-live preflight (edge doctor) from the appliance and store the result"),
+    "run_source_checks": ("operator", "check every source from the appliance (edge doctor --sources): reach, security, "
+                          "login and a sample read; store the result"),
     "retry_dead_letter": ("admin", "re-append a dead-lettered record as a new reading (new seq)"),
 }
 MAX_PENDING = 100
