@@ -37,6 +37,10 @@ SOURCE_FAMILIES = (
     ("source_devices_offline", "gauge", "Devices of a source currently offline.", lambda s: len(s["devices_offline"])),
     ("source_last_reading_timestamp_seconds", "gauge", "Unix time of the source's last reading.",
      lambda s: s["last_reading_ts"]),
+    ("source_gaps_open", "gauge", "Intervals whose values the source lost (no history to back-fill them), since it started.",
+     lambda s: s["gaps_open"]),
+    ("source_gap_seconds", "gauge", "Seconds of source time those lost intervals cover, summed over points.",
+     lambda s: s["gap_seconds"]),
 )
 
 

@@ -294,8 +294,23 @@ def sources(records: Mapping[str, dict], now: float, previous: Mapping[str, tupl
             "quarantined_total": int(_num(r, "quarantined_total") or 0),
             "devices_offline": [str(d)[:120] for d in offline][:50] if isinstance(offline, list) else [],
             "updated_ts": _ts(r.get("updated_ts")),
+            # Intervals a source lost at the source (OPC-UA: nothing in history to back-fill them).
+            "gaps_open": int(_num(r, "gaps_open") or 0),
+            "gap_seconds": _num(r, "gap_seconds") or 0.0,
+            "gaps": _gaps(r.get("gaps")),
         })
     return out
+
+
+def _gaps(raw: Any) -> list[dict]:
+    """The newest gaps a source lists (point, start_ts, end_ts, seconds, reason), newest first."""
+    out = []
+    for g in raw if isinstance(raw, list) else []:
+        if isinstance(g, Mapping) and _ts(g.get("start_ts")) is not None and _ts(g.get("end_ts")) is not None:
+            out.append({"point": str(g.get("point") or "")[:200], "start_ts": _ts(g["start_ts"]),
+                        "end_ts": _ts(g["end_ts"]), "seconds": _num(g, "seconds") or 0.0,
+                        "reason": str(g.get("reason") or "")[:60]})
+    return out[::-1][:20]
 
 
 def _dropped(stats: Mapping[str, Any]) -> dict[str, int]:

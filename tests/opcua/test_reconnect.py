@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import datetime, timedelta, timezone
 
 import pytest
+from asyncua import ua
 
 from simulators.opcua.server import SimServer
 from tests.opcua.conftest import by_point
@@ -20,8 +22,15 @@ def _us(dt) -> int:
     return int(dt.timestamp() * 1e6)
 
 
+def _value(r) -> tuple:
+    return tuple(getattr(r, f) if r.HasField(f) else None
+                 for f in ("value_double", "value_int", "value_bool", "value_string", "value_json"))
+
+
 def _dupes(readings) -> list:
-    c = Counter((r.point, r.source_ts, r.status_code) for r in readings)
+    """The same value twice: point, source time, status *and* value (a server with coarse
+    timestamps may send two distinct values with one source time: not a duplicate)."""
+    c = Counter((r.point, r.source_ts, r.status_code, _value(r)) for r in readings)
     return [k for k, n in c.items() if n > 1]
 
 
@@ -105,4 +114,39 @@ async def test_server_restart_resubscribes_every_node(rig):
         after = by_point([r for r in readings if r.source_ts >= restarted_at])
         assert len(after) == len(sim.nodes)
     finally:
+        await sim.stop()
+
+
+async def test_two_values_with_one_source_time_across_a_cut_both_land(rig):
+    # A server with coarse timestamps: 1.5 is taken live, the cut comes, then 2.5 with the very
+    # same source time and 3.5 after it. Only history has 2.5; a back-fill that took "at or
+    # before the newest time we hold" for "already have" skipped it.
+    sim = await SimServer(nodes=6, rate=0, faults=False, extras=False).start()
+    proxy = await Proxy(sim.port).start()
+    try:
+        node = next(n for n in sim.nodes if n.vtype == ua.VariantType.Double)
+        point = "Plant/" + node.path
+        src = rig.source(f"opc.tcp://127.0.0.1:{proxy.port}/sim", [GROUP])
+        status = rig.statuses["plc"]
+
+        def values() -> list:
+            return [r.value_double for r in rig.readings() if r.point == point and r.kind == "reading"]
+        async with running(src):
+            await wait_until(lambda: status.data["state"] == "running", what="running")
+            t = datetime.now(timezone.utc)
+            await sim.set_value(node.path, 1.5, ts=t)
+            await wait_until(lambda: 1.5 in values(), what="the first value live")
+            await proxy.cut()
+            await wait_until(lambda: status.data["state"] != "running", timeout=10, what="cut noticed")
+            await sim.set_value(node.path, 2.5, ts=t)  # another value, the same source time
+            await sim.set_value(node.path, 3.5, ts=t + timedelta(milliseconds=1))
+            await proxy.start()
+            await wait_until(lambda: src.stats["sessions"] == 2 and status.data["state"] == "running", timeout=20,
+                             what="reconnected")
+            await wait_until(lambda: 3.5 in values(), what="the value after the cut")
+        assert values()[-3:] == [1.5, 2.5, 3.5]
+        assert not _dupes(rig.readings())
+        assert src.stats["gaps_open"] == 0  # history had it all
+    finally:
+        await proxy.cut()
         await sim.stop()

@@ -1,0 +1,169 @@
+"""A server that answers HistoryRead with Good and no values (it keeps no history and does not say
+so): the hole it leaves is an open gap, reported in the table (a gap row through the real
+forwarder into the emulator), on the admin page's model and in /metrics. Nodes that did not
+change while we were away are not gaps."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from asyncua import ua
+
+from edge.admin import metrics, model, reading
+from edge.forward import Forwarder
+from simulators.kit.aio import running, wait_until
+from simulators.opcua.server import SimServer
+from tests.forwarder.conftest import make_cfg
+from tests.opcua.proxy import Proxy
+from tests.support.fixtures import emulator  # noqa: F401
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(150)]
+
+GROUP = {"name": "g", "publishing_interval": "100ms", "sampling_interval": "0",
+         "folders": [{"root": "Plant", "exclude": ["*/info/*"]}]}
+NODES = 27
+
+
+def _history_good_but_empty(sim: SimServer) -> None:
+    """The third-party server of the field test: every HistoryRead is Good, with zero values."""
+    hm = sim.server.iserver.history_manager
+
+    async def read_history(params: ua.HistoryReadParameters) -> list[ua.HistoryReadResult]:
+        return [ua.HistoryReadResult(StatusCode=ua.StatusCode(ua.StatusCodes.Good), HistoryData=ua.HistoryData())
+                for _ in params.NodesToRead]
+
+    hm.read_history = read_history
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def _page(rig) -> dict:
+    snap = reading.read(rig.path)
+    assert snap.error is None, snap.error
+    return model.status(appliance_id="test-edge", stats=snap.stats, states_by_kind=snap.states, samples=[],
+                        version="test", started=time.time()), snap.stats
+
+
+def _gap_rows(emu) -> list[dict]:
+    rows, after = [], 0
+    while True:
+        page = emu.rows(appliance_id="test-edge", from_seq=after + 1, limit=5000)
+        if not page:
+            return rows
+        rows += [r for r in page if r.get("kind") == "gap"]
+        after = max(int(r["seq"]) for r in page)
+
+
+def _ends(row: dict) -> dict:
+    v = row["value_json"]
+    return json.loads(v) if isinstance(v, str) else v
+
+
+def _ts_us(v) -> int:
+    """The emulator shows a TIMESTAMP column as microseconds or as an ISO string."""
+    if isinstance(v, (int, float)):
+        return int(v)
+    from datetime import datetime
+    return int(datetime.fromisoformat(str(v).replace("Z", "+00:00")).timestamp() * 1e6)
+
+
+async def test_good_but_empty_history_after_a_server_restart_is_a_reported_gap(rig, emulator):  # noqa: F811
+    sim = await SimServer(nodes=NODES, rate=100, faults=False).start()
+    _history_good_but_empty(sim)
+    port = sim.port
+    fwd = Forwarder(make_cfg(emulator), appliance_id="test-edge", spool_path=str(rig.path), writer=rig.writer)
+    rig.writer.on_commit = fwd.notify
+    fwd.start()
+    try:
+        src = rig.source(sim.endpoint, [GROUP])
+        status = rig.statuses["plc"]
+        async with running(src):
+            await wait_until(lambda: status.data["state"] == "running", what="running")
+            # (the forwarder deletes what the table acknowledged: the collector's own memory says what it took)
+            await wait_until(lambda: len(src._last) >= NODES, every=0.2, what="every node once")
+            await sim.stop()
+            stopped_us = _now_us()
+            await wait_until(lambda: status.data["state"] != "running", timeout=10, what="loss noticed")
+            before = {p: fp[0] for p, fp in src._last.items()}
+            # The server comes back with no memory of the hole, and says Good to every HistoryRead.
+            restarted_us = _now_us()
+            sim = await SimServer(port=port, nodes=NODES, rate=100, faults=False, seed=2).start()
+            _history_good_but_empty(sim)
+            await wait_until(lambda: src.stats["sessions"] >= 2 and status.data["state"] == "running", timeout=20,
+                             what="reconnected")
+            await wait_until(lambda: src.stats["gaps_open"] >= NODES, timeout=10, what="a gap per node")
+        assert src.stats["backfilled"] == 0 and src.stats["backfill_empty"] == NODES
+        assert src.stats["gaps_open"] == NODES
+        hole = stopped_us, restarted_us
+
+        # In the table: one gap row per node, through the forwarder, covering the hole.
+        await wait_until(lambda: len(_gap_rows(emulator)) >= NODES, timeout=30, every=0.3, what="gap rows in the table")
+        rows = _gap_rows(emulator)
+        assert len(rows) == NODES and {r["point"] for r in rows} == set(before)
+        for r in rows:
+            ends = _ends(r)
+            assert r["source"] == "plc" and r["protocol"] == "opcua" and r["loss_reason"] == "history_empty"
+            assert ends["from_us"] == _ts_us(r["source_ts"]) == before[r["point"]]  # the last value before the cut
+            assert ends["from_us"] <= hole[0] and ends["to_us"] >= hole[1], (r, hole)
+            assert ends["seconds"] >= (hole[1] - hole[0]) / 1e6
+
+        # On the admin page's model and in /metrics.
+        page, stats = _page(rig)
+        row = next(s for s in page["sources"] if s["name"] == "plc")
+        assert row["gaps_open"] == NODES and row["gap_seconds"] >= NODES * (hole[1] - hole[0]) / 1e6
+        assert row["gaps"] and all(g["start_ts"] <= hole[0] / 1e6 and g["end_ts"] >= hole[1] / 1e6 for g in row["gaps"])
+        assert all(g["reason"] == "history_empty" for g in row["gaps"])
+        text = metrics.render(page, stats, None)
+        assert f'zerobus_edge_source_gaps_open{{source="plc",type="opcua"}} {NODES}' in text
+        assert 'zerobus_edge_source_gap_seconds{source="plc",type="opcua"}' in text
+    finally:
+        assert fwd.stop(10)
+        await sim.stop()
+
+
+async def test_only_a_node_that_changed_during_the_cut_is_a_gap(rig):
+    sim = await SimServer(nodes=NODES, rate=100, faults=False).start()
+    _history_good_but_empty(sim)
+    proxy = await Proxy(sim.port).start()
+    try:
+        src = rig.source(f"opc.tcp://127.0.0.1:{proxy.port}/sim", [GROUP])
+        status = rig.statuses["plc"]
+        changed = next(n for n in sim.nodes if n.vtype == ua.VariantType.Double)
+        async with running(src):
+            await wait_until(lambda: status.data["state"] == "running", what="running")
+            await wait_until(lambda: len({r.point for r in rig.readings()}) >= NODES, every=0.2, what="every node once")
+            sim.pause()
+            newest = {n.path: int(sim.history.values(n.nodeid)[-1].SourceTimestamp.timestamp() * 1e6)
+                      for n in sim.nodes if "/info/" not in n.path}
+
+            def caught_up() -> bool:
+                got = {}
+                for r in rig.readings():
+                    got[r.point] = max(got.get(r.point, 0), r.source_ts)
+                return all(got.get("Plant/" + p) == ts for p, ts in newest.items())
+            await wait_until(caught_up, every=0.2, what="every node's newest value taken")
+            await proxy.cut()
+            await wait_until(lambda: status.data["state"] != "running", timeout=10, what="cut noticed")
+            await sim.set_value(changed.path, 42.5)  # the only change while we are away
+            changed_us = int(sim.history.values(changed.nodeid)[-1].SourceTimestamp.timestamp() * 1e6)
+            await proxy.start()
+            await wait_until(lambda: src.stats["sessions"] == 2 and status.data["state"] == "running", timeout=20,
+                             what="reconnected")
+            await wait_until(lambda: not src._gaps.pending, timeout=10, what="every node's first value after the cut")
+        assert src.stats["backfill_empty"] == NODES  # every node answered Good with nothing
+        gaps = status.data["gaps"]
+        assert src.stats["gaps_open"] == 1 and len(gaps) == 1, gaps
+        gap = gaps[0]
+        assert gap["point"] == "Plant/" + changed.path and gap["reason"] == "history_empty"
+        assert round(gap["start_ts"] * 1e6) == newest[changed.path] and round(gap["end_ts"] * 1e6) == changed_us
+        markers = [r for r in rig.readings() if r.kind == "gap"]
+        assert [(m.point, m.source_ts, m.loss_reason) for m in markers] == [
+            ("Plant/" + changed.path, newest[changed.path], "history_empty")]
+        assert json.loads(markers[0].value_json)["to_us"] == changed_us
+    finally:
+        await proxy.cut()
+        await sim.stop()
