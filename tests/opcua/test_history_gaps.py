@@ -12,14 +12,16 @@ import pytest
 from asyncua import ua
 
 from edge.admin import metrics, model, reading
+from edge.encode import decode, encode_gap_marker
 from edge.forward import Forwarder
+from edge.sources.opcua.history import Checkpoint, Gap, GapWatch
 from simulators.kit.aio import running, wait_until
 from simulators.opcua.server import SimServer
 from tests.forwarder.conftest import make_cfg
 from tests.opcua.proxy import Proxy
 from tests.support.fixtures import emulator  # noqa: F401
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(150)]
+pytestmark = [pytest.mark.timeout(150)]
 
 GROUP = {"name": "g", "publishing_interval": "100ms", "sampling_interval": "0",
          "folders": [{"root": "Plant", "exclude": ["*/info/*"]}]}
@@ -71,6 +73,7 @@ def _ts_us(v) -> int:
     return int(datetime.fromisoformat(str(v).replace("Z", "+00:00")).timestamp() * 1e6)
 
 
+@pytest.mark.anyio
 async def test_good_but_empty_history_after_a_server_restart_is_a_reported_gap(rig, emulator):  # noqa: F811
     sim = await SimServer(nodes=NODES, rate=100, faults=False).start()
     _history_good_but_empty(sim)
@@ -125,6 +128,7 @@ async def test_good_but_empty_history_after_a_server_restart_is_a_reported_gap(r
         await sim.stop()
 
 
+@pytest.mark.anyio
 async def test_only_a_node_that_changed_during_the_cut_is_a_gap(rig):
     sim = await SimServer(nodes=NODES, rate=100, faults=False).start()
     _history_good_but_empty(sim)
@@ -167,3 +171,36 @@ async def test_only_a_node_that_changed_during_the_cut_is_a_gap(rig):
     finally:
         await proxy.cut()
         await sim.stop()
+
+
+def test_the_first_value_after_the_reconnect_decides_the_gap():
+    w = GapWatch()
+    for p in ("changed", "unchanged", "no_time"):
+        w.watch(p, 1_000, "history_empty", 9_000)
+    assert w.first_value("changed", 5_000) == Gap("changed", 1_000, 5_000, "history_empty")
+    assert w.first_value("unchanged", 1_000) is None  # the value from before the cut: nothing changed
+    assert w.first_value("no_time", None) == Gap("no_time", 1_000, 9_000, "history_empty")  # cannot tell: a gap
+    assert not w.pending
+    shown = w.record(Gap("a", 0, 2_500_000, "history_empty"))
+    assert (shown["gaps_open"], shown["gap_seconds"], shown["gaps"][0]["seconds"]) == (1, 2.5, 2.5)
+
+
+def test_a_gap_marker_is_a_row_of_kind_gap_with_both_ends():
+    m = decode(encode_gap_marker(source="plc", protocol="opcua", point="Plant/x", start_us=10, end_us=2_000_010,
+                                 reason="history_empty", collected_ts=5))
+    assert (m.kind, m.source, m.point, m.source_ts, m.loss_reason) == ("gap", "plc", "Plant/x", 10, "history_empty")
+    assert json.loads(m.value_json) == {"from_us": 10, "to_us": 2_000_010, "seconds": 2.0}
+
+
+def test_the_checkpoint_counts_committed_values_at_its_newest_time(tmp_path):
+    c = Checkpoint(tmp_path / "c.json", "opc.tcp://x")
+    for ts in (5, 7, 7, 7):
+        c.advance("p", ts)
+    c.advance("q", 3)
+    assert (c.points["p"], c.at_newest("p"), c.at_newest("q")) == (7, 3, 1)
+    c.write(c.snapshot())
+    again = Checkpoint(tmp_path / "c.json", "opc.tcp://x")
+    again.load()
+    assert again.at_newest("p") == 3
+    again.advance("p", 8)
+    assert again.at_newest("p") == 1

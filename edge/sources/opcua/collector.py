@@ -12,8 +12,10 @@ Readings flow: publish callback (maps and de-duplicates) -> in-memory buffer (bo
 When the buffer is full the publish callback waits, so asyncua sends no further Publish
 request and the server keeps the notifications in its own queues.
 
-Size: ~440 lines, on purpose: the publish hot path, the emitter and the back-fill share one
-buffer and one de-duplication state (``_buf``, ``_marks``, ``_last``, ``_hold``); opening the
+Size: ~530 lines, on purpose: the publish hot path, the emitter and the back-fill share one
+buffer and one de-duplication state (``_buf``, ``_marks``, ``_last``, ``_ties``, ``_hold``), and
+the gap watch (a node's first value after a reconnect decides whether the interval the back-fill
+could not fill is a gap: ``history.GapWatch``); opening the
 client and reading failures live in ``connect``, the rest of the session in ``resolve``,
 ``subscribe`` and ``history``.
 """
@@ -49,7 +51,6 @@ from .subscribe import Item, subscribe_group
 
 log = logging.getLogger("edge.sources.opcua")
 EMIT_INFLIGHT = 4  # emits handed to the spool writer and not yet committed, at most
-MAX_GAPS_SHOWN = 50  # newest gaps kept in the status for the admin page (all are counted and spooled)
 _HASHABLE = frozenset((int, float, str, bool, type(None), datetime))
 
 
@@ -67,8 +68,7 @@ class Source:
         self._next_handle = 1
         self._last: dict[str, tuple] = {}  # point -> fingerprint of the newest value taken
         self._ties: dict[str, set] = {}  # point -> fingerprints taken at its newest source time, when several
-        self._gaps = GapWatch()  # nodes the back-fill could not fill, until their next value decides
-        self._gap_log: list[Gap] = []  # gaps recorded by this process, newest last (the status shows them)
+        self._gaps = GapWatch()  # nodes the back-fill could not fill, until their next value decides; the gaps
         self._seed: dict[str, int] = {}  # point -> checkpointed source time, until a newer value arrives
         self._buf: list[tuple[int, bytes]] = []
         self._marks: list[tuple[str, int | None]] = []  # (point, source_ts) parallel to _buf
@@ -509,13 +509,9 @@ class Source:
                                                        end_us=gap.end_us, reason=gap.reason, collected_ts=collected)))
         self._marks.append((gap.point, None))
         self._have_data.set()
-        self._gap_log.append(gap)
-        del self._gap_log[:-MAX_GAPS_SHOWN]
-        st = self.stats
-        st["gaps_open"] += 1
-        st["gap_seconds"] = round(st["gap_seconds"] + gap.seconds, 3)
-        self.ctx.status.update(gaps_open=st["gaps_open"], gap_seconds=st["gap_seconds"],
-                               gaps=[g.as_status() for g in self._gap_log])
+        shown = self._gaps.record(gap)
+        self.stats["gaps_open"], self.stats["gap_seconds"] = shown["gaps_open"], shown["gap_seconds"]
+        self.ctx.status.update(**shown)
         log.warning("%s: %s lost %.1f s of values (%s), no history to fill them: gap marker written",
                     name, gap.point, gap.seconds, gap.reason)
 

@@ -222,8 +222,13 @@ class GapWatch:
     reads go through the same test (an unchanged node lost nothing either). Pure, no I/O.
     """
 
+    SHOWN = 50  # newest gaps listed in the status (all are counted, and each is a marker row)
+
     def __init__(self) -> None:
         self.pending: dict[str, tuple[int, str, int]] = {}  # point -> (start_us, reason, back at us)
+        self.recorded: list[Gap] = []  # the newest SHOWN gaps of this process, newest last
+        self.count = 0
+        self.seconds = 0.0
 
     def watch(self, point: str, start_us: int, reason: str, back_us: int) -> None:
         self.pending[point] = (start_us, reason, back_us)
@@ -240,6 +245,14 @@ class GapWatch:
     def clear(self) -> None:
         """A new back-fill re-reads from the same start: what was pending is asked again."""
         self.pending.clear()
+
+    def record(self, gap: Gap) -> dict[str, Any]:
+        """Count a gap; returns the status fields that show the open gaps."""
+        self.recorded.append(gap)
+        del self.recorded[:-self.SHOWN]
+        self.count += 1
+        self.seconds = round(self.seconds + gap.seconds, 3)
+        return {"gaps_open": self.count, "gap_seconds": self.seconds, "gaps": [g.as_status() for g in self.recorded]}
 
 
 async def _release(client: Any, details: Any, nid: ua.NodeId, cont: bytes) -> None:
