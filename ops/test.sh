@@ -75,6 +75,9 @@ MSG
   if [ "${CI:-}" = true ]; then exit 1; fi
 fi
 
+# open62541 (a C OPC-UA stack) for tests/interop/test_opcua_open62541.py: built once per machine, then cached.
+bash ops/images/open62541.sh >/dev/null || echo "ops/test.sh: open62541 build failed; its interop tests will fail" >&2
+
 log "running the suite"
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 exec .venv/bin/python -m pytest "$@"
