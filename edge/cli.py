@@ -209,6 +209,9 @@ def cmd_doctor(args) -> int:
     if args.sources or args.source:
         from edge.control import sourcedoctor
 
+        # The rows say what the protocol libraries would log (asyncua, pymodbus): keep their lines
+        # out of the table and the JSON; only a crash of theirs is worth a line, on stderr.
+        logging.basicConfig(level=logging.CRITICAL, stream=sys.stderr)
         return sourcedoctor.report(sourcedoctor.run(cfg, args.timeout, args.source), as_json=args.json)
     checks = Doctor(cfg, timeout=args.timeout).run(with_stream=not args.no_stream)
     return report(checks, as_json=args.json)

@@ -299,3 +299,35 @@ def test_record_and_document_for_the_page_scrub_and_count():
                                                             {"action": "run_preflight", "status": "pending"}], now=10.0)
     assert doc["pending"] is True and len(doc["requests"]) == 1
     assert doc["last"]["age_s"] == 6.5 and doc["last"]["checks"][1]["hint"] == "fix it"
+
+
+async def test_opcua_trusted_certificate_whose_san_uri_is_not_the_application_uri(tmp_path):
+    from asyncua.crypto import cert_gen
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    # A server certificate issued for another application URI than the one the server announces.
+    server_pki = tmp_path / "server-pki"
+    server_pki.mkdir()
+    key = cert_gen.generate_private_key()
+    cert = cert_gen.generate_self_signed_app_certificate(
+        key, "urn:somewhere:else", {"organizationName": "test"},
+        [x509.UniformResourceIdentifier("urn:somewhere:else"), x509.DNSName("localhost")],
+        extended=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH], days=30)
+    (server_pki / "server-key.pem").write_bytes(cert_gen.dump_private_key_as_pem(key))
+    (server_pki / "server-cert.der").write_bytes(cert.public_bytes(Encoding.DER))
+    sim = await SimServer(nodes=10, rate=20, security="encrypt", cert_dir=server_pki, faults=False).start()
+    try:
+        trusted = tmp_path / "data" / "pki" / "opcua" / "trusted"
+        trusted.mkdir(parents=True)
+        shutil.copy(server_pki / "server-cert.der", trusted / "sim.der")
+        got = await rows(tmp_path, opcua("plc", sim.endpoint, security={"mode": "SignAndEncrypt"}))
+    finally:
+        await sim.stop()
+    check = got["plc", "trust"]
+    assert check.status == FAIL and "urn:somewhere:else" in check.detail
+    assert check.detail.endswith("(BadCertificateUriInvalid): its subjectAltName URI urn:somewhere:else does not match "
+                                 "the server's ApplicationUri 'urn:zerobus-edge:opcua-sim'")
+    assert check.hint == "reissue the certificate, or fix the server's ApplicationUri"
+    assert not list((tmp_path / "data" / "pki" / "opcua" / "rejected").glob("*.der"))

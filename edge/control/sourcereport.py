@@ -22,9 +22,10 @@ def lines(checks: Iterable[Check]) -> list[str]:
     """The printed table: one line per check, the hint indented under anything that did not pass."""
     rows = list(checks)
     width = max([len(c.source) for c in rows] + [6])
+    names = max([len(c.name) for c in rows] + [6])
     out = []
     for c in rows:
-        out.append(f"{c.status:<4}  {c.source:<{width}}  {c.name:<10} {c.detail}")
+        out.append(f"{c.status:<4}  {c.source:<{width}}  {c.name:<{names}}  {c.detail}")
         if c.hint and c.status in (FAIL, WARN):
             out.append(f"{'':<6}{'':<{width}}  hint: {c.hint}")
     return out

@@ -127,6 +127,20 @@ async def check_endpoint(checks: Checks, cfg: Config, timeout: float):
     return ep
 
 
+def trust_failure(cert: x509.Certificate, app_uri: str, filed: bool, rejected: Path, trusted: Path) -> tuple[str, str]:
+    """(what is wrong, what fixes it) for a refused server certificate; ``filed``: it went to rejected/."""
+    whats, fixes = [], []
+    for problem in diagnose.certificate_problems(cert, app_uri, trusted=True):
+        what, _, fix = problem.rpartition(": ") if ": " in problem else (problem, "", "")
+        whats.append(what)
+        fixes.append(fix or "renew the server certificate (or check this host's clock)")
+    if filed:
+        whats.append("it is not in the trust list")
+        fixes.insert(0, f"move {rejected} to {trusted}/ (after checking its thumbprint with the server's owner)")
+    return ("; ".join(whats) or "refused by the validator (revoked, or a CA in the chain is not trusted)",
+            "; ".join(dict.fromkeys(fixes)) or f"check the server certificate and the CAs / CRLs in {trusted}")
+
+
 def _locked(fn, *args):
     with _OWN_CERT:
         return fn(*args)
@@ -157,13 +171,12 @@ async def check_trust(checks: Checks, cfg: Config, pki: Pki, app_uri: str, ep) -
     try:
         await validate(cert, ep.Server)
     except ServiceError as exc:
-        code = ua.StatusCode(exc.code).name
         rejected = pki.rejected / f"{_thumbprint(cert)}.der"
-        why = pki.last_rejected or diagnose.explain_certificate(cert, ep.Server.ApplicationUri, trusted=False)
         # The validator files a certificate under rejected/ only when trust is what is missing.
-        hint = (f"move {rejected} to {pki.trusted}/ (after checking its thumbprint with the server's owner)"
-                if str(rejected) in why else why.rsplit("): ", 1)[-1])
-        return checks.fail("trust", f"{code}: {why}", hint)
+        filed = str(rejected) in (pki.last_rejected or "")
+        detail, hint = trust_failure(cert, ep.Server.ApplicationUri, filed, rejected, pki.trusted)
+        return checks.fail("trust", f"server certificate {cert.subject.rfc4514_string()} refused "
+                           f"({ua.StatusCode(exc.code).name}): {detail}", hint)
     return checks.passed("trust", f"server certificate {cert.subject.rfc4514_string()} trusted, valid until "
                          f"{cert.not_valid_after_utc:%Y-%m-%d}, SAN URI {ep.Server.ApplicationUri}")
 
