@@ -5,7 +5,7 @@ shared by both would pass there. Here the registers are filled by pyModbusTCP's 
 helpers (``long_list_to_word``, ``encode_ieee``; the byte swap of BADC/DCBA by hand),
 served by its server, and the server's data handler records every request it
 answered, so block planning is checked on the wire. Results: modbus/README.md,
-"Interop".
+"Interoperability".
 """
 
 from __future__ import annotations
