@@ -191,6 +191,8 @@ async def test_mqtt_login_subscribe_message_and_refusals(tmp_path, broker):
         mqtt_source("badpass", broker.port, "wrong-" + secret),
         mqtt_source("acl", broker.port, secret, subscriptions=[{"topic": "secret/#", "qos": 1}]),
         mqtt_source("badport", free_port(), secret),
+        mqtt_source("v5", broker.port, secret, protocol="5"),
+        mqtt_source("v5badpass", broker.port, "wrong-" + secret, protocol="5"),
     )
     assert statuses(got, "good") == {"reach": PASS, "tls": WARN, "login": PASS, "subscribe": PASS, "message": PASS}
     assert "CONNACK 0" in got["good", "login"].detail
@@ -203,6 +205,8 @@ async def test_mqtt_login_subscribe_message_and_refusals(tmp_path, broker):
     assert got["acl", "subscribe"].status == PASS and got["acl", "message"].status == WARN
     assert "ACL" in got["acl", "message"].hint
     assert got["badport", "reach"].status == FAIL
+    assert statuses(got, "v5") == statuses(got, "good") and "MQTT 5" in got["v5", "login"].detail
+    assert got["v5badpass", "login"].status == FAIL and "check v5badpass.username / password" in got["v5badpass", "login"].hint
     assert secret not in json.dumps([c.__dict__ for c in got.values()])
 
 
@@ -331,3 +335,18 @@ async def test_opcua_trusted_certificate_whose_san_uri_is_not_the_application_ur
                                  "the server's ApplicationUri 'urn:zerobus-edge:opcua-sim'")
     assert check.hint == "reissue the certificate, or fix the server's ApplicationUri"
     assert not list((tmp_path / "data" / "pki" / "opcua" / "rejected").glob("*.der"))
+
+
+async def test_http_tls_files_load_or_fail_with_a_hint(tmp_path):
+    certs = make_certs("gw.test")
+    for name, data in certs.items():
+        (tmp_path / name).write_bytes(data)
+    base = {"type": "http", "token": "t" * 24}
+    got = await rows(tmp_path,
+                     {**base, "name": "good", "listen": f"127.0.0.1:{free_port()}",
+                      "tls_cert": str(tmp_path / "server.crt"), "tls_key": str(tmp_path / "server.key")},
+                     {**base, "name": "wrongkey", "listen": f"127.0.0.1:{free_port()}",
+                      "tls_cert": str(tmp_path / "server.crt"), "tls_key": str(tmp_path / "client.key")})
+    # make_certs' certificates live two days: valid, but inside the 30-day renewal warning.
+    assert got["good", "tls"].status == WARN and "expires on" in got["good", "tls"].detail
+    assert got["wrongkey", "tls"].status == FAIL and "the key of that certificate" in got["wrongkey", "tls"].hint

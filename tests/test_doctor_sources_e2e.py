@@ -55,6 +55,8 @@ def test_source_checks_requested_from_the_page_run_on_the_appliance(tmp_path, br
         page = login(app.test_client(), "viewer").get("/sources/checks").get_data(as_text=True)
         recent = commands.recent(directory)
         log = (tmp_path / "edge.log").read_text()
+        with SpoolReader(edge.spool_path) as reader:
+            line_state = {x["name"]: x["value"] for x in reader.states("source")}["line"]
 
     rows = {(c["source"], c["name"]): c for c in stored["checks"]}
     assert done["status"] == "done" and "wrongpw login" in done["detail"], done
@@ -68,6 +70,9 @@ def test_source_checks_requested_from_the_page_run_on_the_appliance(tmp_path, br
     assert doc["last"]["ok"] is False and len(doc["last"]["checks"]) == len(stored["checks"])
     assert doc["pending"] is False and doc["requests"][0]["status"] == "done"
     assert "Hint:" in page and "check wrongpw.username / password" in page and "wrongpw" in page
+    # The probe connected as a client of its own: the collector's persistent session was never taken over.
+    assert "doctor-" in broker.log and "already connected" not in broker.log
+    assert line_state["state"] in ("connected", "running") and line_state["reconnects_total"] == 0, line_state
     for text in (json.dumps(done), json.dumps(stored), json.dumps(doc), page, json.dumps(recent), log):
         assert secret not in text and wrong not in text and TOKEN not in text
 
