@@ -146,7 +146,11 @@ def wan_shaper(args: argparse.Namespace, network: str, sink_container=None) -> w
         return pid, ip
 
     def relay_target() -> tuple[str, int, str]:
-        _, sink_ip = inspect(sink_container())
+        try:
+            _, sink_ip = inspect(sink_container())
+        except ComposeError as exc:
+            raise wan.WanError(f"no netem in this kernel, and the delaying relay needs the emulator's container "
+                               f"in this project: {exc}") from None
         gateway = docker("network", "inspect", "-f", "{{range .IPAM.Config}}{{.Gateway}} {{end}}", network,
                          timeout=30).stdout.split()
         if not sink_ip or not gateway:
@@ -220,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
         sink_profile = lambda: (sink.stats(timeout=10).get("service") or {}).get("profile") or {}  # noqa: E731
     link = EgressLink(compose.network(args.egress_network), container, args.edge_service)
     shaper = wan_shaper(args, link.network, (lambda: compose.container(args.emulator_service))
-                        if args.verify == "emulator" and not args.emulator_url else None)
+                        if args.verify == "emulator" else None)
 
     t0 = time.monotonic()
     events: list[dict] = []
