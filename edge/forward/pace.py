@@ -20,10 +20,11 @@ What binds, as ``state()`` reports it (only what was measured, never a guess):
 - ``quota-bound``: the service throttles a stream (RESOURCE_EXHAUSTED), or acks queue
   up (RTT well above its floor) and an extra stream raised the rate: the per-stream
   quota binds, so more streams open, up to ``zerobus.streams``;
-- ``link-bound``: acks queue up and an extra stream did not raise the rate (or none may
-  open): the shared path (uplink, proxy) is full;
-- ``queue-bound``: acks queue up but no probe could tell a quota from the link (the drain
-  opened every allowed stream at once from nothing, or only one stream is allowed);
+- ``link-bound``: acks queue up and an extra stream did not raise the rate: the shared
+  path (uplink, proxy) is full;
+- ``queue-bound``: acks queue up (behind a quota, the link, or the service's own CPU) but
+  no probe could tell which (the drain opened every allowed stream at once from nothing,
+  or only one stream is allowed);
 - ``cpu-bound``: the forwarder's own thread is busy most of the time (framing, spool reads);
 - ``caught-up``: the spool ran dry; ingest, not the drain, sets the rate.
 
@@ -32,7 +33,7 @@ backlog is more than the window holds), every allowed stream opens at once rathe
 one probe at a time (doubling on trials took seconds, longer than a short drain: 2 of 4
 streams ever opened on a 200k backlog at 150 ms + 100k/s). If a rate was measured
 before, that jump is judged as a probe (quota or link); a drain that starts from nothing
-has no rate to compare and stays unjudged. Caught up (``idle()``), the wanted streams
+has no rate to compare and stays unjudged (``queue-bound`` while acks queue). Caught up (``idle()``), the wanted streams
 fall back to one, and the pump closes the others (nothing is in flight then).
 
 Stalls: ``stall_after()`` is ``max(STALL_RTTS x p99 RTT, STALL_MIN_S)`` over the RTTs of the
