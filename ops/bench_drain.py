@@ -1,6 +1,6 @@
 """Drain benchmark: spool -> Forwarder -> real SDK -> emulator, under a realistic cloud and a thin uplink.
 
-    PYTHONPATH=. .venv/bin/python ops/bench_drain.py            # ~4 minutes on 2 busy cores
+    PYTHONPATH=. .venv/bin/python ops/bench_drain.py            # ~1-1.5 min per --streams value on 2 busy cores
         [--streams 1,4] [--rows-fast 600000] [--rows-slow 240000] [--batch N] [--inflight N]
         [--ack-latency-ms 150] [--quota 100000] [--quota-low 15000] [--link-mbit 20] [--link-delay-ms 50]
         [--only nolat,quota,quota_low,link] [--set key=value ...] [--backlog-rows N]
