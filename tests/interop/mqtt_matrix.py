@@ -213,6 +213,52 @@ def check_broker_restart(broker: ForeignBroker, tmp: Path) -> tuple[list, list]:
     return got, got[200:-1]
 
 
+def check_queue_while_away(broker: ForeignBroker, tmp: Path) -> list:
+    """The collector's persistent session (clean_session=false) while it is away: returns what the
+    broker delivered of the 50 QoS 1 messages published then (MQTT: all of them, in order)."""
+    cfg = edge_config(tmp, broker, SERIES_SUB)
+    deliver(cfg, broker, series(10), "10 before going away")
+    publish(broker, series(50, start=10))
+    edge = InProcessEdge(cfg)
+    try:
+        edge.wait_state("connected", 20)
+        publish(broker, series(1, start=60))  # a marker: the queue comes before it
+        wait_until(lambda: 60 in values(edge.spool_path, "plant/d1/value"), 20, "the marker")
+    finally:
+        edge.stop()
+    got = values(edge.spool_path, "plant/d1/value")
+    assert got[:10] == list(range(10)) and got[-1] == 60, got
+    return got[10:-1]
+
+
+def check_unacknowledged_redelivery(broker: ForeignBroker, tmp: Path, subs: list[dict] | None = None) -> list:
+    """Returns what the broker sent again of 50 QoS 1 messages the collector committed but never acknowledged.
+
+    The PUBACKs are withheld (the outermost edge: as if the appliance died after the commit, before
+    the PUBACK). MQTT 4.4.0-1: the broker sends them again on the session's next connection (all 50).
+    """
+    cfg = edge_config(tmp, broker, subs or SERIES_SUB)
+    deliver(cfg, broker, series(100), "100 acknowledged")
+    edge = InProcessEdge(cfg)
+    edge.source.ack = lambda msgs: None
+    try:
+        edge.wait_state("connected")
+        publish(broker, series(50, start=100))
+        wait_until(lambda: len(values(edge.spool_path, "plant/d1/value")) >= 150, 30, "50 committed, none acknowledged")
+    finally:
+        edge.stop()
+    edge = InProcessEdge(cfg)
+    try:
+        edge.wait_state("connected")
+        publish(broker, series(1, start=150))  # a redelivery comes before this marker
+        wait_until(lambda: 150 in values(edge.spool_path, "plant/d1/value"), 30, "the marker")
+    finally:
+        edge.stop()
+    got = values(edge.spool_path, "plant/d1/value")
+    assert got[:150] == list(range(150)) and got[-1] == 150, got
+    return got[150:-1]
+
+
 def check_tls_and_credentials(broker: ForeignBroker, tmp: Path, refused: str = "auth_failed") -> dict:
     """mqtts with the broker's CA verified (and its name), a wrong CA refused, a wrong password refused.
 
