@@ -198,6 +198,14 @@ class Supervisor:
             else:
                 await self.wait(max(self.min_delay, self.backoff.next_delay()))
 
+    async def _reachable(self) -> bool | None:
+        """The probe's answer; None when the probe itself failed (then it neither shortens nor wakes)."""
+        try:
+            return bool(await self._probe())
+        except Exception as exc:  # noqa: BLE001 - a broken probe must not end the supervision: no early wake
+            self.log.debug("source %s: the reachability probe failed: %r", self.status.name, exc)
+            return None
+
     async def wait(self, delay: float) -> None:
         """Sleep ``delay``, or less when the endpoint did not answer at the start and answers now."""
         times = probe_times(delay, self.probe_every) if self._probe is not None else []
@@ -206,7 +214,7 @@ class Supervisor:
             return
         loop = asyncio.get_running_loop()
         start = loop.time()
-        if await self._probe():
+        if await self._reachable() is not False:
             # It answers: the failure was the session, not the network. The whole jittered delay.
             await asyncio.sleep(max(0.0, start + delay - loop.time()))
             return
@@ -214,7 +222,7 @@ class Supervisor:
             await asyncio.sleep(max(0.0, start + at - loop.time()))
             if loop.time() - start >= delay:
                 return
-            if await self._probe():
+            if await self._reachable():
                 self.woken_early += 1
                 self.log.info("source %s: %s answers again; reconnecting now (%.1f s of the %.1f s backoff left)",
                               self.status.name, self.target, max(0.0, start + delay - loop.time()), delay)

@@ -182,3 +182,20 @@ async def test_an_endpoint_that_answers_but_refuses_the_session_waits_the_whole_
             assert session.connects == 1 and sup.woken_early == 0
     finally:
         server.close()
+
+
+@pytest.mark.anyio
+async def test_a_broken_probe_neither_ends_the_loop_nor_cuts_the_wait():
+    status = SourceStatus("s", "test", None)
+    session = Script([OSError("down")] * 10)
+
+    async def broken():
+        raise RuntimeError("probe bug")
+
+    backoff = Backoff(initial=1, cap=1, rng=type("R", (), {"random": staticmethod(lambda: 1.0)})())
+    sup = Supervisor(session, status, initial=1, cap=1, target="h:1", backoff=backoff, probe=broken, probe_every=0.05)
+    async with running(sup) as task:
+        await wait_until(lambda: session.connects >= 1, timeout=5, what="first attempt")
+        await asyncio.sleep(0.5)
+        assert session.connects == 1 and not task.done()
+        await wait_until(lambda: session.connects >= 2, timeout=5, what="the retry after the full delay")
