@@ -114,6 +114,19 @@ def deliver(cfg, broker: ForeignBroker, msgs: list[tuple[str, bytes, bool]], wha
     return edge
 
 
+def come_back(cfg, broker: ForeignBroker, marker: int) -> list:
+    """Start the collector again, publish the value ``marker`` once it is connected (anything the
+    broker kept for the session comes before it), and return every value stored, in order."""
+    edge = InProcessEdge(cfg)
+    try:
+        edge.wait_state("connected", 20)
+        publish(broker, series(1, start=marker))
+        wait_until(lambda: marker in values(edge.spool_path, "plant/d1/value"), 30, "the marker")
+    finally:
+        edge.stop()
+    return values(edge.spool_path, "plant/d1/value")
+
+
 def series(n: int, start: int = 0, topic: str = "plant/d1/value") -> list[tuple[str, bytes, bool]]:
     return [(topic, json.dumps({"v": i, "ts": T0 + i}).encode(), False) for i in range(start, start + n)]
 
@@ -201,14 +214,7 @@ def check_broker_restart(broker: ForeignBroker, tmp: Path) -> tuple[list, list]:
     publish(broker, series(50, start=200))
     broker.stop()
     broker.start()
-    edge = InProcessEdge(edge_config(tmp, broker, SERIES_SUB))
-    try:
-        edge.wait_state("connected", 20)
-        publish(broker, series(1, start=250))  # a marker: the queue, if kept, comes before it
-        wait_until(lambda: 250 in values(edge.spool_path, "plant/d1/value"), 20, "the marker")
-    finally:
-        edge.stop()
-    got = values(edge.spool_path, "plant/d1/value")
+    got = come_back(edge_config(tmp, broker, SERIES_SUB), broker, 250)
     assert got[:200] == list(range(200)) and got[-1] == 250, got
     return got, got[200:-1]
 
@@ -219,14 +225,7 @@ def check_queue_while_away(broker: ForeignBroker, tmp: Path) -> list:
     cfg = edge_config(tmp, broker, SERIES_SUB)
     deliver(cfg, broker, series(10), "10 before going away")
     publish(broker, series(50, start=10))
-    edge = InProcessEdge(cfg)
-    try:
-        edge.wait_state("connected", 20)
-        publish(broker, series(1, start=60))  # a marker: the queue comes before it
-        wait_until(lambda: 60 in values(edge.spool_path, "plant/d1/value"), 20, "the marker")
-    finally:
-        edge.stop()
-    got = values(edge.spool_path, "plant/d1/value")
+    got = come_back(cfg, broker, 60)
     assert got[:10] == list(range(10)) and got[-1] == 60, got
     return got[10:-1]
 
@@ -247,14 +246,7 @@ def check_unacknowledged_redelivery(broker: ForeignBroker, tmp: Path, subs: list
         wait_until(lambda: len(values(edge.spool_path, "plant/d1/value")) >= 150, 30, "50 committed, none acknowledged")
     finally:
         edge.stop()
-    edge = InProcessEdge(cfg)
-    try:
-        edge.wait_state("connected")
-        publish(broker, series(1, start=150))  # a redelivery comes before this marker
-        wait_until(lambda: 150 in values(edge.spool_path, "plant/d1/value"), 30, "the marker")
-    finally:
-        edge.stop()
-    got = values(edge.spool_path, "plant/d1/value")
+    got = come_back(cfg, broker, 150)
     assert got[:150] == list(range(150)) and got[-1] == 150, got
     return got[150:-1]
 
