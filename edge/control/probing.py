@@ -76,8 +76,10 @@ async def off_loop(fn: Callable[[], T], timeout: float) -> T:
             value, ok = fn(), True
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task, which re-raises it
             value, ok = exc, False
-        if not loop.is_closed():
+        try:
             loop.call_soon_threadsafe(settle, ok, value)
+        except RuntimeError:  # the loop closed meanwhile: the doctor gave up on this call and finished
+            return
 
     threading.Thread(target=work, name="doctor-probe", daemon=True).start()
     return await asyncio.wait_for(fut, timeout)

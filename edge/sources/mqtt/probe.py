@@ -111,8 +111,10 @@ class _Probe:
             if not fut.done():
                 fut.set_result(value)
 
-        if not self.loop.is_closed():
+        try:
             self.loop.call_soon_threadsafe(done)
+        except RuntimeError:  # the loop closed: the probe finished before paho's thread reported
+            return
 
 
 async def check_session(checks: Checks, cfg: Config, host: str, port: int, ctx: ssl.SSLContext | None,
