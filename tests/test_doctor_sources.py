@@ -248,7 +248,9 @@ async def test_a_server_that_accepts_and_never_answers_does_not_hang_the_doctor(
     try:
         t0 = time.monotonic()
         got = await rows(tmp_path, opcua("opc", f"opc.tcp://127.0.0.1:{port}"),
-                         mqtt_source("broker", port, "x" * 8), timeout=1.0)
+                         mqtt_source("broker", port, "x" * 8),
+                         {**modbus("plc", port, [{"device_id": 1, "points": [{"name": "x", "address": "40001"}]}]),
+                          "timeout": 30, "retries": 2}, timeout=1.0)
         took = time.monotonic() - t0
     finally:
         server.close()
@@ -256,6 +258,7 @@ async def test_a_server_that_accepts_and_never_answers_does_not_hang_the_doctor(
             w.close()
     assert got["opc", "reach"].status == PASS and got["opc", "endpoint"].status == FAIL
     assert got["broker", "login"].status == FAIL and "no CONNACK" in got["broker", "login"].detail
+    assert got["plc", "read device 1"].status == FAIL and "no answer within 2s" in got["plc", "read device 1"].detail
     assert took < sourcedoctor.STEPS * 1.0 + 1.0
 
 
@@ -288,6 +291,22 @@ async def test_http_listener_free_taken_and_the_cli_exit_code(tmp_path, capsys):
     assert code_gw == 0
     doc = json.loads(out_gw)
     assert doc["ok"] is True and {c["source"] for c in doc["checks"]} == {"gw"}
+
+
+def test_modbus_exception_hints_name_the_addresses_and_the_fix():
+    from edge.configtypes import build
+    from edge.sources.modbus.config import Config
+    from edge.sources.modbus.probe import exception_hint, modicon
+
+    cfg = build(Config, modbus("plc", 502, [{"device_id": 3, "points": [{"name": "a", "address": "30100"},
+                                                                         {"name": "b", "address": "30101"}]}]), "s")
+    block = cfg.blocks[0]
+    assert modicon("holding_registers", 9) == "40010" and modicon("coils", 0) == "00001"
+    assert modicon("input_registers", 65535) == "365536"
+    assert exception_hint(1, block, cfg).startswith("the device does not serve function 4 (input_registers)")
+    assert exception_hint(2, block, cfg).startswith("device answered illegal data address for 30100 (block of 2: a, b)")
+    assert "max_block_registers" in exception_hint(3, block, cfg)
+    assert "unit id 3" in exception_hint(11, block, cfg) and "run the doctor again" in exception_hint(6, block, cfg)
 
 
 def test_record_and_document_for_the_page_scrub_and_count():

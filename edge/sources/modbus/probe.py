@@ -8,6 +8,8 @@ about and what to change in the register map.
 
 from __future__ import annotations
 
+import asyncio
+
 from edge.control.probing import Check, Checks, reach
 from edge.sources.modbus.codes import STATUS_CONNECTION_CLOSED, STATUS_NO_CONNECTION, STATUS_TIMEOUT
 from edge.sources.modbus.collector import decode_point
@@ -59,10 +61,16 @@ def describe_values(block: Block, values: list) -> str:
     return ", ".join(shown) + (f" (+{more} more)" if more > 0 else "")
 
 
-async def read_block(checks: Checks, conn: Connection, block: Block, cfg: Config, name: str) -> bool:
+async def read_block(checks: Checks, conn: Connection, block: Block, cfg: Config, name: str, timeout: float) -> bool:
     where = f"device {block.device_id} {span(block)}"
     try:
-        values = await conn.read(block)
+        # The doctor's own bound too: the configured timeout x retries may be far longer.
+        async with asyncio.timeout(timeout * 2):
+            values = await conn.read(block)
+    except TimeoutError:
+        return checks.fail(name, f"{where}: no answer within {timeout * 2:g}s",
+                           f"no answer from unit id {block.device_id}: check device_id and that {cfg.host}:{cfg.port} "
+                           "speaks Modbus TCP")
     except ReadFailed as exc:
         if exc.code == STATUS_TIMEOUT:
             return checks.fail(name, f"{where}: {exc}",
@@ -95,7 +103,7 @@ async def probe(cfg: Config, timeout: float, *, appliance_id: str = "", data_dir
     conn = Connection(cfg, 0)  # a connection of its own, with the collector's timeouts and error reading
     try:
         for name, block in zip(reads, first_blocks.values()):
-            await read_block(checks, conn, block, cfg, name)
+            await read_block(checks, conn, block, cfg, name, timeout)
     finally:
         conn.close()
     return checks.rows
