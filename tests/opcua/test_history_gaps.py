@@ -140,16 +140,19 @@ async def test_only_a_node_that_changed_during_the_cut_is_a_gap(rig):
         async with running(src):
             await wait_until(lambda: status.data["state"] == "running", what="running")
             await wait_until(lambda: len({r.point for r in rig.readings()}) >= NODES, every=0.2, what="every node once")
-            sim.pause()
-            newest = {n.path: int(sim.history.values(n.nodeid)[-1].SourceTimestamp.timestamp() * 1e6)
-                      for n in sim.nodes if "/info/" not in n.path}
+            sim.pause()  # (a write already under way still lands: the newest values are read each time)
+
+            def newest() -> dict[str, int]:
+                return {n.path: int(sim.history.values(n.nodeid)[-1].SourceTimestamp.timestamp() * 1e6)
+                        for n in sim.nodes if "/info/" not in n.path}
 
             def caught_up() -> bool:
                 got = {}
                 for r in rig.readings():
                     got[r.point] = max(got.get(r.point, 0), r.source_ts)
-                return all(got.get("Plant/" + p) == ts for p, ts in newest.items())
+                return all(got.get("Plant/" + p) == ts for p, ts in newest().items())
             await wait_until(caught_up, every=0.2, what="every node's newest value taken")
+            before = newest()
             await proxy.cut()
             await wait_until(lambda: status.data["state"] != "running", timeout=10, what="cut noticed")
             await sim.set_value(changed.path, 42.5)  # the only change while we are away
@@ -158,15 +161,16 @@ async def test_only_a_node_that_changed_during_the_cut_is_a_gap(rig):
             await wait_until(lambda: src.stats["sessions"] == 2 and status.data["state"] == "running", timeout=20,
                              what="reconnected")
             await wait_until(lambda: not src._gaps.pending, timeout=10, what="every node's first value after the cut")
+            await wait_until(lambda: any(r.kind == "gap" for r in rig.readings()), every=0.1, what="the gap row spooled")
         assert src.stats["backfill_empty"] == NODES  # every node answered Good with nothing
         gaps = status.data["gaps"]
         assert src.stats["gaps_open"] == 1 and len(gaps) == 1, gaps
         gap = gaps[0]
         assert gap["point"] == "Plant/" + changed.path and gap["reason"] == "history_empty"
-        assert round(gap["start_ts"] * 1e6) == newest[changed.path] and round(gap["end_ts"] * 1e6) == changed_us
+        assert round(gap["start_ts"] * 1e6) == before[changed.path] and round(gap["end_ts"] * 1e6) == changed_us
         markers = [r for r in rig.readings() if r.kind == "gap"]
         assert [(m.point, m.source_ts, m.loss_reason) for m in markers] == [
-            ("Plant/" + changed.path, newest[changed.path], "history_empty")]
+            ("Plant/" + changed.path, before[changed.path], "history_empty")]
         assert json.loads(markers[0].value_json)["to_us"] == changed_us
     finally:
         await proxy.cut()

@@ -439,7 +439,12 @@ class Source:
                         held[0] -= 1
                         continue
                 s.add(fp)
+                prev = self._last.get(point)
                 self._last[point] = fp
+                if prev is not None and prev[0] == ts:  # as in _take: what we hold at the newest time
+                    self._ties.setdefault(point, {prev}).add(fp)
+                else:
+                    self._ties.pop(point, None)
                 self._buf.append((collected, datavalue_body(dv, source=name, point=point, collected_ts=collected, unit=item.unit)))
                 self._marks.append((point, ts))
                 self.stats["backfilled"] += 1
