@@ -8,7 +8,7 @@ tick, mapped as edge/sources/opcua/README.md "What a reading looks like" documen
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any, Iterable
 
 from simulators.foreign.values import TYPES, float32, value
@@ -39,6 +39,18 @@ def expected(type_name: str, k: int) -> tuple[str, Any]:
     if type_name == "DateTime":
         return "value_string", v.isoformat(timespec="microseconds").replace("+00:00", "Z")
     return ("value_int", v) if v in INT64 else ("value_json", json.dumps(v))
+
+
+def every_type_has(readings: Iterable[Any], n: int) -> bool:
+    """At least ``n`` value readings of every type's variable."""
+    c = Counter(type_of(r.point) for r in readings if r.kind == "reading")
+    return all(c[t] >= n for t in TYPES)
+
+
+def duplicated(readings: Iterable[Any]) -> list[tuple[str, int]]:
+    """(point, source time) of value readings that landed more than once."""
+    c = Counter((r.point, r.source_ts) for r in readings if r.kind == "reading")
+    return [k for k, n in c.items() if n > 1]
 
 
 def type_of(point: str) -> str | None:
@@ -78,3 +90,10 @@ def holes(times: list[int], ticks: dict[int, int]) -> list[int]:
     """Source times the server set between the first and the last of ``times`` that never landed."""
     got = set(times)
     return [t for t in sorted(ticks) if min(times) < t < max(times) and t not in got]
+
+
+def problems(readings: list[Any], ticks: dict[int, int]) -> dict[str, Any]:
+    """Wrong values/types/source times, and ticks lost between a point's first and last value."""
+    got = landed(readings, ticks)
+    lost = {t: holes(got[t], ticks) for t in TYPES}
+    return {"mismatches": mismatches(readings, ticks), "lost": {t: h for t, h in lost.items() if h}}

@@ -27,3 +27,11 @@ async def kill_and_restart(server: ForeignServer, rig: Any, group: dict) -> Any:
         await wait_until(lambda: all(max(landed(rig.readings(), server.ticks())[t]) > last_before for t in TYPES),
                          what="new values of every type after the restart")
     return src
+
+
+async def collect(server: ForeignServer, rig: Any, group: dict, n: int = 10) -> Any:
+    """Our collector on ``server`` until every type has ``n`` values; returns the source."""
+    src = rig.source(server.endpoint, [group])
+    async with running(src):
+        await wait_until(lambda: every_type_has(rig.readings(), n), what=f"{n} values of every type")
+    return src

@@ -14,17 +14,17 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from simulators.foreign.checks import holes, landed, mismatches
+from simulators.foreign.checks import duplicated, every_type_has, landed, mismatches, problems
 from simulators.foreign.process import ForeignServer
+from simulators.foreign.scenarios import collect, kill_and_restart
 from simulators.foreign.values import EU_DISPLAY, TYPES
 from simulators.kit.aio import running, wait_until
 from simulators.opcua.server import APP_URI, ensure_server_certificate
-from tests.opcua.conftest import Rig, anyio_backend  # noqa: F401  (fixture)
+from tests.opcua.conftest import anyio_backend, rig  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
@@ -54,28 +54,12 @@ def server(binary, tmp_path):
     srv.stop()
 
 
-@pytest.fixture
-def rig(tmp_path):
-    r = Rig(tmp_path)
-    yield r
-    r.close()
-
-
-def every_point_has(rig, n: int) -> bool:
-    c = Counter(r.point for r in rig.readings())
-    return all(c[f"Plant/{t}"] >= n for t in TYPES)
-
-
 async def test_every_type_by_subscription_with_the_servers_source_timestamps(server, rig):
-    server.start()
-    src = rig.source(server.endpoint, [GROUP])
-    async with running(src):
-        await wait_until(lambda: every_point_has(rig, 10), what="10 values of every type")
-    readings, ticks = rig.readings(), server.ticks()
+    src = await collect(server.start(), rig, GROUP)
+    readings = rig.readings()
     assert src.stats["subscribed"] == len(TYPES) and src.stats["failed"] == 0
-    assert mismatches(readings, ticks) == []  # value, Variant type and quality of each tick it set
-    got = landed(readings, ticks)
-    assert {t: holes(got[t], ticks) for t in TYPES} == {t: [] for t in TYPES}  # sampling 0: every write, none lost
+    # Value, Variant type and quality of each tick the server set; sampling 0: every write, none lost.
+    assert problems(readings, server.ticks()) == {"mismatches": [], "lost": {}}
     units = {r.point: r.unit for r in readings if r.kind == "reading"}
     assert units["Plant/Double"] == EU_DISPLAY and units["Plant/Int32"] == ""
     # open62541 sends a ServerTimestamp with each notification (TimestampsToReturn Both), ours never replaces it.
@@ -83,23 +67,11 @@ async def test_every_type_by_subscription_with_the_servers_source_timestamps(ser
 
 
 async def test_server_killed_and_restarted_values_resume_and_the_gap_is_reported(server, rig):
-    server.start()
-    src = rig.source(server.endpoint, [GROUP])
+    src = await kill_and_restart(server, rig, GROUP)
     status = rig.statuses["plc"]
-    async with running(src):
-        await wait_until(lambda: status.data["state"] == "running" and every_point_has(rig, 3), what="running")
-        server.kill()
-        await wait_until(lambda: status.data["state"] != "running", timeout=15, what="the kill noticed")
-        last_before = max(server.ticks())
-        server.start()
-        await wait_until(lambda: src.stats["sessions"] == 2 and status.data["state"] == "running", timeout=20,
-                         what="reconnected")
-        await wait_until(lambda: all(max(landed(rig.readings(), server.ticks())[t]) > last_before for t in TYPES),
-                         what="new values of every type after the restart")
     readings, ticks = rig.readings(), server.ticks()
     assert mismatches(readings, ticks) == []
-    keys = Counter((r.point, r.source_ts) for r in readings if r.kind == "reading")
-    assert [k for k, n in keys.items() if n > 1] == []  # no duplicate after the re-subscribe
+    assert duplicated(readings) == []  # none after the re-subscribe
     assert src.stats["subscribed"] == len(TYPES)
     # No history in this open62541 build: HistoryRead is refused, our back-fill says so and marks the gap.
     assert "history" in (status.data.get("last_backfill") or "") + (status.data.get("last_error") or "")
@@ -123,13 +95,14 @@ async def test_username_and_basic256sha256_with_certificates_exchanged_both_ways
         async with running(src):
             await wait_until(lambda: status.data["errors_total"] >= 1 and (pki / "own" / "cert.der").is_file(),
                              what="refused by the server")
-            refused = status.data["last_error"]
+            refused = status.data["state"], status.data["last_error"]
             assert rig.readings() == []
             # The operator gives the server our certificate (generated on our first start).
             server.stop()
             server.start(secure + ["--trust", str(pki / "own" / "cert.der")])
-            await wait_until(lambda: every_point_has(rig, 3), timeout=20, what="values over the secure channel")
-        assert "BadSecurityChecksFailed" in refused or "BadCertificate" in refused, refused
+            await wait_until(lambda: every_type_has(rig.readings(), 3), timeout=20, what="values over the secure channel")
+        # open62541 answers an untrusted client certificate with BadSecurityChecksFailed.
+        assert refused[0] == "tls_error" and "BadSecurityChecksFailed" in refused[1], refused
         assert mismatches(rig.readings(), server.ticks()) == []
         wrong = rig.source(server.endpoint, [GROUP], name="wrong", username="op", password="nope",
                            security={"mode": mode})
@@ -138,3 +111,17 @@ async def test_username_and_basic256sha256_with_certificates_exchanged_both_ways
         assert "BadUserAccessDenied" in rig.statuses["wrong"].data["last_error"]
     finally:
         server.stop()
+
+
+async def test_absolute_deadband_applied_by_open62541_and_refused_for_non_numeric_nodes(server, rig):
+    """open62541 applies the absolute deadband against the last reported value; it answers
+    BadFilterNotAllowed for Boolean / String / DateTime, which we then subscribe without the filter."""
+    await collect(server.start(), rig, {**GROUP, "deadband_type": "absolute", "deadband_value": 1.0}, 5)
+    readings, ticks = rig.readings(), server.ticks()
+    assert mismatches(readings, ticks) == []
+    got = landed(readings, ticks)
+    k = {t: [ticks[ts] for ts in got[t]] for t in ("Int32", "UInt16", "Double", "Boolean", "String", "DateTime")}
+    steps = {t: {b - a for a, b in zip(v, v[1:])} for t, v in k.items()}
+    # +1 per tick: > 1.0 every 2nd tick; Double +1/3 per tick: every 4th; the unfiltered ones every tick.
+    assert steps == {"Int32": {2}, "UInt16": {2}, "Double": {4}, "Boolean": {1}, "String": {1}, "DateTime": {1}}
+    assert "deadband not supported for 3 nodes" in rig.statuses["plc"].data["detail"]
