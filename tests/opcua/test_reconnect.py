@@ -1,4 +1,4 @@
-"""Server restart and network cut: the collector reconnects, re-subscribes everything, back-fills the gap, no duplicates."""
+"""Server restart and network cut: the collector reconnects, re-subscribes everything, back-fills the gap, no duplicates; values sharing one source time survive a cut and an edge restart."""
 
 from __future__ import annotations
 
@@ -117,34 +117,48 @@ async def test_server_restart_resubscribes_every_node(rig):
         await sim.stop()
 
 
-async def test_two_values_with_one_source_time_across_a_cut_both_land(rig):
-    # A server with coarse timestamps: 1.5 is taken live, the cut comes, then 2.5 with the very
-    # same source time and 3.5 after it. Only history has 2.5; a back-fill that took "at or
-    # before the newest time we hold" for "already have" skipped it.
-    sim = await SimServer(nodes=6, rate=0, faults=False, extras=False).start()
-    proxy = await Proxy(sim.port).start()
-    try:
-        node = next(n for n in sim.nodes if n.vtype == ua.VariantType.Double)
-        point = "Plant/" + node.path
-        src = rig.source(f"opc.tcp://127.0.0.1:{proxy.port}/sim", [GROUP])
-        status = rig.statuses["plc"]
+async def _coarse_pair(rig, sim, proxy, restart: bool):
+    """1.5 taken live; the cut (or the edge down); then 2.5 with the very same source time and 3.5 after it."""
+    node = next(n for n in sim.nodes if n.vtype == ua.VariantType.Double)
+    point = "Plant/" + node.path
+    endpoint = f"opc.tcp://127.0.0.1:{proxy.port}/sim"
+    src = rig.source(endpoint, [GROUP], backfill={"checkpoint_interval": "200ms"})
+    status = rig.statuses["plc"]
 
-        def values() -> list:
-            return [r.value_double for r in rig.readings() if r.point == point and r.kind == "reading"]
-        async with running(src):
-            await wait_until(lambda: status.data["state"] == "running", what="running")
-            t = datetime.now(timezone.utc)
-            await sim.set_value(node.path, 1.5, ts=t)
-            await wait_until(lambda: 1.5 in values(), what="the first value live")
+    def values() -> list:
+        return [r.value_double for r in rig.readings() if r.point == point and r.kind == "reading"]
+    t = datetime.now(timezone.utc)
+    async with running(src):
+        await wait_until(lambda: status.data["state"] == "running", what="running")
+        await sim.set_value(node.path, 1.5, ts=t)
+        await wait_until(lambda: 1.5 in values(), what="the first value live")
+        if not restart:
             await proxy.cut()
             await wait_until(lambda: status.data["state"] != "running", timeout=10, what="cut noticed")
-            await sim.set_value(node.path, 2.5, ts=t)  # another value, the same source time
+            await sim.set_value(node.path, 2.5, ts=t)
             await sim.set_value(node.path, 3.5, ts=t + timedelta(milliseconds=1))
             await proxy.start()
             await wait_until(lambda: src.stats["sessions"] == 2 and status.data["state"] == "running", timeout=20,
                              what="reconnected")
             await wait_until(lambda: 3.5 in values(), what="the value after the cut")
-        assert values()[-3:] == [1.5, 2.5, 3.5]
+    if restart:  # the edge was down: a new process, only the checkpoint remembers
+        await sim.set_value(node.path, 2.5, ts=t)
+        await sim.set_value(node.path, 3.5, ts=t + timedelta(milliseconds=1))
+        src = rig.source(endpoint, [GROUP])
+        async with running(src):
+            await wait_until(lambda: 3.5 in values(), what="the value after the restart")
+    return src, values()
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["cut", "edge_restart"])
+async def test_two_values_with_one_source_time_across_a_cut_both_land(rig, restart):
+    # A server with coarse timestamps. Only history has 2.5; a back-fill that took "at or before
+    # the newest time we hold" for "already have" skipped it.
+    sim = await SimServer(nodes=6, rate=0, faults=False, extras=False).start()
+    proxy = await Proxy(sim.port).start()
+    try:
+        src, values = await _coarse_pair(rig, sim, proxy, restart)
+        assert values[-3:] == [1.5, 2.5, 3.5]
         assert not _dupes(rig.readings())
         assert src.stats["gaps_open"] == 0  # history had it all
     finally:
