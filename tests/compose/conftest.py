@@ -24,6 +24,9 @@ from ops.composectl import COMPOSE_V1, COMPOSE_V2, ROOT, Compose, docker_availab
 FILES = ["docker-compose.yml", "docker-compose.test.yml"]
 ENV_FILE = ROOT / "tests" / "compose" / "test.env"
 APPLIANCE_ID = "compose-test-1"  # tests/compose/test.env
+# The image docker_images builds (compose build reads EDGE_IMAGE from the env file).
+EDGE_IMAGE = next(line.split("=", 1)[1].strip() for line in ENV_FILE.read_text().splitlines()
+                  if line.startswith("EDGE_IMAGE="))
 BUILD_SERVICE = "zerobus"  # every Python service shares this one image
 
 
