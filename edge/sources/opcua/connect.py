@@ -22,9 +22,9 @@ from edge.sources.context import SourceContext
 from edge.sources.states import State
 from edge.sources.supervisor import Failure
 
-from .config import Config
 from . import quietlog
-from .diagnose import NoMatchingEndpoint, describe, explain_connect_error, status_name
+from .config import Config
+from .diagnose import NoMatchingEndpoint, describe, explain_connect_error, is_mismatch, status_name
 from .security import Pki
 
 # Refusals of our identity: the password or the user is wrong, not the network.
@@ -84,7 +84,7 @@ async def open_client(cfg: Config, pki: Pki, app_uri: str, ctx: SourceContext,
                 security_policies.SecurityPolicyBasic256Sha256, str(pki.own_cert), str(pki.own_key), mode=mode),
                 cfg.timeout * 2)
         except ua.UaError as exc:
-            if "No matching endpoints" not in str(exc):
+            if not is_mismatch(exc):
                 raise
             raise await _mismatch(client, cfg) from None
         client.certificate_validator = await pki.validator()
@@ -93,7 +93,7 @@ async def open_client(cfg: Config, pki: Pki, app_uri: str, ctx: SourceContext,
         await asyncio.wait_for(client.connect(), cfg.timeout * 3)
     except (ua.UaStatusCodeError, ua.UaError) as exc:
         # Mode None against a server without it: the channel or the session is refused.
-        if status_name(exc) in MISMATCH_CODES or "No matching endpoints" in str(exc):
+        if status_name(exc) in MISMATCH_CODES or is_mismatch(exc):
             raise await _mismatch(Client(cfg.endpoint, timeout=cfg.timeout), cfg) from exc
         raise
     finally:

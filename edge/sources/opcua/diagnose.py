@@ -90,6 +90,11 @@ def explain_mismatch(policy: str, mode: str, endpoints: list[Any] | None) -> str
     return f"the server offers no endpoint with {want}; it offers: {offered}"
 
 
+def is_mismatch(exc: BaseException) -> bool:
+    """asyncua's own "No matching endpoints" (it names the mode by number and the policy by URI)."""
+    return isinstance(exc, NoMatchingEndpoint) or (isinstance(exc, ua.UaError) and bool(_NO_MATCH.search(str(exc))))
+
+
 def explain_connect_error(exc: BaseException, policy: str | None = None, mode: str | None = None,
                           endpoints: list[Any] | None = None) -> str:
     """One line for a failed connect. ``policy``/``mode``: what was requested (names or asyncua
@@ -183,9 +188,9 @@ def is_routine(exc: BaseException | None) -> bool:
     code = status_name(exc)
     if code:
         return code.startswith(ROUTINE_CODES)
-    return isinstance(exc, ua.UaError) and bool(_NO_MATCH.search(str(exc)))
+    return is_mismatch(exc)
 
 
 __all__ = ["ROUTINE_CODES", "NoMatchingEndpoint", "certificate_problems", "describe", "endpoint_summary", "explain_certificate",
-           "explain_connect_error", "explain_mismatch", "is_routine", "mode_name", "policy_name", "san_uris",
+           "explain_connect_error", "explain_mismatch", "is_mismatch", "is_routine", "mode_name", "policy_name", "san_uris",
            "status_name", "token_names"]
