@@ -50,3 +50,22 @@ async def test_reconnects_within_two_seconds_of_the_server_answering_despite_a_3
         assert took < 2.5, f"reconnected only {took:.1f} s after the server answered"
     finally:
         await sim.stop()
+
+
+async def test_a_server_that_answers_but_refuses_the_session_is_not_hammered(rig, tmp_path, no_jitter):
+    # Up and listening, but without the security we ask for: each attempt is refused after TCP connects.
+    sim = await SimServer(nodes=5, rate=10, security="sign", cert_dir=tmp_path / "server-pki",
+                          faults=False, extras=False).start()
+    try:
+        src = rig.source(sim.endpoint, [NODES], reconnect_initial="4s", reconnect_max="4s",
+                         security={"mode": "SignAndEncrypt"})
+        status = rig.statuses["plc"]
+        async with running(src):
+            await wait_until(lambda: status.data["errors_total"] >= 1, timeout=30, what="first refusal")
+            first = time.monotonic()
+            await wait_until(lambda: status.data["errors_total"] >= 2, timeout=30, what="second refusal")
+            gap = time.monotonic() - first
+        assert status.data["state"] == "tls_error"
+        assert gap >= 3.5, f"retried {gap:.1f} s after a refusal although the backoff is 4 s"
+    finally:
+        await sim.stop()
