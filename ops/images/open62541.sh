@@ -21,8 +21,8 @@ say() { echo "open62541.sh: $*" >&2; }
 
 resolve_from_index() { # the version trixie carries now, when the pinned one left the pool
   local sources
-  sources=$(curl -fsS --max-time 120 http://deb.debian.org/debian/dists/trixie/main/source/Sources.xz | xz -dc |
-    awk '/^Package: open62541$/{p=1} p&&/^$/{exit} p')
+  curl -fsS --max-time 300 -o "$work/Sources.xz" http://deb.debian.org/debian/dists/trixie/main/source/Sources.xz
+  sources=$(xz -dc "$work/Sources.xz" | awk '/^Package: open62541$/{p=1} /^$/{p=0} p')
   version=$(awk '/^Version:/{print $2}' <<<"$sources" | sed 's/-[^-]*$//')
   sha256=$(awk -v f="open62541_${version}.orig.tar.gz" '$3==f && length($1)==64{print $1; exit}' <<<"$sources")
   [ -n "$version" ] && [ -n "$sha256" ] || { say "open62541 not found in trixie's Sources index"; exit 1; }
@@ -41,10 +41,14 @@ cached() { # the cache is complete and built with these flags
 dir=$cache_root/open62541-$version
 if cached; then echo "$dir"; exit 0; fi
 
-# OpenSSL headers for the encrypted endpoints (Debian's libssl-dev).
-if [ ! -e /usr/include/openssl/ssl.h ]; then
-  if [ "$(id -u)" != 0 ]; then say "need root to apt-get install libssl-dev"; exit 1; fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libssl-dev >/dev/null
+# OpenSSL headers for the encrypted endpoints, and the download tools (Debian packages).
+need=()
+[ -e /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
+command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
+command -v xz >/dev/null 2>&1 || need+=(xz-utils)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then say "need root to apt-get install ${need[*]}"; exit 1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
 work=$(mktemp -d)
