@@ -3,8 +3,9 @@
 Every source has ``state`` (an ``edge.sources.states.State``), ``detail``,
 ``since_ts``, ``readings_total``, ``rate``, ``errors_total``,
 ``quarantined_total``, ``reconnects_total``, ``last_reading_ts``,
-``last_error``, ``last_error_ts`` and ``devices_offline``; a protocol adds its
-own numbers with ``update``. The record is flushed to the spool's state table
+``last_error``, ``last_error_ts``, ``devices_offline`` and the intervals it lost at
+the source (``gaps_open``, ``gap_seconds``, ``gaps``: OPC-UA's back-fill sets them); a
+protocol adds its own numbers with ``update``. The record is flushed to the spool's state table
 (kind ``source``), which the admin page reads.
 """
 
@@ -51,6 +52,9 @@ class SourceStatus:
             "last_error": None,
             "last_error_ts": None,
             "devices_offline": [],
+            "gaps_open": 0,  # intervals whose values were lost at the source, since the start
+            "gap_seconds": 0.0,
+            "gaps": [],  # the newest: {point, start_ts, end_ts, seconds, reason}
             "since_ts": time.time(),
         }
 
