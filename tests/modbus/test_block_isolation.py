@@ -137,6 +137,22 @@ def test_a_failure_in_a_hole_leaves_the_parts_apart():
         assert [(b.start, b.count) for b in run_cycle(plan, block, device, now=n)] == [(0, 2), (5, 2)]
 
 
+def test_without_an_answer_from_the_device_no_register_is_declared_bad():
+    """A close (or timeout) on every read: split to look, but no point is condemned on that alone."""
+    block = block_of([pt(f"r{i}", i) for i in range(4)])
+    plan = ReadPlan([block], reprobe=60.0)
+    for n in range(6):
+        seg_queue = list(plan.due(block, float(n))) + plan.pending(block)
+        while seg_queue:
+            seg = seg_queue.pop(0)
+            seg_queue[:0] = plan.record(block, seg, STATUS_CONNECTION_CLOSED, True, float(n), conclusive=False)
+    assert not plan.bad(block) and len(plan.pending(block)) == 4
+    assert {s.code for s in plan.parts(block)} == {STATUS_CONNECTION_CLOSED}
+    run_cycle(plan, block, fake_device({}), now=10.0)  # the device is back: every part reads
+    assert [(b.start, b.count) for b in run_cycle(plan, block, fake_device({}), now=11.0)] == [(0, 4)]
+    assert plan.splitting == 0
+
+
 def test_a_failure_that_is_not_a_register_keeps_the_plan():
     block = block_of([pt(f"r{i}", i) for i in range(8)])
     plan = ReadPlan([block], reprobe=60.0)
@@ -231,7 +247,7 @@ def test_illegal_address_on_one_register_is_isolated_and_reprobed(tmp_path):
 
 @pytest.mark.parametrize("kind,engine", [("close", "pymodbus"), ("reset", "pymodbus"), ("close", "lean")])
 def test_connection_closed_on_one_register_is_seen_at_once_and_isolated(tmp_path, kind, engine):
-    timeout = 3.0
+    timeout = 10.0  # the old code waited this out for every close; the bound below leaves room for a loaded host
 
     src, sim, readings, offline = asyncio.run(_run(kind, 30, engine=engine, tmp_path=tmp_path, timeout=timeout))
     assert offline == [] and src.counters["timeouts_total"] == 0
@@ -239,7 +255,7 @@ def test_connection_closed_on_one_register_is_seen_at_once_and_isolated(tmp_path
     first = next(iter(cycles.values()))
     # the bisect, with a reconnect after each close, finished inside the first cycle, far below one timeout
     assert first[BAD_POINT].status_code == STATUS_CONNECTION_CLOSED
-    assert (first[BAD_POINT].collected_ts - first[BAD_POINT].source_ts) / 1e6 < timeout / 3
+    assert (first[BAD_POINT].collected_ts - first[BAD_POINT].source_ts) / 1e6 < timeout / 4
     healthy = [f"a{i}" for i in range(10) if i != 6] + [f"ir{i}" for i in range(4)]
     missed, n = healthy_in_every_cycle(readings, healthy)
     assert n >= 30 and missed == []
@@ -264,3 +280,34 @@ def test_a_register_that_never_answers_is_isolated_without_taking_the_device_off
     assert bad and {r.status_code for r in bad} == {STATUS_TIMEOUT}
     assert [s.state for s in src.plan.parts(_hr_block(src))] == [GOOD_PART, BAD_PART, GOOD_PART]
     assert src.counters["timeouts_total"] <= 5  # one per halving, then never again (until the re-probe)
+
+
+def test_a_device_that_closes_every_read_gets_no_register_condemned(tmp_path):
+    """A gateway that accepts and drops every connection is not "every register bad for reprobe_interval"."""
+    async def recover(src, sim, rig):
+        assert all(not src.plan.bad(b) for b in src.cfg.blocks)
+        for p in src.cfg.points:
+            sim.set_register_fault(1, p.table, p.address, None)
+        await wait_until(lambda: all(len(src.plan.parts(b)) == 1 for b in src.cfg.blocks), what="whole blocks again")
+        mark = src.counters["cycles_total"]
+        await wait_until(lambda: src.counters["cycles_total"] >= mark + 3)
+
+    async def main():
+        rig = Rig(tmp_path)
+        sim = await start_sim(DEVICES)
+        cfg = source_config(DEVICES, sim.port, poll_interval=0.05, timeout=3.0)
+        for p in cfg.points:
+            sim.set_register_fault(1, p.table, p.address, "close")
+        src = Source(cfg, rig.context("plc"))
+        async with running(src):
+            await wait_until(lambda: src.counters["cycles_total"] >= 10)
+            await recover(src, sim, rig)
+        await sim.stop()
+        rig.close()
+        return src, rig.readings()
+
+    src, readings = asyncio.run(main())
+    cycles = list(by_cycle(readings).values())
+    assert {r.status_code for r in cycles[0].values()} == {STATUS_CONNECTION_CLOSED}
+    assert all(r.quality == GOOD for r in cycles[-1].values()) and len(cycles[-1]) == 14
+    assert src.counters["timeouts_total"] == 0

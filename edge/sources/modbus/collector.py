@@ -83,6 +83,7 @@ class Source:
         self._probing: set[int] = set()
         self._probe_turn: dict[int, int] = {}  # device -> which of its blocks the next probe reads
         self._probe_tasks: set[asyncio.Task] = set()
+        self._isolated: tuple[int, list[str]] = (-1, [])  # (plan.changes, the bad parts as text)
         self.counters = {"reads_total": 0, "read_errors_total": 0, "exception_responses_total": 0,
                          "timeouts_total": 0, "connections_closed_total": 0, "isolation_reads_total": 0,
                          "cycles_total": 0, "overruns_total": 0}
@@ -136,6 +137,8 @@ class Source:
         Taking turns matters: a device that does not answer one block must not stay offline
         because the probe keeps asking for that block.
         """
+        if not self._offline:
+            return
         by_dev: dict[int, list[Block]] = {}
         for b in blocks:
             by_dev.setdefault(b.device_id, []).append(b)
@@ -163,7 +166,7 @@ class Source:
         self._start_probes(blocks, now)
         cycle = _Cycle()
         todo = [(b, s) for b in blocks if b.device_id not in self._offline for s in self.plan.due(b, now)]
-        got = await asyncio.gather(*(self._read_pooled(s.block, cycle) for _, s in todo))
+        got = await self._read_each([s.block for _, s in todo], cycle)
         for dev in cycle.timed_out - cycle.answered:  # its only read timed out: nothing says the device is alive
             if dev not in self._offline:
                 self._set_offline(dev, STATUS_TIMEOUT, f"no response from device {dev} within {self.cfg.timeout:g}s")
@@ -172,9 +175,29 @@ class Source:
             if r is not None:
                 results[id(s)] = r
                 self._learn(b, s, r, cycle, now)
-        if self.cfg.isolate_reads:
+        if self.cfg.isolate_reads and (self.plan.splitting or any(isinstance(r, ReadFailed) for r in got)):
             await self._isolate(blocks, cycle, results, now)
         return results
+
+    async def _read_each(self, reads: list[Block], cycle: _Cycle) -> list[list | ReadFailed | None]:
+        """Every read over the pooled connections, in order, by one worker per connection.
+
+        Not one task per read (``gather`` over the reads): a task, its wake-ups and a wait on the
+        pool for each of them cost more CPU than the rest of the collector's part of a read.
+        """
+        out: list[list | ReadFailed | None] = [None] * len(reads)
+        todo = iter(range(len(reads)))
+
+        async def worker() -> None:
+            for i in todo:  # shared: each worker takes the next read when its last one is done
+                out[i] = await self._read_pooled(reads[i], cycle)
+
+        workers = min(len(self._conns), len(reads))
+        if workers <= 1:
+            await worker()
+        else:
+            await asyncio.gather(*(worker() for _ in range(workers)))
+        return out
 
     def _learn(self, block: Block, seg: Segment, result: list | ReadFailed, cycle: _Cycle, now: float) -> list[Segment]:
         """Feed one read's outcome to the read plan; returns the halves to read if it was split."""
@@ -187,7 +210,7 @@ class Source:
         isolate = (dev not in self._offline and self.cfg.isolate_reads > 0
                    and isolatable(result.code, dev in cycle.answered))
         was = seg.state
-        new = self.plan.record(block, seg, result.code, isolate, now)
+        new = self.plan.record(block, seg, result.code, isolate, now, conclusive=dev in cycle.answered)
         if seg.state == BAD_PART and was != BAD_PART:
             names = ", ".join(p.name for p in seg.block.points)
             msg = (f"{self._names[dev]} {block.table} {seg.block.start}..{seg.block.start + seg.block.count - 1} "
@@ -226,8 +249,9 @@ class Source:
     def _note(self, block: Block, result: list | ReadFailed, cycle: _Cycle) -> None:
         """Device and read state transitions -> status (errors are counted once per transition)."""
         dev, key = block.device_id, (block.device_id, block.table, block.start, block.count)
+        if not isinstance(result, ReadFailed) or (result.code < 1000 and not result.device_down):
+            cycle.answered.add(dev)  # values, or an exception response: the device is there and talking
         if not isinstance(result, ReadFailed):
-            cycle.answered.add(dev)
             if dev in self._offline:
                 del self._offline[dev]
                 self.ctx.log.info("modbus source %s: %s back online", self.cfg.name, self._names[dev])
@@ -291,8 +315,11 @@ class Source:
 
     def _report_state(self) -> None:
         offline = sorted(self._names[d] for d in self._offline)
-        isolated = [f"{self._names[b.device_id]} {b.table} {s.block.start}..{s.block.start + s.block.count - 1}: "
-                    f"{status_text(s.code or 0)}" for b in self.cfg.blocks for s in self.plan.bad(b)]
+        if self.plan.changes != self._isolated[0]:  # the list is rebuilt only when the plan changed
+            self._isolated = (self.plan.changes, [
+                f"{self._names[b.device_id]} {b.table} {s.block.start}..{s.block.start + s.block.count - 1}: "
+                f"{status_text(s.code or 0)}" for b in self.cfg.blocks for s in self.plan.bad(b)])
+        isolated = self._isolated[1]
         if not offline:
             state, detail = State.RUNNING, f"{len(self.cfg.blocks)} block reads over {len(self._names)} device(s)"
             if isolated:

@@ -250,6 +250,8 @@ class ReadPlan:
         self._parts: dict[int, list[Segment]] = {id(b): [Segment(b)] for b in blocks}
         self._whole: dict[int, Block] = {id(b): b for b in blocks}
         self._rejoin: set[int] = set()  # blocks where a bad part read fine again
+        self.changes = 0  # counts changes of the plan's parts and their states
+        self.splitting = 0  # parts waiting to be read on their own, over all blocks
 
     def parts(self, block: Block) -> list[Segment]:
         """Every part of the block in address order: what its points are reported from."""
@@ -267,26 +269,51 @@ class ReadPlan:
     def bad(self, block: Block) -> list[Segment]:
         return [s for s in self._parts[id(block)] if s.state == BAD_PART]
 
-    def record(self, block: Block, seg: Segment, code: int | None, isolate: bool, now: float) -> list[Segment]:
-        """Learn from one read of ``seg`` (``code`` None: it read fine); returns new parts to read (halves)."""
+    def record(self, block: Block, seg: Segment, code: int | None, isolate: bool, now: float,
+               conclusive: bool = True) -> list[Segment]:
+        """Learn from one read of ``seg`` (``code`` None: it read fine); returns new parts to read (halves).
+
+        ``conclusive=False``: nothing showed yet that the device serves other registers (a close or a
+        timeout while it answered no read of the cycle). The read is still split, to find out, but a
+        part of one point is not declared bad on that: it stays pending, to be read again next cycle.
+        """
         if code is None:
             if seg.state == BAD_PART:
                 self._rejoin.add(id(block))
-            seg.state, seg.code = GOOD_PART, None
+            if seg.state != GOOD_PART:
+                self._moved(seg, GOOD_PART)
+            seg.code = None
             return []
         if not isolate:  # the device or the moment is to blame, not a register: keep the plan
             if seg.state == BAD_PART:
                 seg.code, seg.retry_at = code, now + self.reprobe
             return []
         split = halves(seg.block)
+        if split is None and not conclusive and seg.state != BAD_PART:
+            if seg.state != SPLIT_PART:
+                self._moved(seg, SPLIT_PART)
+                self.splitting += 1
+            seg.code = code
+            return []
         if split is None:
-            seg.state, seg.code, seg.retry_at = BAD_PART, code, now + self.reprobe
+            self._moved(seg, BAD_PART)
+            seg.code, seg.retry_at = code, now + self.reprobe
             return []
         parts = self._parts[id(block)]
+        self._moved(seg, None)
         new = [Segment(b, SPLIT_PART, code) for b in split]
+        self.splitting += len(new)
         i = parts.index(seg)
         parts[i:i + 1] = new
         return new
+
+    def _moved(self, seg: Segment, state: str | None) -> None:
+        """Count a part's change of state (None: it is replaced by its halves)."""
+        self.changes += 1
+        if seg.state == SPLIT_PART:
+            self.splitting -= 1
+        if state is not None:
+            seg.state = state
 
     def _tidy(self, block: Block) -> list[Segment]:
         """Between cycles: one read again once a bad part recovered and none is left; else join touching good parts.
@@ -300,6 +327,7 @@ class ReadPlan:
         if id(block) in self._rejoin and all(s.state == GOOD_PART for s in parts):
             self._rejoin.discard(id(block))
             parts[:] = [Segment(self._whole[id(block)])]
+            self.changes += 1
             return parts
         out: list[Segment] = []
         for s in parts:
@@ -307,6 +335,7 @@ class ReadPlan:
             # Only parts that touch: a hole between them may hold the register that failed.
             if prev and prev.state == s.state == GOOD_PART and prev.block.start + prev.block.count == s.block.start:
                 out[-1] = Segment(sub_block(block, prev.block.points + s.block.points))
+                self.changes += 1
             else:
                 out.append(s)
         parts[:] = out
