@@ -11,12 +11,13 @@ import time
 import pytest
 from asyncua import ua
 
-from edge.admin import metrics, model, reading
+from edge.admin import create_app, metrics, model, reading
 from edge.encode import decode, encode_gap_marker
 from edge.forward import Forwarder
 from edge.sources.opcua.history import Checkpoint, Gap, GapWatch
 from simulators.kit.aio import running, wait_until
 from simulators.opcua.server import SimServer
+from tests.admin.conftest import ENV, login, make_config
 from tests.forwarder.conftest import make_cfg
 from tests.opcua.proxy import Proxy
 from tests.support.fixtures import emulator  # noqa: F401
@@ -99,12 +100,13 @@ async def test_good_but_empty_history_after_a_server_restart_is_a_reported_gap(r
             await wait_until(lambda: src.stats["sessions"] >= 2 and status.data["state"] == "running", timeout=20,
                              what="reconnected")
             await wait_until(lambda: src.stats["gaps_open"] >= NODES, timeout=10, what="a gap per node")
+            # In the table: one gap row per node, through the forwarder (before the collector stops:
+            # a row still in its buffer then is not written, the next start finds the gap again).
+            await wait_until(lambda: len(_gap_rows(emulator)) >= NODES, timeout=30, every=0.3,
+                             what="gap rows in the table")
         assert src.stats["backfilled"] == 0 and src.stats["backfill_empty"] == NODES
         assert src.stats["gaps_open"] == NODES
         hole = stopped_us, restarted_us
-
-        # In the table: one gap row per node, through the forwarder, covering the hole.
-        await wait_until(lambda: len(_gap_rows(emulator)) >= NODES, timeout=30, every=0.3, what="gap rows in the table")
         rows = _gap_rows(emulator)
         assert len(rows) == NODES and {r["point"] for r in rows} == set(before)
         for r in rows:
@@ -123,6 +125,17 @@ async def test_good_but_empty_history_after_a_server_restart_is_a_reported_gap(r
         text = metrics.render(page, stats, None)
         assert f'zerobus_edge_source_gaps_open{{source="plc",type="opcua"}} {NODES}' in text
         assert 'zerobus_edge_source_gap_seconds{source="plc",type="opcua"}' in text
+
+        # The page itself, and /metrics as served, from the same spool.
+        app = create_app(make_config(rig.tmp_path), env=ENV)
+        app.testing = True
+        html = login(app.test_client(), "viewer").get("/").data.decode()
+        row_html = html[html.index('id="source-plc"'):]
+        row_html = row_html[:row_html.index("</tr>")]
+        assert f'<span class="badge bad">{NODES}</span>' in row_html and 'title="history_empty"' in row_html
+        assert any(p in row_html for p in before)
+        served = app.test_client().get("/metrics").data.decode()
+        assert f'zerobus_edge_source_gaps_open{{source="plc",type="opcua"}} {NODES}' in served
     finally:
         assert fwd.stop(10)
         await sim.stop()
