@@ -202,15 +202,19 @@ async def _run(fault, n_cycles, engine="pymodbus", after=None, **options):
         sim.set_value(f"a{i}", 100 + i)
     sim.set_register_fault(1, "holding_registers", 6, fault)
     src = Source(source_config(DEVICES, sim.port, poll_interval=0.05, **options), rig.context("plc"))
-    seen_offline = []
+    offline: list[list[str]] = []  # every devices_offline seen non-empty while polling
+
+    def done() -> bool:
+        if names := src.ctx.status.snapshot().get("devices_offline"):
+            offline.append(names)
+        return src.counters["cycles_total"] >= n_cycles
+
     async with running(src):
-        await wait_until(lambda: src.counters["cycles_total"] >= n_cycles or seen_offline.append(
-            src.ctx.status.snapshot().get("devices_offline")), timeout=60, what=f"{n_cycles} cycles")
+        await wait_until(done, timeout=60, what=f"{n_cycles} cycles")
         if after is not None:
             await after(src, sim, rig)
     await sim.stop()
     rig.close()
-    offline = [o for o in seen_offline if o]
     return src, sim, rig.readings(), offline
 
 

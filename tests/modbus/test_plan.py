@@ -102,6 +102,8 @@ def test_config_plans_blocks_and_inherits_options():
     ([{"name": "a", "address": "40001"}], {"port": 70000}, "sources[0].port: must be 1..65535"),
     ([{"name": "a", "address": "40001"}], {"max_block_registers": 200}, "sources[0].max_block_registers: must be 1..125"),
     ([{"name": "a", "address": "40001"}], {"connections": 0}, "sources[0].connections: must be 1..16"),
+    ([{"name": "a", "address": "40001"}], {"isolate_reads": -1}, "sources[0].isolate_reads: must be 0..1000"),
+    ([{"name": "a", "address": "40001"}], {"reprobe_interval": "0.1ms"}, "sources[0].reprobe_interval"),
     ([{"name": "a", "address": "40001"}], {"address_base": 2}, "sources[0].address_base: must be one of 0, 1"),
     ([{"name": "a", "adress": "40001"}], {}, "sources[0].devices[0].points[0].adress: unknown key"),
     ([{"name": "a"}], {}, "sources[0].devices[0].points[0].address: is required"),
