@@ -13,6 +13,9 @@ Schedules (seconds since start, END optional = until exit):
 - ``--fault TARGET:KIND:START[-END]``     plant fault (stuck | out_of_range | offline) on a
   machine (``line1/press1``) or signal (``line1/press1/temperature``)
 - ``--down START-END``                  the whole endpoint stops listening (connection refused)
+- ``--register-fault DEV:TABLE:ADDR:KIND:START[-END]``  a read covering one register (PDU address) gets
+  exception KIND (a number), or the server closes (``close``) / resets (``reset``) the connection, or
+  never answers (``silent``); e.g. ``1:holding_registers:29:close:0``
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--exception", action="append", default=[], metavar="DEV:CODE:START[-END]")
     ap.add_argument("--fault", action="append", default=[], metavar="TARGET:KIND:START[-END]")
     ap.add_argument("--down", action="append", default=[], metavar="START-END")
+    ap.add_argument("--register-fault", action="append", default=[], metavar="DEV:TABLE:ADDR:KIND:START[-END]")
     ap.add_argument("--engine", choices=("pymodbus", "lean"), default="pymodbus",
                     help="pymodbus server (default) or the lean read-only engine for load tests")
     ap.add_argument("--report", type=float, default=5.0, help="seconds between report lines")
@@ -69,6 +73,8 @@ async def _schedule(sim: PlantModbusServer, actions: list[tuple[float, str, tupl
             sim.set_offline(*args)
         elif what == "exception":
             sim.set_exception(*args)
+        elif what == "register_fault":
+            sim.set_register_fault(*args)
         elif what == "down":
             await sim.stop()
         elif what == "up":
@@ -93,6 +99,13 @@ async def main(argv: list[str] | None = None) -> int:
         actions.append((start, "exception", (int(dev), int(code, 0))))
         if end is not None:
             actions.append((end, "exception", (int(dev), None)))
+    for spec in a.register_fault:
+        dev, table, addr, kind, span = spec.split(":", 4)
+        start, end = _span(span)
+        fault = kind if kind in ("close", "reset", "silent") else int(kind, 0)
+        actions.append((start, "register_fault", (int(dev), table, int(addr, 0), fault)))
+        if end is not None:
+            actions.append((end, "register_fault", (int(dev), table, int(addr, 0), None)))
     for spec in a.down:
         start, end = _span(spec)
         actions.append((start, "down", ()))

@@ -22,7 +22,8 @@ def test_simulator_process_serves_map_and_injects_faults(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "simulators.modbus", "--map", str(MAP), "--port", "0", "--tick", "0.05",
          "--speed", "10", "--report", "0.5", "--duration", "4",
-         "--exception", "3:0x06:0.5-1.5", "--offline", "2:0.5-1.5", "--fault", "line1/press1/pressure:stuck:0"],
+         "--exception", "3:0x06:0.5-1.5", "--offline", "2:0.5-1.5", "--fault", "line1/press1/pressure:stuck:0",
+         "--register-fault", "1:holding_registers:29:close:0"],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     try:
@@ -62,3 +63,8 @@ def test_simulator_process_serves_map_and_injects_faults(tmp_path):
     stuck = {r.value_double for r in readings if r.point == "line1/press1/pressure" and r.quality == GOOD}
     moving = {r.value_double for r in readings if r.point == "line1/press1/motor_current" and r.quality == GOOD}
     assert len(stuck) == 1 and len(moving) > 3
+    # the register fault: a read of 40030 (line1/oven1 bits) has the connection closed, the rest of line 1 reads
+    assert summary["dropped_connections"] >= 1
+    alarm = [r for r in readings if r.point == "line1/oven1/alarm"]
+    assert alarm and {(r.quality, r.status_code) for r in alarm} == {(BAD, 1004)}
+    assert all(r.quality == GOOD for r in readings if r.point == "line1/press1/temperature")
