@@ -77,6 +77,8 @@ fi
 
 # open62541 (a C OPC-UA stack) for tests/interop/test_opcua_open62541.py: built once per machine, then cached.
 bash ops/images/open62541.sh >/dev/null || echo "ops/test.sh: open62541 build failed; its interop tests will fail" >&2
+# rumqttd (a Rust MQTT broker) for tests/interop/test_mqtt_rumqttd.py: cargo install once per machine (~5 min), then cached.
+bash ops/images/rumqttd.sh >/dev/null || echo "ops/test.sh: rumqttd build failed; its interop tests will fail" >&2
 
 log "running the suite"
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
