@@ -107,8 +107,12 @@ async def test_username_and_basic256sha256_with_certificates_exchanged_both_ways
         assert mismatches(rig.readings(), server.ticks()) == []
         wrong = rig.source(server.endpoint, [GROUP], name="wrong", username="op", password="nope",
                            security={"mode": mode})
-        async with running(wrong):
+        # Mode None: the password still goes encrypted, with the policy the server's user token policy names.
+        plain = rig.source(server.endpoint, [GROUP], name="plain", username="op", password="Pa55-w0rd")
+        async with running(wrong), running(plain):
             await wait_until(lambda: rig.statuses["wrong"].data["state"] == "auth_failed", what="wrong password refused")
+            await wait_until(lambda: every_type_has([r for r in rig.readings() if r.source == "plain"], 1),
+                             what="values with a login on a None channel")
         assert "BadUserAccessDenied" in rig.statuses["wrong"].data["last_error"]
     finally:
         server.stop()

@@ -12,6 +12,7 @@ edge/sources/opcua/README.md, "Interoperability".
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -90,30 +91,34 @@ async def test_edge_restart_back_fills_the_gap_from_pyopcua_history(tmp_path, ri
         server.stop()
 
 
-async def test_username_over_basic256sha256_sign_and_sign_and_encrypt(tmp_path, rig):
+async def test_username_over_basic256sha256_sign_and_sign_and_encrypt_and_over_none(tmp_path, rig, caplog):
     cert, key = ensure_server_certificate(tmp_path / "server-pki")
     server = pyopcua(tmp_path, ["--cert", str(cert), "--key", str(key), "--uri", APP_URI, "--user", "op:Pa55-w0rd"])
     server.start()
     try:
         sources = []
         for name, password, mode in (("sign", "Pa55-w0rd", "Sign"), ("enc", "Pa55-w0rd", "SignAndEncrypt"),
-                                     ("wrong", "nope", "SignAndEncrypt")):
+                                     ("wrong", "nope", "SignAndEncrypt"), ("plain", "Pa55-w0rd", "None")):
             pki = tmp_path / name  # one store each, as each source has its own data dir in the appliance
             (pki / "trusted").mkdir(parents=True)
             shutil.copy(cert, pki / "trusted" / "pyopcua.der")  # python-opcua, for its part, accepts any client cert
             sources.append(rig.source(server.endpoint, [GROUP], name=name, username="op", password=password,
                                       security={"mode": mode, "pki_dir": str(pki)}))
-        sign, enc, wrong = sources
+        sign, enc, wrong, plain = sources
 
-        def both_flow() -> bool:
+        def all_flow() -> bool:
             readings = rig.readings()
-            return all(every_type_has([r for r in readings if r.source == name], 3) for name in ("sign", "enc"))
+            return all(every_type_has([r for r in readings if r.source == s], 3) for s in ("sign", "enc", "plain"))
 
-        async with running(sign), running(enc), running(wrong):
-            await wait_until(both_flow, what="values over Sign and over SignAndEncrypt")
+        caplog.set_level(logging.WARNING)
+        async with running(sign), running(enc), running(wrong), running(plain):
+            await wait_until(all_flow, what="values over Sign, SignAndEncrypt and None")
             await wait_until(lambda: rig.statuses["wrong"].data["state"] == "auth_failed", what="wrong password refused")
         assert "BadUserAccessDenied" in rig.statuses["wrong"].data["last_error"]
         assert mismatches(rig.readings(), server.ticks()) == []
-        assert {r.source for r in rig.readings()} == {"sign", "enc"}
+        assert {r.source for r in rig.readings()} == {"sign", "enc", "plain"}
+        # Its user token policy names no security policy: on None the password travels in plain text, and we say so.
+        assert any("plain: security mode None: the password is protected only if" in m for m in caplog.messages)
+        assert "Sending plain-text password" in caplog.messages  # asyncua's own warning, as it did
     finally:
         server.stop()
