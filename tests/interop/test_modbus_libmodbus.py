@@ -130,7 +130,8 @@ def collect(tmp_path, devices, port, until, **options):
     """Run the real collector against the port until ``until(src)``; the spooled readings and the source."""
     async def main():
         rig = Rig(tmp_path)
-        src = Source(source_config(devices, port, **{"poll_interval": 0.05, "bad_repeat": 0.0, **options}),
+        # A 1 s timeout: these tests are about what the stack answers, not about a loaded host's latency.
+        src = Source(source_config(devices, port, **{"poll_interval": 0.05, "bad_repeat": 0.0, "timeout": 1.0, **options}),
                      rig.context("plc"))
         async with running(src):
             await wait_until(lambda: until(src), 20)
@@ -221,7 +222,7 @@ def test_unit_ids(libmodbus, tmp_path, others, code):
     def enough(src) -> bool:
         return src.counters["cycles_total"] >= 8
 
-    readings, src = collect(tmp_path, devices, srv.port, enough, offline_retry=0.1)
+    readings, src = collect(tmp_path, devices, srv.port, enough, offline_retry=0.1, timeout=0.5)
     for d in (1, 3):  # each unit id reached its own map
         mine = [r for r in readings if r.point.startswith(f"unit{d}/")]
         assert mine and {(r.point, r.quality, value(r)) for r in mine} == {
@@ -253,7 +254,7 @@ def test_server_killed_and_restarted(libmodbus, tmp_path):
 
     async def main():
         rig = Rig(tmp_path)
-        src = Source(source_config(devices, srv.port, poll_interval=0.05, bad_repeat=0.0, offline_retry=0.1),
+        src = Source(source_config(devices, srv.port, poll_interval=0.05, bad_repeat=0.0, offline_retry=0.1, timeout=1.0),
                      rig.context("plc"))
         status = src.ctx.status
         async with running(src):
