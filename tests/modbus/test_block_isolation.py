@@ -56,6 +56,7 @@ def run_cycle(plan: ReadPlan, block: Block, device, now: float, budget: int = 10
         reads.append(seg.block)
         code = device(seg.block)
         queue[:0] = plan.record(block, seg, code, code is not None and isolatable(code, True), now)
+    assert plan.splitting == len(plan.pending(block))  # the count the collector uses to skip the bisect pass
     return reads
 
 

@@ -380,6 +380,7 @@ def test_dead_device_costs_two_timeouts_not_one_per_block(tmp_path):
     # four blocks of the dead device, one connection: only the first two waited out their timeout (the
     # second tells a dead device from one block it does not answer; tests/modbus/test_block_isolation.py)
     assert src.counters["timeouts_total"] == 2
+    assert src.counters["isolation_reads_total"] == 0  # a dead device is not bisected
     assert src.ctx.status.snapshot()["devices_offline"] == ["plc-b"]
     bad = {r.point for r in readings if r.quality == BAD}
     assert bad == {"b/hr", "b/ir", "b/co", "b/di"}
