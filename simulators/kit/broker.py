@@ -16,16 +16,11 @@ import time
 from pathlib import Path
 
 from simulators.kit import procs
+from simulators.kit.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "mosquitto"
 MOSQUITTO = "/usr/sbin/mosquitto"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Broker:

@@ -60,6 +60,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any, Iterable
+from simulators.kit.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_TABLE = "main.edge.readings"
@@ -97,8 +98,9 @@ class Emulator:
         self.extra_args = list(extra_args)
         self.env = env
         self.ready_timeout = ready_timeout
-        self.grpc_port = 0
-        self.http_port = 0
+        # Chosen here, not by the emulator's bind(0): a restart reuses them (see kit/ports.py).
+        self.grpc_port = free_port()
+        self.http_port = free_port()
         self.ca_path: str | None = None
         self.ca_bundle: str | None = None
         self.proc: subprocess.Popen | None = None

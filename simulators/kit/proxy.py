@@ -18,12 +18,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from simulators.kit.ports import free_port as _free_port
 
 
 class ConnectProxy:

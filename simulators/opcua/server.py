@@ -31,7 +31,6 @@ import logging
 import math
 import os
 import random
-import socket
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -50,6 +49,7 @@ from simulators.plant import Plant
 
 from . import encode
 from .history import SimHistory
+from simulators.kit.ports import free_port
 
 NAMESPACE = "urn:zerobus-edge:opcua-sim:plant"
 APP_URI = "urn:zerobus-edge:opcua-sim"
@@ -69,12 +69,6 @@ SECURITY = {
 }
 
 log = logging.getLogger("simulators.opcua")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -12,14 +11,9 @@ import time
 from pathlib import Path
 
 from edge.admin.server import gunicorn_argv
+from simulators.kit.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(port: int, path: str, headers: dict | None = None, timeout: float = 10.0, tls=None,

@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import ssl
 from pathlib import Path
 
 import pytest
 
 from simulators.kit.edgeproc import EdgeRun
+from simulators.kit.ports import free_port
 
 TOKEN = "test-token-0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class EdgeProcess(EdgeRun):
