@@ -98,7 +98,12 @@ def test_tls_with_an_untrusted_ca_is_named_then_fixed_by_the_bundle(tmp_path):
     with Emulator(tls=True) as emu:
         cfg = write_config(tmp_path / "edge.yaml", endpoint=emu.grpc_endpoint, workspace_url=emu.workspace_url)
         bad = edge("doctor", "--config", str(cfg), "--json", "--no-stream", env={"SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt"})
-        good = edge("doctor", "--config", str(cfg), "--json", "--no-stream", env=emu.sdk_env())
+        # The bundle for every HTTPS client: a REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE inherited from the host (this
+        # machine's environment sets both) overrides SSL_CERT_FILE for the Databricks SDK (requests), which then
+        # retried its TLS failure for the whole 10 s --timeout budget (twice here: 24 s) against the wrong CAs.
+        bundle = emu.sdk_env()["SSL_CERT_FILE"]
+        good = edge("doctor", "--config", str(cfg), "--json", "--no-stream",
+                    env={**emu.sdk_env(), "REQUESTS_CA_BUNDLE": bundle, "CURL_CA_BUNDLE": bundle})
     tls = checks(bad)["tls zerobus endpoint"]
     assert not tls["ok"] and "not trusted" in tls["detail"] and "SSL_CERT_FILE" in tls["hint"]
     assert checks(good)["tls zerobus endpoint"]["ok"] and checks(good)["tls workspace"]["ok"]
