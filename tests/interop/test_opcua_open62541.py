@@ -29,7 +29,9 @@ from tests.opcua.conftest import anyio_backend, rig  # noqa: F401  (fixtures)
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
 ROOT = Path(__file__).resolve().parents[2]
-GROUP = {"name": "g", "publishing_interval": "100ms", "sampling_interval": "0", "folders": [{"root": "Objects/Plant"}]}
+# queue_size: room for 10 s of ticks, so a publish delayed on a busy machine loses none (every tick is checked).
+GROUP = {"name": "g", "publishing_interval": "100ms", "sampling_interval": "0", "queue_size": 200,
+         "folders": [{"root": "Objects/Plant"}]}
 PERIOD_MS = "50"
 
 

@@ -31,7 +31,9 @@ from tests.opcua.conftest import anyio_backend, rig  # noqa: F401  (fixtures)
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
 ROOT = Path(__file__).resolve().parents[2]
-GROUP = {"name": "g", "publishing_interval": "100ms", "sampling_interval": "0", "folders": [{"root": "Objects/Plant"}]}
+# queue_size: room for 10 s of ticks, so a publish delayed on a busy machine loses none (every tick is checked).
+GROUP = {"name": "g", "publishing_interval": "100ms", "sampling_interval": "0", "queue_size": 200,
+         "folders": [{"root": "Objects/Plant"}]}
 PERIOD = ["--period", "50"]
 
 
@@ -75,8 +77,8 @@ async def test_edge_restart_back_fills_the_gap_from_pyopcua_history(tmp_path, ri
         async with running(first):
             await wait_until(lambda: every_type_has(rig.readings(), 3), what="values before the edge stops")
         down_at = max(server.ticks())
-        wait_until_sync = len(server.ticks()) + 10
-        await wait_until(lambda: len(server.ticks()) >= wait_until_sync, what="10 ticks while the edge is down")
+        ticks_then = len(server.ticks())
+        await wait_until(lambda: len(server.ticks()) >= ticks_then + 10, what="10 ticks while the edge is down")
         second = rig.source(server.endpoint, [GROUP], backfill={"checkpoint_interval": "100ms"})
         async with running(second):
             await wait_until(lambda: all(max(landed(rig.readings(), server.ticks())[t]) > down_at for t in TYPES)
