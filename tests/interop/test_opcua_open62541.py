@@ -26,7 +26,8 @@ from simulators.kit.aio import running, wait_until
 from simulators.opcua.server import APP_URI, ensure_server_certificate
 from tests.opcua.conftest import anyio_backend, rig  # noqa: F401  (fixtures)
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
+# 600 s: the first test's setup builds open62541 when ops/test.sh has not (~1-4 min on 2 cores).
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(600)]
 
 ROOT = Path(__file__).resolve().parents[2]
 # queue_size: room for 10 s of ticks, so a publish delayed on a busy machine loses none (every tick is checked).
