@@ -273,3 +273,18 @@ def check_tls_and_credentials(broker: ForeignBroker, tmp: Path, refused: str = "
     finally:
         edge.stop()
     return st
+
+
+def check_mqtt5_refused(broker: ForeignBroker, tmp: Path) -> str:
+    """The collector configured for MQTT 5 against a broker that speaks 3.1.1 only: returns the error shown.
+
+    MQTT 3.1.1 3.1.2.2: the broker MUST answer CONNACK 0x01 (unacceptable protocol level) and close.
+    """
+    edge = InProcessEdge(edge_config(tmp, broker, SERIES_SUB, protocol="5", connect_timeout=1))
+    try:
+        error = wait_until(lambda: edge.state()["last_error"], 15, "the refusal shown")
+        assert edge.state()["state"] in ("connect_failed", "connecting", "reconnecting")
+        assert edge.source.counts["messages"] == 0
+    finally:
+        edge.stop()
+    return error

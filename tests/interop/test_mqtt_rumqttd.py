@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from tests.interop.mqtt_matrix import (
-    ForeignBroker, check_broker_restart, check_queue_while_away, check_unacknowledged_redelivery, check_tls_and_credentials, check_typed_values_qos0_qos1_and_a_retained_value,
+    ForeignBroker, check_broker_restart, check_mqtt5_refused, check_queue_while_away,
+    check_unacknowledged_redelivery, check_tls_and_credentials,
+    check_typed_values_qos0_qos1_and_a_retained_value,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,3 +85,9 @@ def test_tls_and_credentials(rumqttd, tmp_path):
     # retried at reconnect_max, not auth_failed with its longer auth_backoff. A change shows up here.
     st = check_tls_and_credentials(rumqttd, tmp_path, refused="connect_failed")
     assert "before CONNACK" in st["detail"], st["detail"]
+
+
+def test_mqtt5_is_refused_without_a_connack(rumqttd, tmp_path):
+    # No CONNACK 0x01 (unacceptable protocol level, MQTT 3.1.1 3.1.2.2): the connection just closes, so
+    # the collector can only say so, not name the protocol. A change shows up here.
+    assert "closed before CONNACK" in check_mqtt5_refused(rumqttd, tmp_path)
