@@ -22,11 +22,13 @@ def test_simulator_process_serves_map_and_injects_faults(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "simulators.modbus", "--map", str(MAP), "--port", "0", "--tick", "0.05",
          "--speed", "10", "--report", "0.5", "--duration", "4",
-         "--exception", "3:0x06:0.5-1.5", "--offline", "2:0.5-1.5", "--fault", "line1/press1/pressure:stuck:0",
+         "--exception", "3:0x06:0.5-1.5", "--offline", "2:0.5-2.5", "--fault", "line1/press1/pressure:stuck:0",
          "--register-fault", "1:holding_registers:29:close:0"],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     try:
+        # device 2 is silent for 2 s: the collector calls it offline after two timeouts (0.3 s each) in a
+        # cycle, so a late start on a loaded host still sees the outage
         hello = json.loads(proc.stdout.readline())
         assert hello["event"] == "listening" and hello["devices"] == [1, 2, 3] and hello["plant_points"] == 48
         devices = yaml.safe_load(MAP.read_text())["devices"]
