@@ -16,6 +16,7 @@ from edge.encode import decode, encode_gap_marker
 from edge.forward import Forwarder
 from edge.sources.opcua.history import Checkpoint, Gap, GapWatch
 from simulators.kit.aio import running, wait_until
+from simulators.opcua import server as simserver
 from simulators.opcua.server import SimServer
 from tests.admin.conftest import ENV, login, make_config
 from tests.forwarder.conftest import make_cfg
@@ -29,15 +30,22 @@ GROUP = {"name": "g", "publishing_interval": "100ms", "sampling_interval": "0",
 NODES = 27
 
 
-def _history_good_but_empty(sim: SimServer) -> None:
+def _history_good_but_empty(server) -> None:
     """The third-party server of the field test: every HistoryRead is Good, with zero values."""
-    hm = sim.server.iserver.history_manager
+    hm = server.iserver.history_manager
 
     async def read_history(params: ua.HistoryReadParameters) -> list[ua.HistoryReadResult]:
         return [ua.HistoryReadResult(StatusCode=ua.StatusCode(ua.StatusCodes.Good), HistoryData=ua.HistoryData())
                 for _ in params.NodesToRead]
 
     hm.read_history = read_history
+
+
+@pytest.fixture
+def silent_history(monkeypatch):
+    """SimServer(history_enabled=False) answers like that server, hooked in before it listens (a
+    collector reconnecting the moment the port opens must not meet the real history first)."""
+    monkeypatch.setattr(simserver, "_disable_history", _history_good_but_empty)
 
 
 def _now_us() -> int:
@@ -75,9 +83,8 @@ def _ts_us(v) -> int:
 
 
 @pytest.mark.anyio
-async def test_good_but_empty_history_after_a_server_restart_is_a_reported_gap(rig, emulator):  # noqa: F811
-    sim = await SimServer(nodes=NODES, rate=100, faults=False).start()
-    _history_good_but_empty(sim)
+async def test_good_but_empty_history_after_a_server_restart_is_a_reported_gap(rig, emulator, silent_history):  # noqa: F811
+    sim = await SimServer(nodes=NODES, rate=100, faults=False, history_enabled=False).start()
     port = sim.port
     fwd = Forwarder(make_cfg(emulator), appliance_id="test-edge", spool_path=str(rig.path), writer=rig.writer)
     rig.writer.on_commit = fwd.notify
@@ -95,8 +102,7 @@ async def test_good_but_empty_history_after_a_server_restart_is_a_reported_gap(r
             before = {p: fp[0] for p, fp in src._last.items()}
             # The server comes back with no memory of the hole, and says Good to every HistoryRead.
             restarted_us = _now_us()
-            sim = await SimServer(port=port, nodes=NODES, rate=100, faults=False, seed=2).start()
-            _history_good_but_empty(sim)
+            sim = await SimServer(port=port, nodes=NODES, rate=100, faults=False, seed=2, history_enabled=False).start()
             await wait_until(lambda: src.stats["sessions"] >= 2 and status.data["state"] == "running", timeout=20,
                              what="reconnected")
             await wait_until(lambda: src.stats["gaps_open"] >= NODES, timeout=10, what="a gap per node")
@@ -142,9 +148,8 @@ async def test_good_but_empty_history_after_a_server_restart_is_a_reported_gap(r
 
 
 @pytest.mark.anyio
-async def test_only_a_node_that_changed_during_the_cut_is_a_gap(rig):
-    sim = await SimServer(nodes=NODES, rate=100, faults=False).start()
-    _history_good_but_empty(sim)
+async def test_only_a_node_that_changed_during_the_cut_is_a_gap(rig, silent_history):
+    sim = await SimServer(nodes=NODES, rate=100, faults=False, history_enabled=False).start()
     proxy = await Proxy(sim.port).start()
     try:
         src = rig.source(f"opc.tcp://127.0.0.1:{proxy.port}/sim", [GROUP])
