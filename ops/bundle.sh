@@ -44,7 +44,7 @@ cp docker-compose.yml docker-compose.production.yml .env.example "$dir/"
 cp ops/compose/*.yaml "$dir/ops/compose/"
 cp ops/config/example.yaml "$dir/ops/config/"
 # The air-gap drill runs on the host itself (python3 + the docker CLI, nothing else).
-cp ops/drill.py ops/drillcheck.py ops/drillsink.py ops/wan.py ops/composectl.py ops/drill.md "$dir/ops/"
+cp ops/drill.py ops/drillcheck.py ops/drillsink.py ops/drainlimit.py ops/wan.py ops/linkproxy.py ops/composectl.py ops/drill.md "$dir/ops/"
 [ -d mosquitto ] && cp -r mosquitto "$dir/mosquitto"
 
 printf 'EDGE_IMAGE=%s\nMOSQUITTO_IMAGE=%s\n' "$EDGE_IMAGE" "$MOSQUITTO_IMAGE" >"$dir/images.env"
