@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
@@ -38,9 +37,6 @@ from edge.sources.opcua.resolve import resolve_group
 from edge.sources.opcua.security import Pki
 
 NONE_URI = "http://opcfoundation.org/UA/SecurityPolicy#None"
-# Sources probed at once share one pki dir: a certificate generated twice at once is a key of one
-# pair and a certificate of the other.
-_OWN_CERT = threading.Lock()
 CHECKS = ("reach", "endpoint", "trust", "login", "read")
 
 
@@ -141,11 +137,6 @@ def trust_failure(cert: x509.Certificate, app_uri: str, filed: bool, rejected: P
             "; ".join(dict.fromkeys(fixes)) or f"check the server certificate and the CAs / CRLs in {trusted}")
 
 
-def _locked(fn, *args):
-    with _OWN_CERT:
-        return fn(*args)
-
-
 def _thumbprint(cert: x509.Certificate) -> str:
     return hashlib.sha1(cert.public_bytes(Encoding.DER)).hexdigest()  # noqa: S324 - the rejected file's name, as security.py
 
@@ -155,7 +146,8 @@ async def check_trust(checks: Checks, cfg: Config, pki: Pki, app_uri: str, ep) -
         return checks.passed("trust", "no certificates in use (security.mode: None)")
     sec = cfg.security
     try:
-        await asyncio.to_thread(_locked, pki.ensure_own_certificate, app_uri, sec.certificate_host, sec.certificate_days)
+        # Sources probed at once share one pki dir: ensure_own_certificate locks it (threads and processes).
+        await asyncio.to_thread(pki.ensure_own_certificate, app_uri, sec.certificate_host, sec.certificate_days)
         own = pki.own_certificate()
     except (OSError, ValueError) as exc:
         return checks.fail("trust", f"our certificate {pki.own_cert}: {exc}",

@@ -2,7 +2,8 @@
 
 Layout under ``<data_dir>/<security.pki_dir>``::
 
-    own/cert.der  own/key.pem   our application instance certificate (generated on first start)
+    own/cert.der  own/key.pem   our application instance certificate (generated on first start;
+                                 own/.lock serializes generation between sources and processes)
     trusted/*.der|*.pem          server (or CA) certificates we accept
     rejected/<sha1>.der          server certificates we refused for want of trust: review, then move to trusted/
 
@@ -17,10 +18,13 @@ an unknown server is refused (BadCertificateUntrusted) until an operator trusts 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
 import os
 import socket
+import tempfile
 from pathlib import Path
 
 from asyncua import ua
@@ -29,7 +33,7 @@ from asyncua.crypto import cert_gen
 from asyncua.crypto.truststore import TrustStore
 from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_private_key
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from .diagnose import explain_certificate
@@ -62,36 +66,50 @@ class Pki:
         os.chmod(self.own_key.parent, 0o700)
 
     def ensure_own_certificate(self, application_uri: str, host: str | None, days: int) -> bool:
-        """Generate key + self-signed certificate if either is absent; True when generated.
+        """Generate key + self-signed certificate if either is absent or they do not match; True when generated.
 
-        Never regenerates an existing pair (servers have trusted it); an expired one is reported
-        by the caller, not silently replaced.
+        Safe when several sources (threads or processes) share one pki dir: the check and the
+        generation run under an exclusive ``flock`` on ``own/.lock``, and each file is written to
+        a temporary name and ``os.replace``d, so no one reads a half-written file. A matching pair
+        is never regenerated (servers have trusted it); an expired one is reported by the caller,
+        not silently replaced. A certificate that does not match its key (left by an interrupted
+        generation) can never open a secure session: it is replaced, with a warning.
         """
         self.ensure_dirs()
-        if self.own_cert.is_file() and self.own_key.is_file():
-            return False
-        host = host or socket.gethostname()
+        with _flocked(self.own_cert.parent / ".lock"):
+            if self.own_cert.is_file() and self.own_key.is_file():
+                problem = self._pair_problem()
+                if problem is None:
+                    return False
+                log.warning("our OPC-UA certificate %s: %s; generating a new key and certificate "
+                            "(trust the new one on the servers)", self.own_cert, problem)
+            self._generate(application_uri, host or socket.gethostname(), days)
+        log.info("generated the OPC-UA application certificate %s for %s", self.own_cert, application_uri)
+        return True
+
+    def _pair_problem(self) -> str | None:
+        """Why own/cert.der and own/key.pem are not a usable pair, or None."""
+        try:
+            cert = x509.load_der_x509_certificate(self.own_cert.read_bytes())
+            key = load_pem_private_key(self.own_key.read_bytes(), password=None)
+        except ValueError as exc:
+            return f"unreadable ({exc})"
+        except TypeError:  # an encrypted key: we never write one, and asyncua cannot use it
+            return f"{self.own_key} is encrypted"
+        spki = (Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        if cert.public_key().public_bytes(*spki) != key.public_key().public_bytes(*spki):
+            return f"it does not match the key {self.own_key}"
+        return None
+
+    def _generate(self, application_uri: str, host: str, days: int) -> None:
         key = cert_gen.generate_private_key()
         cert = cert_gen.generate_self_signed_app_certificate(
             key, application_uri, {"organizationName": "Zerobus Edge"},
             [x509.UniformResourceIdentifier(application_uri), x509.DNSName(host)],
             extended=[ExtendedKeyUsageOID.CLIENT_AUTH], days=days,
         )
-        tmp_key = self.own_key.with_suffix(".tmp")
-        fd = os.open(tmp_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(cert_gen.dump_private_key_as_pem(key))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_key, self.own_key)
-        tmp_cert = self.own_cert.with_suffix(".tmp")
-        with open(tmp_cert, "wb") as f:
-            f.write(cert.public_bytes(Encoding.DER))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_cert, self.own_cert)
-        log.info("generated the OPC-UA application certificate %s for %s", self.own_cert, application_uri)
-        return True
+        _write_replace(self.own_key, cert_gen.dump_private_key_as_pem(key), 0o600)
+        _write_replace(self.own_cert, cert.public_bytes(Encoding.DER), 0o644)
 
     def own_certificate(self) -> x509.Certificate:
         return x509.load_der_x509_certificate(self.own_cert.read_bytes())
@@ -148,6 +166,32 @@ class Pki:
             except (OSError, ValueError) as exc:
                 log.warning("trusted certificate %s cannot be read: %s", p, exc)
         return out
+
+
+@contextlib.contextmanager
+def _flocked(path: Path):
+    """An exclusive lock between threads and processes (each open() is its own flock holder)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _write_replace(path: Path, data: bytes, mode: int) -> None:
+    """Write ``data`` to a temporary file next to ``path``, then rename it over ``path`` (atomic)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _chain_trusted(validator: CertificateValidator, cert: x509.Certificate) -> bool:
