@@ -7,13 +7,14 @@ import json
 import subprocess
 import sys
 import uuid
+from types import SimpleNamespace
 
 import pytest
 
 from edge.config import ZerobusConfig
 from ops.composectl import ROOT, Emulator, docker, emulator_rows, wait_for
 
-from .conftest import APPLIANCE_ID, EDGE_IMAGE, ENV_FILE, figure
+from .conftest import APPLIANCE_ID, EDGE_IMAGE, ENV_FILE, figure, new_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
@@ -41,67 +42,71 @@ def run_drill(stack, url: str, out, extra: list[str]) -> dict:
     return r
 
 
-def test_air_gap_drill_60s_cut_kill_during_drain_loses_nothing(stack, tmp_path):
-    # A backlog big enough that the drain takes a while, so the kill lands in it.
-    stack.env["EDGE_SYNTHETIC_RATE"] = "1500"
-    stack.up()
-    sink = wait_for(lambda: Emulator.of(stack), timeout=60, what="the emulator")
-    url = sink.url
-    wait_for(lambda: emulator_rows(sink.stats(), APPLIANCE_ID) > 0, timeout=150, what="first reading")
-    stack.wait_healthy(["edge"], timeout=120)
-
-    report = run_drill(stack, url, tmp_path / "drill.json", ["--cut", str(CUT_S), "--kill-during-drain"])
-    v = report["verdict"]
-    assert v["ok"] and v["drained"] and v["unexplained_missing"] == [] and v["tail_missing"] is None
-    # Collection went on during the cut: the backlog grew, and aged with the cut.
-    cut = [s for s in report["samples"] if s["phase"] == "cut"]
-    # (--interval 10 gives ~6 samples in 60 s; `edge spool stats` can take 40 s on a loaded 2-core host)
-    assert len(cut) >= 3 and cut[-1]["depth_seqs"] > cut[0]["depth_seqs"] > 0
-    assert report["peak_oldest_age_s"] >= CUT_S * 0.8
-    assert v["window_seqs"] >= report["peak_depth"] > 0
-    killed = [e["what"] for e in report["events"] if "KILLED" in e["what"]]
-    assert len(killed) == 1 and "mid-drain" in killed[0], killed
-    # A crash, not an operator's stop: Docker's restart policy brought the edge back.
-    assert "restarted by its restart policy" in killed[0], killed
-    # At-least-once, bounded: a crash resends at most what was in flight. The window adapts to
-    # rate x ack latency (the realistic emulator's ~150 ms) over up to zerobus.streams streams of
-    # max_inflight_batches x batch_max_records each (edge/forward/pace.py).
-    z = ZerobusConfig()
-    assert v["duplicates_during_drill"] <= z.streams * z.max_inflight_batches * z.batch_max_records, v
-    # The egress is back: the edge reaches the sink again after the drill.
-    before = emulator_rows(sink.stats(), APPLIANCE_ID)
-    wait_for(lambda: emulator_rows(sink.stats(), APPLIANCE_ID) > before, timeout=60,
-             what="readings flowing after the drill")
-
-
-def test_restart_and_upgrade_during_an_outage_keep_the_spool(stack, tmp_path):
-    """A host reboot (whole stack stopped and recreated) and an image upgrade, each at the
-    end of an egress cut: the backlog survives in the spool volume and drains without loss."""
-    upgrade = f"zerobus-edge:drill-upgrade-{uuid.uuid4().hex[:8]}"
-    # Same code, another image id: what an upgrade changes for Docker. Derived from the image the
-    # session built (one label on top, no context): a rebuild from the sources took the legacy
-    # builder 100-285 s with none of BuildKit's cache, and proved nothing more.
-    subprocess.run(["docker", "build", "-q", "-t", upgrade, "-"], check=True, capture_output=True, text=True,
-                   timeout=300, input=f"FROM {EDGE_IMAGE}\nLABEL org.zerobus-edge.drill-upgrade={upgrade}\n")
-    assert docker("image", "inspect", "-f", "{{.Id}}", upgrade).stdout != \
-        docker("image", "inspect", "-f", "{{.Id}}", EDGE_IMAGE).stdout
-    try:
+@pytest.fixture(scope="class")
+def appliance(docker_images, compose_tool):
+    """One whole appliance for the drills of a class, in turn: each drill judges only its own seq
+    window (and the duplicates since it began), so one drill's aftermath is the next one's running
+    appliance, as on a real site. Saves a `compose up`, first reading and healthy wait per drill."""
+    with new_stack(compose_tool) as stack:
+        # A backlog big enough that the drain takes a while, so the kill lands in it.
+        stack.env["EDGE_SYNTHETIC_RATE"] = "1500"
         stack.up()
         sink = wait_for(lambda: Emulator.of(stack), timeout=60, what="the emulator")
-        url = sink.url
         wait_for(lambda: emulator_rows(sink.stats(), APPLIANCE_ID) > 0, timeout=150, what="first reading")
         stack.wait_healthy(["edge"], timeout=120)
+        images: list[str] = []  # removed once the stack is down (its containers hold them)
+        yield SimpleNamespace(stack=stack, url=sink.url, sink=sink, images=images)
+    for image in images:
+        docker("rmi", image, check=False)
+
+
+class TestDrillsOnOneAppliance:
+    def test_air_gap_drill_60s_cut_kill_during_drain_loses_nothing(self, appliance, tmp_path):
+        stack, url, sink = appliance.stack, appliance.url, appliance.sink
+        report = run_drill(stack, url, tmp_path / "drill.json", ["--cut", str(CUT_S), "--kill-during-drain"])
+        v = report["verdict"]
+        assert v["ok"] and v["drained"] and v["unexplained_missing"] == [] and v["tail_missing"] is None
+        # Collection went on during the cut: the backlog grew, and aged with the cut.
+        cut = [s for s in report["samples"] if s["phase"] == "cut"]
+        # (--interval 10 gives ~6 samples in 60 s; `edge spool stats` can take 40 s on a loaded 2-core host)
+        assert len(cut) >= 3 and cut[-1]["depth_seqs"] > cut[0]["depth_seqs"] > 0
+        assert report["peak_oldest_age_s"] >= CUT_S * 0.8
+        assert v["window_seqs"] >= report["peak_depth"] > 0
+        killed = [e["what"] for e in report["events"] if "KILLED" in e["what"]]
+        assert len(killed) == 1 and "mid-drain" in killed[0], killed
+        # A crash, not an operator's stop: Docker's restart policy brought the edge back.
+        assert "restarted by its restart policy" in killed[0], killed
+        # At-least-once, bounded: a crash resends at most what was in flight. The window adapts to
+        # rate x ack latency (the realistic emulator's ~150 ms) over up to zerobus.streams streams of
+        # max_inflight_batches x batch_max_records each (edge/forward/pace.py).
+        z = ZerobusConfig()
+        assert v["duplicates_during_drill"] <= z.streams * z.max_inflight_batches * z.batch_max_records, v
+        # The egress is back: the edge reaches the sink again after the drill.
+        before = emulator_rows(sink.stats(), APPLIANCE_ID)
+        wait_for(lambda: emulator_rows(sink.stats(), APPLIANCE_ID) > before, timeout=60,
+                 what="readings flowing after the drill")
+
+
+    def test_restart_and_upgrade_during_an_outage_keep_the_spool(self, appliance, tmp_path):
+        """A host reboot (whole stack stopped and recreated) and an image upgrade, each at the
+        end of an egress cut: the backlog survives in the spool volume and drains without loss."""
+        stack = appliance.stack
+        upgrade = f"zerobus-edge:drill-upgrade-{uuid.uuid4().hex[:8]}"
+        # Same code, another image id: what an upgrade changes for Docker. Derived from the image the
+        # session built (one label on top, no context): a rebuild from the sources took the legacy
+        # builder 100-285 s with none of BuildKit's cache, and proved nothing more.
+        subprocess.run(["docker", "build", "-q", "-t", upgrade, "-"], check=True, capture_output=True, text=True,
+                       timeout=300, input=f"FROM {EDGE_IMAGE}\nLABEL org.zerobus-edge.drill-upgrade={upgrade}\n")
+        appliance.images.append(upgrade)
+        assert docker("image", "inspect", "-f", "{{.Id}}", upgrade).stdout != \
+            docker("image", "inspect", "-f", "{{.Id}}", EDGE_IMAGE).stdout
         for label, extra in (("restart", ["--restart-stack"]), ("upgrade", ["--upgrade", upgrade])):
-            report = run_drill(stack, url, tmp_path / f"{label}.json", ["--cut", "10", *extra])
+            report = run_drill(stack, appliance.url, tmp_path / f"{label}.json", ["--cut", "10", *extra])
             v = report["verdict"]
             assert v["ok"] and v["window_seqs"] >= report["peak_depth"] > 0, (label, v)
             assert any("UP again" in e["what"] for e in report["events"]), label
         running = docker("inspect", "-f", "{{.Config.Image}}", stack.container("edge")).stdout.strip()
         assert running == upgrade
-    finally:
-        print(stack.logs(tail=80))
-        stack.down(volumes=True)  # before the rmi: the upgraded containers hold the image
-        docker("rmi", upgrade, check=False)
 
 
 def test_drill_refuses_to_run_without_the_appliance(compose_tool, tmp_path):
