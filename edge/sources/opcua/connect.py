@@ -40,6 +40,11 @@ def endpoint_address(endpoint: str) -> tuple[str, int]:
     return parts.hostname or "localhost", parts.port or DEFAULT_PORT
 
 
+def own_cert_path(cfg: Config, pki: Pki) -> str | None:
+    """The certificate we present (None with security.mode None: no certificate in use)."""
+    return None if cfg.security.mode == "None" else str(pki.own_cert)
+
+
 def requested(cfg: Config) -> tuple[str, str]:
     """(policy, mode) asked for: mode None has policy None, whatever ``security.policy`` says."""
     mode = cfg.security.mode
@@ -102,7 +107,7 @@ async def open_client(cfg: Config, pki: Pki, app_uri: str, ctx: SourceContext,
 
 
 def classify(exc: BaseException, phase: str, cfg: Config, pki: Pki) -> Failure:
-    msg = explain_connect_error(exc, *requested(cfg))
+    msg = explain_connect_error(exc, *requested(cfg), own_cert=own_cert_path(cfg, pki))
     code = status_name(exc)
     if pki.last_rejected and code.startswith("BadCertificate"):
         msg = pki.last_rejected  # names the certificate, the code and the real cause

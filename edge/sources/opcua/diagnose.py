@@ -2,8 +2,9 @@
 
 - ``endpoint_summary(endpoints)``: one line per endpoint a server offers
   (``Basic256Sha256 / Sign, users: Anonymous, UserName``).
-- ``explain_connect_error(exc, policy=..., mode=...)``: the one-line detail of a failed connect;
-  a security mismatch names the requested policy and mode by name and lists what the server offers.
+- ``explain_connect_error(exc, policy=..., mode=..., own_cert=...)``: the one-line detail of a failed
+  connect; a security mismatch names the requested policy and mode by name and lists what the server
+  offers; a refusal of our certificate (BadSecurityChecksFailed) names the file to trust on the server.
 - ``explain_certificate(cert, application_uri, trusted=...)``: why a server certificate is refused
   (no SAN URI, SAN URI not the ApplicationUri, expired, not yet valid, untrusted).
 - ``is_routine(exc)``: a disconnect, refusal, timeout or certificate refusal, not a bug.
@@ -96,15 +97,20 @@ def is_mismatch(exc: BaseException) -> bool:
 
 
 def explain_connect_error(exc: BaseException, policy: str | None = None, mode: str | None = None,
-                          endpoints: list[Any] | None = None) -> str:
+                          endpoints: list[Any] | None = None, own_cert: str | None = None) -> str:
     """One line for a failed connect. ``policy``/``mode``: what was requested (names or asyncua
-    values); ``endpoints``: the server's endpoints when known (a mismatch lists them)."""
+    values); ``endpoints``: the server's endpoints when known (a mismatch lists them);
+    ``own_cert``: the path of our certificate when one was presented (a server that refuses it,
+    as open62541 does with BadSecurityChecksFailed, is told to trust that file)."""
     if isinstance(exc, NoMatchingEndpoint):
         return str(exc)
     m = _NO_MATCH.search(str(exc)) if isinstance(exc, ua.UaError) else None
     if m is not None:
         return explain_mismatch(m.group(2), m.group(1), endpoints)
     code = status_name(exc)
+    if code == "BadSecurityChecksFailed" and own_cert:
+        return (f"the server refused our client certificate (BadSecurityChecksFailed): trust {own_cert} "
+                "on the server (copy it into the server's trusted certificates)")
     if code in ("BadSecurityPolicyRejected", "BadSecurityModeRejected") and policy is not None and mode is not None:
         return f"{describe(exc)}: {explain_mismatch(policy, mode, endpoints)}"
     return describe(exc)

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from edge.control.probing import Check, Checks, reach
 from edge.sources.opcua import diagnose
 from edge.sources.opcua.config import Config
-from edge.sources.opcua.connect import AUTH_CODES, open_client
+from edge.sources.opcua.connect import AUTH_CODES, open_client, own_cert_path
 from edge.sources.opcua.resolve import resolve_group
 from edge.sources.opcua.security import Pki
 
@@ -186,7 +186,8 @@ async def check_login_and_read(checks: Checks, cfg: Config, pki: Pki, app_uri: s
     except Exception as exc:  # noqa: BLE001 - every refusal is the check's answer
         code = diagnose.status_name(exc)
         policy, mode = wanted(cfg)
-        checks.fail("login", f"{user}: {diagnose.explain_connect_error(exc, policy, mode)}",
+        why = diagnose.explain_connect_error(exc, policy, mode, own_cert=own_cert_path(cfg, pki))
+        checks.fail("login", f"{user}: {why}",
                     login_hint(code, cfg, pki, diagnose.token_names(ep.UserIdentityTokens)))
         checks.skip(("read",), "no session")
         return
