@@ -81,7 +81,9 @@ async def test_server_killed_and_restarted_values_resume_and_the_gap_is_reported
     assert "history" in (status.data.get("last_backfill") or "") + (status.data.get("last_error") or "")
     gaps = {r.point: json.loads(r.value_json) for r in readings if r.kind == "gap"}
     assert set(gaps) == {f"Plant/{t}" for t in TYPES}, status.data.get("last_backfill")
-    assert {r.loss_reason for r in readings if r.kind == "gap"} <= {"history_unsupported", "history_failed"}
+    # The whole service is refused (BadServiceUnsupported): that is "no history", not a failed read.
+    assert {r.loss_reason for r in readings if r.kind == "gap"} == {"history_unsupported"}
+    assert status.data.get("backfill_unsupported") == len(TYPES), status.data.get("last_backfill")
 
 
 @pytest.mark.parametrize("mode", ["Sign", "SignAndEncrypt"])

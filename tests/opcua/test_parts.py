@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from types import SimpleNamespace
 
 import pytest
+from asyncua import ua
 
 from edge.configtypes import build
 from edge.sources.opcua.config import GroupConfig
-from edge.sources.opcua.history import BackfillReport, Checkpoint
+from edge.sources.opcua.history import BackfillReport, Checkpoint, read_gap
 from edge.sources.opcua.resolve import _display, _split_path
 
 
@@ -51,7 +54,30 @@ def test_browse_path_parsing_and_point_names():
 
 
 def test_backfill_summary_names_open_gaps():
-    r = BackfillReport(nodes=3, values=10, unsupported=[("p", "BadHistoryOperationUnsupported")], clamped=["q"])
+    r = BackfillReport(nodes=3, values=12, new=10, unsupported=[("p", "BadHistoryOperationUnsupported")], clamped=["q"])
     s = r.summary()
     assert "back-filled 10 values for 3 nodes" in s and "no history for 1 nodes (BadHistoryOperationUnsupported)" in s
+    assert "2 values the server returned were already held" in s
     assert "down longer than max_gap" in s
+
+
+@pytest.mark.parametrize("refusal, unsupported", [(ua.uaerrors.BadServiceUnsupported, True),
+                                                   (ua.uaerrors.BadTimeout, False)])
+def test_a_server_refusing_the_history_service_has_no_history_it_did_not_fail(refusal, unsupported):
+    # open62541 built without history answers the whole HistoryRead service with BadServiceUnsupported.
+    async def history_read(params):
+        raise refusal()
+
+    client = SimpleNamespace(uaclient=SimpleNamespace(history_read=history_read))
+    wanted = [(f"p{i}", ua.NodeId(i, 2), 1_700_000_000_000_000) for i in range(3)]
+
+    async def on_values(point, dvs):
+        raise AssertionError("no values expected")
+
+    rep = asyncio.run(read_gap(client, wanted, now_us=1_700_000_060_000_000, max_gap_s=3600, max_values=0,
+                               nodes_per_request=2, on_values=on_values))
+    if unsupported:
+        assert sorted(rep.unsupported) == [(f"p{i}", "BadServiceUnsupported") for i in range(3)]
+        assert rep.failed == [] and rep.error is None
+    else:
+        assert sorted(rep.failed) == ["p0", "p1", "p2"] and rep.unsupported == []

@@ -419,7 +419,8 @@ class Source:
             else:  # known from the checkpoint only: how many values it committed at that time
                 held_at[point] = [self.checkpoint.at_newest(point)]
 
-        async def on_values(point: str, dvs: list) -> None:
+        async def on_values(point: str, dvs: list) -> int:
+            taken = 0
             start = self._have_until(point)
             start = -1 if start is None else start
             item = by_point[point]
@@ -448,11 +449,13 @@ class Source:
                 self._buf.append((collected, datavalue_body(dv, source=name, point=point, collected_ts=collected, unit=item.unit)))
                 self._marks.append((point, ts))
                 self.stats["backfilled"] += 1
+                taken += 1
             if self._buf:
                 self._have_data.set()
             while len(self._buf) >= cfg.max_buffered:
                 self._space.clear()
                 await self._space.wait()
+            return taken
 
         back = utcnow_us()
         rep = await read_gap(

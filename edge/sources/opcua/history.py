@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from asyncua import ua
 
@@ -93,7 +93,8 @@ class Checkpoint:
 @dataclass
 class BackfillReport:
     nodes: int = 0
-    values: int = 0
+    values: int = 0  # values the server returned
+    new: int = 0  # of those, values not already held (what the back-fill added)
     unsupported: list[tuple[str, str]] = field(default_factory=list)  # (point, status name)
     empty: list[str] = field(default_factory=list)  # Good, and not one value
     failed: list[str] = field(default_factory=list)  # the HistoryRead service call itself failed
@@ -103,7 +104,9 @@ class BackfillReport:
     floor_us: int = 0  # how far back history was asked (now - max_gap)
 
     def summary(self) -> str:
-        parts = [f"back-filled {self.values} values for {self.nodes} nodes"]
+        parts = [f"back-filled {self.new} values for {self.nodes} nodes"]
+        if self.values > self.new:
+            parts.append(f"{self.values - self.new} values the server returned were already held")
         if self.unsupported:
             parts.append(f"no history for {len(self.unsupported)} nodes ({self.unsupported[0][1]}): their gap stays open")
         if self.empty:
@@ -117,6 +120,20 @@ class BackfillReport:
         return "; ".join(parts)
 
 
+# Service faults that mean "this server keeps no history", not "the read went wrong" (open62541
+# built without history answers the whole HistoryRead service with BadServiceUnsupported).
+_NO_HISTORY_SERVICE = {"BadServiceUnsupported", "BadHistoryOperationUnsupported", "BadNotSupported", "BadNotImplemented"}
+
+
+def _service_refusal(exc: BaseException) -> str | None:
+    """The status name when a failed HistoryRead call is the server saying it has no history."""
+    code = getattr(exc, "code", None)
+    if not isinstance(exc, ua.UaStatusCodeError) or not isinstance(code, int):
+        return None
+    name = ua.StatusCode(code).name
+    return name if name in _NO_HISTORY_SERVICE else None
+
+
 async def read_gap(
     client: Any,
     wanted: list[tuple[str, ua.NodeId, int]],  # (point, nodeid, last committed source_ts us)
@@ -125,7 +142,7 @@ async def read_gap(
     max_gap_s: float,
     max_values: int,
     nodes_per_request: int,
-    on_values: Callable[[str, list], Any],
+    on_values: Callable[[str, list], Awaitable[int]],
 ) -> BackfillReport:
     """HistoryReadRaw from each node's last committed time to now; ``on_values(point, datavalues)`` per page.
 
@@ -163,9 +180,13 @@ async def read_gap(
             try:
                 results = await client.uaclient.history_read(params)
             except Exception as exc:  # noqa: BLE001 - reported per node in the report, the caller says it
-                rep.error = exc
-                rep.failed += [p for p, _, _ in pending if not counts.get(p)]
-                rep.failed += [p for p, _, _, _ in jobs[i + nodes_per_request:]]
+                left = [p for p, _, _ in pending if not counts.get(p)] + [p for p, _, _, _ in jobs[i + nodes_per_request:]]
+                refused = _service_refusal(exc)
+                if refused is not None:  # the server keeps no history at all, and said so for the whole service
+                    rep.unsupported += [(p, refused) for p in left]
+                else:
+                    rep.error = exc
+                    rep.failed += left
                 rep.nodes += len(batch)
                 return rep
             nxt = []
@@ -177,7 +198,7 @@ async def read_gap(
                 if dvs:
                     counts[p] = counts.get(p, 0) + len(dvs)
                     rep.values += len(dvs)
-                    await on_values(p, dvs)
+                    rep.new += await on_values(p, dvs)
                 elif not res.ContinuationPoint and not counts.get(p):
                     rep.empty.append(p)
                 if res.ContinuationPoint:
