@@ -25,7 +25,7 @@ from edge.sources.mqtt.convert import Converter
 from edge.sources.mqtt.pipeline import Msg, Pipeline, send_pubacks
 from edge.sources.mqtt.session import Session, TlsFilesError
 from edge.sources.states import State
-from edge.sources.supervisor import Supervisor
+from edge.sources.supervisor import Supervisor, tcp_probe
 
 
 class Source:
@@ -103,6 +103,7 @@ class Source:
         supervisor = Supervisor(
             self.session, self.ctx.status, initial=cfg.reconnect_initial, cap=cfg.reconnect_max,
             target=f"{cfg.url} as {self.client_id}", healthy_after=30.0, log=self.ctx.log,
+            probe=tcp_probe(self.session.host, self.session.port),  # a broker back ends the backoff early
         )
         try:
             await supervisor.run()
