@@ -14,10 +14,12 @@ unknown"). There the delay is made in user space instead: a delaying TCP relay
 DNAT rule in the edge's network namespace that sends its connections to the sink
 (``relay_target``: the emulator's address and port on that network) through it;
 the rate stays with tbf on the interface. The relay holds each byte for the
-delay, pipelined, as netem does. Loss cannot be made by a TCP relay (it sees a
-byte stream, not packets): without netem a loss is run as not emulated and the
-report says so in the link's description (never left out silently). Without
-netem and without a relay target (a real workspace), a delay is refused by name.
+delay, pipelined, as netem does. A relay sees a byte stream, not packets, so the
+loss is made on the host in front of it: iptables' statistic match drops that
+fraction of the uplink's packets arriving at the relay's port (chain
+ZB_WAN_LOSS, hooked into the host's INPUT), which the edge's TCP sees as loss on
+the wire and retransmits. Without netem and without a relay target (a real
+workspace), a delay or a loss is refused by name.
 
 Only the uplink (edge -> ZeroBus) is shaped, the direction a drain fills; so the
 round trip grows by D. A network disconnect or a restart of the container makes
@@ -63,6 +65,7 @@ def loss_pct(text: str) -> float:
 
 NETEM, RELAY = "netem", "relay"  # how the delay is made
 RELAY_CHAIN = "ZB_WAN_DELAY"
+LOSS_CHAIN = "ZB_WAN_LOSS"
 
 
 @dataclass(frozen=True)
@@ -79,9 +82,8 @@ class Link:
         parts = [f"{rate_bps(self.rate) / 1e6:g} Mbit/s" if self.rate else "unlimited rate",
                  f"+{self.delay_ms:g} ms round trip", f"{self.loss:g}% loss"]
         if delay_by == RELAY:
-            if self.loss:
-                parts[2] += " NOT emulated (no netem in this kernel; a TCP relay cannot drop packets)"
             how = ["the delay by a userspace TCP relay (no netem in this kernel)"] if self.delay_ms else []
+            how += ["the loss by iptables statistic on the packets reaching the relay"] if self.loss else []
             how += ["tc tbf for the rate"] if self.rate else []
             return ", ".join(parts) + f" (uplink shaped with {' + '.join(how) or 'nothing'})"
         qdiscs = " + ".join(q for q, on in (("netem", self.needs_netem), ("tbf", self.rate)) if on)
@@ -123,6 +125,23 @@ def relay_commands(sink_ip: str, sink_port: int, relay_ip: str, relay_port: int)
     ]
 
 
+def loss_commands(relay_ip: str, relay_port: int, loss_pct_: float) -> list[list[str]]:
+    """iptables on the host: drop that share of the uplink's packets arriving at the relay.
+
+    One chain of our own, flushed and refilled on every apply, hooked once into INPUT."""
+    return [
+        ["iptables", "-N", LOSS_CHAIN],  # exists already after a reconnect: an error, ignored
+        ["iptables", "-F", LOSS_CHAIN],
+        ["iptables", "-A", LOSS_CHAIN, "-p", "tcp", "-d", relay_ip, "--dport", str(relay_port),
+         "-m", "statistic", "--mode", "random", "--probability", f"{loss_pct_ / 100:.6f}", "-j", "DROP"],
+        ["iptables", "-C", "INPUT", "-j", LOSS_CHAIN],  # hooked already?
+    ]
+
+
+def loss_undo_commands() -> list[list[str]]:
+    return [["iptables", "-D", "INPUT", "-j", LOSS_CHAIN], ["iptables", "-F", LOSS_CHAIN], ["iptables", "-X", LOSS_CHAIN]]
+
+
 def relay_undo_commands() -> list[list[str]]:
     return [["iptables", "-t", "nat", "-D", "OUTPUT", "-j", RELAY_CHAIN],
             ["iptables", "-t", "nat", "-F", RELAY_CHAIN], ["iptables", "-t", "nat", "-X", RELAY_CHAIN]]
@@ -137,7 +156,7 @@ def link_figures(link: Link, sent_bytes: int | None, delivered: int, drain_s: fl
                  delay_by: str = NETEM) -> dict:
     """The drain against the link: wire bytes per reading, the link's capacity, the fraction used."""
     out: dict = {"link": link.describe(delay_by), "delay_by": delay_by if link.delay_ms else None,
-                 "loss_emulated": bool(link.loss) and delay_by == NETEM,
+                 "loss_emulated": bool(link.loss), "loss_by": (delay_by if link.loss else None),
                  "sent_bytes": sent_bytes, "delivered_during_drain": delivered}
     if not sent_bytes or delivered <= 0 or not drain_s:
         return out
@@ -198,17 +217,16 @@ class Shaper:
         return self.link.describe(self.delay_by)
 
     def _no_netem(self) -> None:
-        """The kernel refused netem: make the delay with the relay, or refuse by name."""
-        if self.link.delay_ms and self.relay_target is None:
+        """The kernel refused netem: make the delay and the loss at the relay, or refuse by name."""
+        if self.relay_target is None:
             raise WanError("this kernel has no netem qdisc (CONFIG_NET_SCH_NETEM) and no relay target is known "
-                           "(a real workspace): --wan-delay-ms cannot be applied here; --wan-rate alone works (tbf)")
-        if self.link.delay_ms and not shutil.which("iptables"):
-            raise WanError("this kernel has no netem qdisc: the delay needs the relay, and the relay `iptables`")
+                           "(a real workspace): --wan-delay-ms and --wan-loss cannot be applied here; "
+                           "--wan-rate alone works (tbf)")
+        if not shutil.which("iptables"):
+            raise WanError("this kernel has no netem qdisc: the delay and the loss need the relay, and the relay `iptables`")
         self.delay_by = RELAY
 
     def _apply_relay(self, pid: str) -> None:
-        if not self.link.delay_ms:
-            return  # loss alone: nothing a relay can do; describe() says it is not emulated
         sink_ip, sink_port, gateway = self.relay_target()
         if self.relay is None:
             from ops.linkproxy import LinkProxy
@@ -222,6 +240,24 @@ class Shaper:
                     proc = _ns(pid, "iptables", "-t", "nat", "-A", "OUTPUT", "-j", RELAY_CHAIN)
                 if proc.returncode != 0:
                     raise WanError(f"{' '.join(cmd)}: {proc.stderr.strip()}")
+        if self.link.loss:
+            self._apply_loss(gateway, self.relay.port)
+
+    def _apply_loss(self, relay_ip: str, relay_port: int) -> None:
+        for cmd in loss_commands(relay_ip, relay_port, self.link.loss):
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+            if proc.returncode != 0 and "-N" not in cmd:
+                if "-C" in cmd:
+                    proc = subprocess.run(["iptables", "-A", "INPUT", "-j", LOSS_CHAIN],
+                                          capture_output=True, text=True, timeout=30)
+                if proc.returncode != 0:
+                    raise WanError(f"{' '.join(cmd)}: {proc.stderr.strip()}")
+
+    def loss_dropped(self) -> int | None:
+        """Packets the loss rule dropped so far (None: no loss rule on this host)."""
+        proc = subprocess.run(["iptables", "-L", LOSS_CHAIN, "-v", "-n", "-x"], capture_output=True, text=True, timeout=30)
+        rows = [line.split() for line in proc.stdout.splitlines()[2:] if "DROP" in line]
+        return sum(int(r[0]) for r in rows) if proc.returncode == 0 else None
 
     def _dev(self, container: str) -> tuple[str, str]:
         pid, ip = self.inspect(container)
@@ -292,6 +328,9 @@ class Shaper:
         except WanError:
             pass  # the container or its interface is gone: nothing left to undo there
         finally:
+            if self.delay_by == RELAY:
+                for cmd in loss_undo_commands():
+                    subprocess.run(cmd, capture_output=True, text=True, timeout=30)
             if self.relay is not None:
                 self.relay.stop()
                 self.relay = None
