@@ -59,8 +59,8 @@ def net():
         docker("network", "rm", name, check=False)
 
 
-def test_the_delay_reaches_the_round_trip_with_or_without_netem_and_is_undone(net):
-    name, run = net
+def _sink_and_edge(name: str, run):
+    """An echoing sink and an idle "edge" on the network, with what wan.Shaper needs to find them."""
     sink, edge = run("python3", "-c", SINK), run("sleep", "600")
 
     def inspect(container: str) -> tuple[str, str]:
@@ -71,6 +71,12 @@ def test_the_delay_reaches_the_round_trip_with_or_without_netem_and_is_undone(ne
     def relay_target() -> tuple[str, int, str]:
         gw = docker("network", "inspect", "-f", "{{range .IPAM.Config}}{{.Gateway}} {{end}}", name).stdout.split()[0]
         return inspect(sink)[1], 443, gw
+
+    return sink, edge, inspect, relay_target
+
+
+def test_the_delay_reaches_the_round_trip_with_or_without_netem_and_is_undone(net):
+    sink, edge, inspect, relay_target = _sink_and_edge(*net)
 
     def rtt() -> float:
         return float(docker("exec", edge, "python3", "-c", PING, inspect(sink)[1], timeout=60).stdout.strip())
@@ -110,17 +116,7 @@ BULK = ("import socket, sys\n"
 
 
 def test_loss_without_netem_drops_uplink_packets_that_tcp_resends_and_is_undone(net):
-    name, run = net
-    sink, edge = run("python3", "-c", SINK), run("sleep", "600")
-
-    def inspect(container: str) -> tuple[str, str]:
-        fmt = "{{.State.Pid}} {{with index .NetworkSettings.Networks \"%s\"}}{{.IPAddress}}{{end}}" % name
-        pid, _, ip = docker("inspect", "-f", fmt, container).stdout.strip().partition(" ")
-        return pid, ip
-
-    def relay_target() -> tuple[str, int, str]:
-        gw = docker("network", "inspect", "-f", "{{range .IPAM.Config}}{{.Gateway}} {{end}}", name).stdout.split()[0]
-        return inspect(sink)[1], 443, gw
+    sink, edge, inspect, relay_target = _sink_and_edge(*net)
 
     shaper = wan.Shaper(wan.Link(loss=20.0), inspect, relay_target)
     try:
