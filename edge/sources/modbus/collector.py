@@ -39,6 +39,7 @@ from edge.encode import BAD, GOOD, encode_reading
 from edge.sources.modbus import decode as dec
 from edge.sources.context import SourceContext, emit_with_backpressure
 from edge.sources.states import State
+from edge.sources.supervisor import tcp_probe
 from edge.sources.status import now_us
 from edge.sources.modbus.codes import (
     STATUS_BAD_RESPONSE, STATUS_CONNECTION_CLOSED, STATUS_NO_CONNECTION, STATUS_TIMEOUT, STATUS_TRANSPORT_ERROR,
@@ -351,7 +352,9 @@ class Source:
         if logging.getLogger("pymodbus").level == logging.NOTSET:
             # pymodbus logs every timeout at ERROR with a hex dump; we report them through ctx.status instead.
             logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
-        self._conns = [Connection(cfg, i, self.ctx.status) for i in range(cfg.connections)]
+        # The device's port answering again ends a connection's reconnect backoff early.
+        self._conns = [Connection(cfg, i, self.ctx.status, tcp_probe(cfg.host, cfg.port, min(1.0, float(cfg.timeout))))
+                       for i in range(cfg.connections)]
         self._pool = asyncio.Queue()
         for c in self._conns:
             self._pool.put_nowait(c)

@@ -25,6 +25,9 @@ from edge.sources.modbus.codes import (
 from edge.sources.modbus.config import Config
 from edge.sources.modbus.plan import TABLES, Block
 from edge.sources.status import SourceStatus
+from edge.sources.supervisor import Probe
+
+PROBE_EVERY = 1.0  # seconds between reachability probes while a reconnect backoff runs
 
 
 def _unpack_registers(pdu: ReadHoldingRegistersResponse, data: bytes) -> None:
@@ -76,8 +79,12 @@ class Connection:
     and every poll of a device it cannot reach is a BAD reading (``STATUS_NO_CONNECTION``).
     """
 
-    def __init__(self, cfg: Config, index: int, status: SourceStatus | None = None):
+    def __init__(self, cfg: Config, index: int, status: SourceStatus | None = None, probe: Probe | None = None):
+        """``probe()``: does the device's port answer (``supervisor.tcp_probe``)? Checked at most once
+        a second while a backoff runs; when it answers, the next read connects at once."""
         self.cfg = cfg
+        self.probe = probe
+        self.next_probe = 0.0
         self.status = status
         self.was_up = False
         self.in_flight = False
@@ -106,7 +113,7 @@ class Connection:
         if self.client.connected:
             return
         now = time.monotonic()
-        if now < self.next_try:
+        if now < self.next_try and not await self._answers_again(now):
             raise ReadFailed(STATUS_NO_CONNECTION, f"cannot connect to {self.cfg.host}:{self.cfg.port}: {self.last_error}", True)
         try:
             ok = await asyncio.wait_for(self.client.connect(), timeout=float(self.cfg.timeout) + 1.0)
@@ -121,6 +128,13 @@ class Connection:
         if self.was_up and self.status is not None:
             self.status.reconnected()
         self.was_up = True
+
+    async def _answers_again(self, now: float) -> bool:
+        """Inside a backoff: has the device come back (probed at most every PROBE_EVERY seconds)?"""
+        if self.probe is None or now < self.next_probe:
+            return False
+        self.next_probe = now + PROBE_EVERY
+        return await self.probe()
 
     async def _why_not(self) -> str:
         """pymodbus only says connect() failed; tell a name that does not resolve from a refused/silent port."""
