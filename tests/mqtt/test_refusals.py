@@ -100,8 +100,8 @@ def test_a_subscription_the_acl_refuses_is_subscribe_failed_and_the_rest_flows(a
         st = edge.wait_state("subscribe_failed")
         assert "spBv1.0/#" in st["detail"] and "plant/#" not in st["detail"].split("(check")[0]
         assert "ACL" in st["detail"] and st["errors_total"] >= 1
-        page = wait_until(lambda: (p := _page(edge)) and p["sources"][0]["state"] == "subscribe_failed" and p, 10,
-                          "subscribe_failed on the page")
+        page = wait_until(lambda: (p := _page(edge)) and p["sources"] and p["sources"][0]["state"] == "subscribe_failed"
+                          and p, 20, "subscribe_failed on the page")
         assert page["sources"][0]["severity"] == "bad"
         # The granted filter keeps delivering.
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="t-sim1")
