@@ -20,6 +20,7 @@ through ``ctx.status``, never swallowed.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import logging
 from dataclasses import dataclass, field
@@ -74,3 +75,16 @@ async def emit_with_backpressure(ctx: SourceContext, items: Sequence[Item], *, r
         except SpoolFull as exc:
             ctx.status.set_state(refused_state(exc), f"spool full: {exc}")
             await ctx.wait_for_space(retry_every)
+
+
+def raise_if_cancelled() -> None:
+    """Raise the cancellation an awaited call swallowed, so a collector's loop always stops.
+
+    Python 3.11's ``asyncio.wait_for`` drops a cancellation that arrives as its inner future
+    completes (CPython gh-86296, fixed in 3.12); pymodbus and asyncua await through it, and a
+    ``while True`` loop around them then never ends (a Modbus source seen stuck for good at
+    shutdown on a loaded host). The task still counts the request (``Task.cancelling()``).
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

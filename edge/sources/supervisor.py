@@ -40,6 +40,7 @@ import time
 from typing import Awaitable, Callable, Protocol
 
 from edge.backoff import Backoff
+from edge.sources.context import raise_if_cancelled
 from edge.sources.states import State
 from edge.sources.status import SourceStatus
 
@@ -163,6 +164,7 @@ class Supervisor:
     async def run(self) -> None:
         session, status = self.session, self.status
         while True:
+            raise_if_cancelled()
             if self._phase == "connect":
                 last = f" (last attempt: {self.last_problem})" if self.last_problem else ""
                 status.set_state(State.CONNECTING, f"{self.target}{last}")

@@ -37,7 +37,7 @@ from typing import Any
 
 from edge.encode import BAD, GOOD, encode_reading
 from edge.sources.modbus import decode as dec
-from edge.sources.context import SourceContext, emit_with_backpressure
+from edge.sources.context import SourceContext, emit_with_backpressure, raise_if_cancelled
 from edge.sources.states import State
 from edge.sources.supervisor import tcp_probe
 from edge.sources.status import now_us
@@ -192,6 +192,7 @@ class Source:
         async def worker() -> None:
             for i in todo:  # shared: each worker takes the next read when its last one is done
                 out[i] = await self._read_pooled(reads[i], cycle)
+                raise_if_cancelled()
 
         workers = min(len(self._conns), len(reads))
         if workers <= 1:
@@ -338,6 +339,7 @@ class Source:
         next_at = time.monotonic()
         while True:
             await self.poll_once(blocks)
+            raise_if_cancelled()
             next_at += interval
             delay = next_at - time.monotonic()
             if delay < 0:

@@ -34,7 +34,7 @@ from typing import Any
 from asyncua import Client, ua
 
 from edge.fsutil import write_atomic
-from edge.sources.context import SourceContext, emit_with_backpressure
+from edge.sources.context import SourceContext, emit_with_backpressure, raise_if_cancelled
 from edge.sources.states import State
 from edge.sources.status import now_us
 from edge.sources.supervisor import Supervisor, tcp_probe
@@ -193,6 +193,7 @@ class Source:
         inflight: collections.deque[tuple[asyncio.Future, list, int]] = collections.deque()
         try:
             while True:
+                raise_if_cancelled()
                 if not self._buf and not inflight:
                     try:
                         await asyncio.wait_for(self._have_data.wait(), cfg.backfill.checkpoint_interval)

@@ -14,7 +14,7 @@ import time
 
 from edge.encode import encode_reading
 from edge.sources.synthetic.config import Config
-from edge.sources.context import SourceContext, emit_with_backpressure
+from edge.sources.context import SourceContext, emit_with_backpressure, raise_if_cancelled
 from edge.sources.states import State
 from edge.sources.status import now_us
 
@@ -48,6 +48,7 @@ class Source:
         last = time.monotonic()
         while True:
             await asyncio.sleep(cfg.batch_interval)
+            raise_if_cancelled()
             t = time.monotonic()
             owed += (t - last) * cfg.rate
             last = t
