@@ -50,6 +50,9 @@ def _write_atomic(path: Path, obj: dict) -> None:
     write_atomic(path, json.dumps(obj, sort_keys=True).encode(), mode=0o640)
 
 
+_last_ns = 0
+
+
 def submit(directory: str | Path, action: str, args: dict[str, Any] | None, by: str) -> dict:
     if action not in ACTIONS:
         raise CommandError(f"unknown action {action!r}")
@@ -58,7 +61,11 @@ def submit(directory: str | Path, action: str, args: dict[str, Any] | None, by: 
     if len(list(d.glob("*.json"))) >= MAX_PENDING:
         raise CommandError(f"{MAX_PENDING} requests are already waiting; the appliance is not picking them up")
     now = time.time()
-    cmd_id = f"{int(now * 1000):013d}-{secrets.token_hex(4)}"
+    # Nanoseconds, strictly increasing in this process: two requests in one millisecond were
+    # once ordered by their random suffix, so a queue could run them out of order.
+    global _last_ns
+    _last_ns = max(time.time_ns(), _last_ns + 1)
+    cmd_id = f"{_last_ns:019d}-{secrets.token_hex(4)}"
     rec = {"id": cmd_id, "action": action, "args": dict(args or {}), "by": by, "ts": now,
            "status": "pending", "detail": "", "done_ts": None}
     _write_atomic(d / f"{cmd_id}.json", rec)
