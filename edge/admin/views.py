@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from types import ModuleType
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, abort, flash, g, jsonify, redirect, render_template, request, session, url_for
@@ -109,16 +111,23 @@ def items_page(kind: str):
                            limit=limit, role=current_role(), now=time.time())
 
 
-def _preflight() -> dict:
-    states, err = reading.read_states(st().cfg.spool.path, preflight.KIND)
-    return preflight.document(states, commands.recent(st().commands_dir, 100), now=time.time(), spool_error=err)
+def check_report(report: ModuleType) -> dict:
+    """The document of a check run on request (``report``: ``edge.control.preflight`` or ``sourcereport``):
+    its last stored run and its recent requests; the page and its JSON twin show the same."""
+    states, err = reading.read_states(st().cfg.spool.path, report.KIND)
+    return report.document(states, commands.recent(st().commands_dir, 100), now=time.time(), spool_error=err)
+
+
+def check_page(template: str, report: ModuleType, **extra: Any) -> str:
+    """A page of checks (templates/_checks.html) with its request button."""
+    require("viewer")
+    return render_template(template, p=check_report(report), role=current_role(), now=time.time(),
+                           refresh=int(st().admin.refresh), effect=commands.ACTIONS[report.ACTION][1], **extra)
 
 
 @bp.get("/preflight")
 def preflight_page():
-    require("viewer")
-    return render_template("preflight.html", p=_preflight(), role=current_role(), now=time.time(),
-                           refresh=int(st().admin.refresh), effect=commands.ACTIONS[preflight.ACTION][1])
+    return check_page("preflight.html", preflight)
 
 
 # ---------------------------------------------------------------- login
@@ -254,7 +263,7 @@ def api_commands():
 @bp.get("/api/preflight")
 def api_preflight():
     require("viewer")
-    return jsonify(_preflight())
+    return jsonify(check_report(preflight))
 
 
 @bp.get("/api/whoami")
