@@ -11,7 +11,7 @@ import json
 from collections import Counter, defaultdict
 from typing import Any, Iterable
 
-from simulators.foreign.values import TYPES, float32, value
+from simulators.foreign.values import EU_DISPLAY, TYPES, float32, value
 
 INT64 = range(-(1 << 63), 1 << 63)
 
@@ -97,3 +97,24 @@ def problems(readings: list[Any], ticks: dict[int, int]) -> dict[str, Any]:
     got = landed(readings, ticks)
     lost = {t: holes(got[t], ticks) for t in TYPES}
     return {"mismatches": mismatches(readings, ticks), "lost": {t: h for t, h in lost.items() if h}}
+
+
+def subscription_problems(stats: dict[str, Any], readings: list[Any], ticks: dict[int, int]) -> list[str]:
+    """What went wrong in a run that subscribed every type of the foreign server (``[]``: nothing).
+
+    Every variable subscribed and none failed; every Publish response decoded by fastpublish.py
+    itself; the value, Variant type and quality of each tick the server set, none lost
+    (sampling 0: every write); the EngineeringUnits property on Double, none on Int32.
+    """
+    out = []
+    if stats["subscribed"] != len(TYPES) or stats["failed"] != 0:
+        out.append(f"subscribed {stats['subscribed']} of {len(TYPES)}, failed {stats['failed']}")
+    if stats["publish_fallbacks"] != 0:
+        out.append(f"{stats['publish_fallbacks']} publish responses fell back to asyncua's decoder")
+    found = problems(readings, ticks)
+    if found != {"mismatches": [], "lost": {}}:
+        out.append(f"values: {found}")
+    units = {r.point: r.unit for r in readings if r.kind == "reading"}
+    if units.get("Plant/Double") != EU_DISPLAY or units.get("Plant/Int32") != "":
+        out.append(f"units: Double {units.get('Plant/Double')!r}, Int32 {units.get('Plant/Int32')!r}")
+    return out
