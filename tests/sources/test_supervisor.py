@@ -23,9 +23,11 @@ class Script:
         self.up_for = up_for
         self.connects = self.closes = 0
         self.states_at_connect: list[str] = []
+        self.connect_times: list[float] = []  # the event loop's clock at each attempt
 
     async def connect(self):
         self.connects += 1
+        self.connect_times.append(asyncio.get_running_loop().time())
         out = self.outcomes.pop(0) if self.outcomes else None
         if isinstance(out, BaseException):
             raise out
@@ -141,6 +143,23 @@ async def _noop(reader, writer):
     writer.close()
 
 
+class Counted:
+    """A probe that keeps each of its answers (None where it raised)."""
+
+    def __init__(self, probe):
+        self.probe = probe
+        self.answers: list[bool | None] = []
+
+    async def __call__(self) -> bool:
+        try:
+            ok = await self.probe()
+        except Exception:
+            self.answers.append(None)
+            raise
+        self.answers.append(ok)
+        return ok
+
+
 @pytest.mark.anyio
 @pytest.mark.timeout(30)
 async def test_a_long_backoff_ends_as_soon_as_the_endpoint_answers_again():
@@ -149,12 +168,14 @@ async def test_a_long_backoff_ends_as_soon_as_the_endpoint_answers_again():
     session = TcpSession(port)
     # Every backoff delay is the full 30 s (rand 1.0): without the probe the next attempt is 30 s away.
     backoff = Backoff(initial=30, cap=30, rng=type("R", (), {"random": staticmethod(lambda: 1.0)})())
+    probe = Counted(tcp_probe("127.0.0.1", port, timeout=0.5))
     sup = Supervisor(session, status, initial=30, cap=30, target=f"127.0.0.1:{port}", backoff=backoff,
-                     probe=tcp_probe("127.0.0.1", port, timeout=0.5), probe_every=0.5)
+                     probe=probe, probe_every=0.5)
     async with running(sup):
         await wait_until(lambda: session.connects >= 1 and status.snapshot()["state"] == "connect_failed",
                          timeout=10, what="first attempt refused")
-        await asyncio.sleep(1.0)  # the server stays down a while into the 30 s backoff
+        # The server stays down into the 30 s backoff: refused at its start and at the first periodic probe.
+        await wait_until(lambda: probe.answers.count(False) >= 2, timeout=10, what="two refused probes")
         server = await asyncio.start_server(_noop, "127.0.0.1", port)
         answered_at = asyncio.get_running_loop().time()
         try:
@@ -173,15 +194,17 @@ async def test_an_endpoint_that_answers_but_refuses_the_session_waits_the_whole_
     status = SourceStatus("s", "test", None)
     session = Script([Failure(State.TLS_ERROR, "certificate refused")] * 10)
     backoff = Backoff(initial=3, cap=3, rng=type("R", (), {"random": staticmethod(lambda: 1.0)})())
+    probe = Counted(tcp_probe("127.0.0.1", port, timeout=0.5))
     sup = Supervisor(session, status, initial=3, cap=3, target=f"127.0.0.1:{port}", backoff=backoff,
-                     probe=tcp_probe("127.0.0.1", port, timeout=0.5), probe_every=0.1)
+                     probe=probe, probe_every=0.1)
     try:
         async with running(sup):
-            await wait_until(lambda: session.connects >= 1, timeout=10, what="first attempt")
-            await asyncio.sleep(1.5)  # fifteen probe intervals: no early retry against a live endpoint
-            assert session.connects == 1 and sup.woken_early == 0
+            await wait_until(lambda: session.connects >= 2, timeout=10, what="the retry")
     finally:
         server.close()
+    # Probed once, at the start of the wait: it answered, so the whole 3 s (thirty probe intervals) was waited.
+    assert session.connect_times[1] - session.connect_times[0] >= 3.0 - 0.01
+    assert sup.woken_early == 0 and probe.answers[:1] == [True] and len(probe.answers) <= 2
 
 
 @pytest.mark.anyio
@@ -192,10 +215,12 @@ async def test_a_broken_probe_neither_ends_the_loop_nor_cuts_the_wait():
     async def broken():
         raise RuntimeError("probe bug")
 
+    probe = Counted(broken)
     backoff = Backoff(initial=1, cap=1, rng=type("R", (), {"random": staticmethod(lambda: 1.0)})())
-    sup = Supervisor(session, status, initial=1, cap=1, target="h:1", backoff=backoff, probe=broken, probe_every=0.05)
+    sup = Supervisor(session, status, initial=1, cap=1, target="h:1", backoff=backoff, probe=probe, probe_every=0.05)
     async with running(sup) as task:
-        await wait_until(lambda: session.connects >= 1, timeout=5, what="first attempt")
-        await asyncio.sleep(0.5)
-        assert session.connects == 1 and not task.done()
         await wait_until(lambda: session.connects >= 2, timeout=5, what="the retry after the full delay")
+        assert not task.done()
+    # The probe raised (None) at the start of the wait: the whole 1 s delay was waited, not cut short.
+    assert probe.answers[:1] == [None] and session.connect_times[1] - session.connect_times[0] >= 1.0 - 0.01
+    assert sup.woken_early == 0

@@ -20,7 +20,7 @@ async def _swallowing_poll(started: asyncio.Event, swallowed: list) -> int:
     """Like wait_for under gh-86296: the cancel arrives and is lost as the answer completes."""
     started.set()
     try:
-        await asyncio.sleep(0.05)
+        await asyncio.Event().wait()  # the answer is on its way until the cancel arrives
     except asyncio.CancelledError:
         swallowed.append(True)
     return 0
@@ -32,7 +32,7 @@ def test_raise_if_cancelled_raises_only_after_a_cancel_request():
         me = asyncio.current_task()
         me.cancel()
         try:
-            await asyncio.sleep(1)
+            await asyncio.Event().wait()  # ends only by the cancel, delivered at this first suspension
         except asyncio.CancelledError:
             pass  # swallowed, as gh-86296 does
         with pytest.raises(asyncio.CancelledError):
