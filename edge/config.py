@@ -33,6 +33,7 @@ import yaml
 
 from edge.adminconfig import AdminConfig
 from edge.configinterp import Interpolation
+from edge.configvalues import hiding
 from edge.configtypes import ByteSize, ConfigError, Duration, Secret, build, check_listen, check_url, fields_of
 
 SOURCE_TYPES = {
@@ -212,7 +213,8 @@ def parse(data: Any, env: dict[str, str] | None = None, *, section: str | None =
         raise ConfigError("", "the config file must be a YAML mapping")
     interp = Interpolation(env, section, _child_type)
     try:
-        return _parse(interp.tree(Config, data, ""), interp.origins)
+        with hiding(interp.values):  # every error made while parsing hides what the variables gave
+            return _parse(interp.tree(Config, data, ""), interp.origins)
     except ConfigError as exc:
         raise interp.scrub(exc) from None
 

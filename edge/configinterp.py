@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal, get_args, get_origin
 
 from edge.configtypes import fields_of, join, unwrap
-from edge.configvalues import ConfigError, Secret, Withheld
+from edge.configvalues import ConfigError, Secret, Withheld, hide_values
 
 ChildType = Callable[[Any, dict, str, dict], Any]
 
@@ -90,13 +90,8 @@ class Interpolation:
         return got
 
     def scrub(self, exc: ConfigError) -> ConfigError:
-        """The error without any value a variable gave (longest first), each replaced by ${VAR}."""
-        message = exc.message
-        for value in sorted(self.values, key=len, reverse=True):
-            ref = f"${{{self.values[value]}}}"
-            message = message.replace(repr(value), ref)
-            if len(value) >= 4:  # shorter ones would mangle the words around them
-                message = message.replace(value, ref)
+        """The error without any value a variable gave, each replaced by ${VAR} (``hide_values``)."""
+        message = hide_values(exc.message, self.values)
         if message == exc.message:
             return exc
         return type(exc)(exc.path, message)

@@ -7,9 +7,11 @@ the config layer, and never carries a URL's credentials or query values.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
 from pydantic_core import PydanticCustomError, core_schema
@@ -17,12 +19,50 @@ from pydantic_core import PydanticCustomError, core_schema
 from edge.redact import redact_urls
 
 
+# value -> variable name, of every value a ${VAR} gave in the file being parsed (see ``hiding``).
+_HIDDEN: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("edge_config_hidden", default={})
+
+
+@contextlib.contextmanager
+def hiding(values: dict[str, str]) -> Iterator[None]:
+    """While parsing: every ConfigError made replaces these values (value -> VAR) by ``${VAR}``.
+
+    At birth, before URL redaction: a secret with an ``@``, ``&`` or ``#`` in it would
+    otherwise be split by the redaction and half of it left in the message.
+    """
+    token = _HIDDEN.set(values)
+    try:
+        yield
+    finally:
+        _HIDDEN.reset(token)
+
+
+def _escaped(value: str, quote: str) -> str:
+    """``value`` as it appears inside a repr() quoted with ``quote`` (backslashes, tabs, ... escaped)."""
+    return "".join("\\" + ch if ch in ("\\", quote) else ch if ch.isprintable() else repr(ch)[1:-1]
+                   for ch in value)
+
+
+def hide_values(message: str, values: dict[str, str]) -> str:
+    """``message`` with each value (longest first) replaced by its ``${VAR}``, quoted or bare, as
+    written or as a repr() escapes it. A bare value shorter than 4 characters is left alone (it
+    would mangle the words around it); a quoted one is always replaced."""
+    for value in sorted(values, key=len, reverse=True):
+        ref = f"${{{values[value]}}}"
+        for quote in ("'", '"'):
+            message = message.replace(quote + _escaped(value, quote) + quote, ref)
+        if len(value) >= 4:
+            for form in dict.fromkeys((value, _escaped(value, "'"), _escaped(value, '"'))):
+                message = message.replace(form, ref)
+    return message
+
+
 class ConfigError(ValueError):
     """A config value is wrong; ``path`` names the field, e.g. ``sources[1].port``."""
 
     def __init__(self, path: str, message: str):
         self.path = path or "<root>"
-        self.message = redact_urls(message)
+        self.message = redact_urls(hide_values(message, _HIDDEN.get()))
         super().__init__(f"{self.path}: {self.message}")
 
 
@@ -120,7 +160,7 @@ def parse_size(value: Any, path: str = "") -> ByteSize:
     elif isinstance(value, str) and (m := _QUANTITY.match(value)) and m.group(2).lower() in _SIZE_UNITS:
         x = float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
         if not math.isfinite(x):  # "9" * 400 overflows to inf
-            raise ConfigError(path, f"size {value[:32]!r}... is too large")
+            raise ConfigError(path, "is too large")  # not even part of it: it may have come from a secret
         n = int(x)
     else:
         raise ConfigError(path, f"expected a size like 512MiB or 10GB, got {value!r}")
