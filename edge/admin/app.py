@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import sys
 import tempfile
 from datetime import timedelta
 from pathlib import Path
@@ -71,10 +72,24 @@ def state_dir(cfg: Any, admin: AdminConfig, env: dict[str, str]) -> Path:
     return fallback
 
 
+def _setup_logging(cfg: Any) -> None:
+    """Our lines (the login audit included) on stderr, which gunicorn's error log shares.
+
+    ``edge admin`` configures logging and then execs gunicorn, which sets up only its own
+    loggers: without a handler here the audit lines (INFO) went nowhere. A process that
+    already has handlers (a test, an embedding server) keeps its own setup.
+    """
+    if not logging.getLogger().handlers:
+        level = getattr(getattr(cfg, "logging", None), "level", "info")
+        logging.basicConfig(level=getattr(logging, str(level).upper(), logging.INFO), stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
 def create_app(config: Any = None, *, env: dict[str, str] | None = None) -> Flask:
     """Build the app from a Config, a config path, or ``$EDGE_CONFIG``; refuses to start without credentials."""
     env = dict(os.environ) if env is None else env
     cfg = _load_config(config, env)
+    _setup_logging(cfg)
     admin = cfg.admin if cfg.admin is not None else AdminConfig()
     creds = credentials(admin, env)
     token = metrics_token(admin, env)

@@ -3,7 +3,8 @@
 Sessions are server-side (sessions.py, store.py): the cookie holds a random id only.
 Failed logins are counted per client address and per role named, in the admin store
 shared by every gunicorn worker (store.py), so another role's success, a worker restart
-or a spray of addresses does not reset anyone's count.
+or a spray of addresses does not reset anyone's count (addresses beyond the store's room
+share one count per role: store.OVERFLOW).
 """
 
 from __future__ import annotations
@@ -45,13 +46,15 @@ class LoginLimiter:
     def retry_after(self, client: str, role: str) -> float:
         """0 when a login attempt for ``role`` from ``client`` is allowed now, else seconds to wait."""
         now = self.clock()
-        fails = self.store.failures(client, role, now - self.window)
+        since = now - self.window
+        fails = self.store.failures(self.store.bucket(client, role, since), role, since)
         if len(fails) < self.attempts:
             return 0.0
         return max(1.0, fails[-self.attempts] + self.window - now)
 
     def failed(self, client: str, role: str) -> None:
-        self.store.add_failure(client, role, self.clock(), self.window)
+        now = self.clock()
+        self.store.add_failure(self.store.bucket(client, role, now - self.window), role, now, self.window)
 
     def succeeded(self, client: str, role: str) -> None:
         self.store.clear_failures(client, role)

@@ -11,8 +11,10 @@ logout holds across workers and worker restarts. This module owns the admin's SQ
   Bounded: anonymous sessions (a visit to the login page) expire after an hour and are capped,
   signed-in sessions are capped per role (oldest go first).
 - ``failures``: one row per failed login (client address, role named, time), trimmed to the
-  window and capped in rows (oldest go first), so a spray of addresses costs bounded space
-  and never resets anyone else's count.
+  window. Bounded without forgetting anyone: once MAX_TRACKED_ROWS rows are in the window,
+  an address not yet counted is counted in one shared bucket (OVERFLOW) for its role, so a
+  spray of addresses costs bounded space, earns its senders no more guesses than one address
+  would, and resets no one's count (rows leave only when their window ends).
 """
 
 from __future__ import annotations
@@ -40,7 +42,11 @@ CREATE INDEX IF NOT EXISTS failures_ts ON failures(ts);
 ANON_TTL_S = 3600.0
 MAX_ANON_SESSIONS = 5000
 MAX_SESSIONS_PER_ROLE = 200
-MAX_FAILURE_ROWS = 20_000
+MAX_TRACKED_ROWS = 10_000  # rows in the window before new addresses share the OVERFLOW bucket
+# A backstop only: an address counted adds at most login_attempts rows before it is refused,
+# so the table stays near MAX_TRACKED_ROWS x login_attempts at most; beyond this, oldest go.
+MAX_FAILURE_ROWS = 200_000
+OVERFLOW = "*"  # the shared client key (no remote address looks like it)
 
 
 def _sid_key(sid: str) -> str:
@@ -134,6 +140,15 @@ class AdminStore:
         return self._conn().execute("SELECT count(*) FROM sessions").fetchone()[0]
 
     # ------------------------------------------------------------ failed logins
+
+    def bucket(self, client: str, role: str, since: float) -> str:
+        """The key ``client``'s failures count under: its own while it has some or there is room, else OVERFLOW."""
+        c = self._conn()
+        if c.execute("SELECT 1 FROM failures WHERE client = ? AND role = ? AND ts > ? LIMIT 1",
+                     (client, role, since)).fetchone():
+            return client
+        rows = c.execute("SELECT count(*) FROM failures WHERE ts > ?", (since,)).fetchone()[0]
+        return client if rows < MAX_TRACKED_ROWS else OVERFLOW
 
     def failures(self, client: str, role: str, since: float) -> list[float]:
         rows = self._conn().execute("SELECT ts FROM failures WHERE client = ? AND role = ? AND ts > ? ORDER BY ts",

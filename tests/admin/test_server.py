@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import base64
+import http.client
+import json
+import os
+import re
+import signal
 import socket
 import ssl
 import time
+import urllib.parse
 
 import pytest
 
 from edge.admin.server import serve
 from edge.tlsgen import ensure_tls
+from simulators.kit.wait import wait_until
 from tests.admin.browser import login_cookie
 from tests.admin.conftest import ENV, PASSWORDS
 from tests.admin.live import Gunicorn, get
@@ -73,3 +81,56 @@ def test_serve_passes_the_certificate_and_uses_threaded_workers(tmp_path, tls_fi
     assert argv[argv.index("--worker-class") + 1] == "gthread" and int(argv[argv.index("--threads") + 1]) >= 4
     plain = serve(str(write_config(tmp_path / "p" if (tmp_path / "p").mkdir() is None else tmp_path)), exec_=False)
     assert "--certfile" not in plain
+
+
+def _workers(master: int) -> set[int]:
+    with open(f"/proc/{master}/task/{master}/children") as f:
+        return {int(p) for p in f.read().split()}
+
+
+def _basic(role: str, password: str) -> dict:
+    return {"Authorization": "Basic " + base64.b64encode(f"{role}:{password}".encode()).decode()}
+
+
+def test_logins_under_real_workers_limit_survives_worker_restarts_and_sessions_die_at_logout(tmp_path):
+    """Two gunicorn workers; guesses spread over both; both workers killed -9 and respawned by the master.
+    Before: each worker counted on its own, a respawned worker forgot, a viewer's success cleared the admin
+    guesses, and a copied cookie outlived logout. Audit lines reach the log, without any password."""
+    gun = Gunicorn(write_config(tmp_path), ENV, workers=2, log=tmp_path / "gunicorn.log")
+    try:
+        viewer_cookie = login_cookie("127.0.0.1", gun.port, "viewer", PASSWORDS["viewer"])
+        for i in range(4):  # fresh connections: gunicorn spreads them over its workers
+            assert get(gun.port, "/api/whoami", headers=_basic("admin", f"wrong-guess-{i}"))[0] == 401
+        assert get(gun.port, "/api/whoami", headers=_basic("viewer", PASSWORDS["viewer"]))[0] == 200
+        before = _workers(gun.proc.pid)
+        assert len(before) == 2
+        for pid in before:
+            os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: len(_workers(gun.proc.pid) - before) == 2 and get(gun.port, "/healthz")[0] == 200,
+                   30, "two new workers")
+        assert get(gun.port, "/api/whoami", headers=_basic("admin", "wrong-guess-4"))[0] == 401  # the 5th
+        status, _ = get(gun.port, "/api/whoami", headers=_basic("admin", PASSWORDS["admin"]))
+        assert status == 429  # the right password, but the limit holds across workers and their restart
+        # The session opened before the restart is still valid (server-side), on any worker...
+        for _ in range(4):
+            status, body = get(gun.port, "/api/whoami", headers={"Cookie": viewer_cookie})
+            assert status == 200 and json.loads(body)["role"] == "viewer"
+        # ...until its owner logs out: then a copy of the cookie is refused by every worker.
+        _, page = get(gun.port, "/", headers={"Cookie": viewer_cookie})
+        csrf = re.search(rb'name="csrf" value="([^"]+)"', page).group(1).decode()
+        conn = http.client.HTTPConnection("127.0.0.1", gun.port, timeout=10)
+        conn.request("POST", "/logout", body=urllib.parse.urlencode({"csrf": csrf}),
+                     headers={"Cookie": viewer_cookie, "Content-Type": "application/x-www-form-urlencoded"})
+        assert conn.getresponse().status == 302
+        conn.close()
+        for _ in range(4):
+            assert get(gun.port, "/api/whoami", headers={"Cookie": viewer_cookie})[0] == 401
+        log = wait_until(lambda: (t := gun.log_tail(200_000)) and "login refused: role=admin" in t and t,
+                         10, "the audit lines in gunicorn's log")
+        assert "login ok: role=viewer client=127.0.0.1 via=form" in log
+        assert log.count("login failed: role=admin client=127.0.0.1 via=basic") == 5
+        assert "locked out for" in log
+        for pw in (*PASSWORDS.values(), "wrong-guess-"):
+            assert pw not in log
+    finally:
+        gun.stop()
