@@ -8,10 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from edge.config import SOURCE_TYPES, load
-from edge.configtypes import Secret
+from edge.configtypes import ConfigError, Secret
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT_SECRET = "databricks-client-secret-value"
@@ -109,3 +110,43 @@ def test_the_schema_patterns_accept_what_the_parsers_accept():
             except ConfigError:
                 accepted = False
             assert bool(re.match(pattern, text)) == accepted, (cls.__name__, text)
+
+
+def test_the_admin_page_and_its_server_load_only_the_admin_section(tmp_path, monkeypatch):
+    """What the admin process really runs: ``create_app`` (each gunicorn worker) and ``serve`` (the launcher)."""
+    from edge.admin import create_app
+    from edge.admin.server import serve
+
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({**DOC, "data_dir": str(tmp_path), "admin": {
+        **DOC["admin"], "state_dir": str(tmp_path / "state"), "commands_dir": str(tmp_path / "commands")}}))
+    env = {"DATABRICKS_CLIENT_SECRET": CLIENT_SECRET, "IGNITION_TOKEN": IGNITION, "MQTT_PASSWORD": MQTT_PW,
+           "EDGE_ADMIN_PASSWORD": "admin-password-1"}
+    state = create_app(str(path), env=env).extensions["edge_admin"]
+    assert state.cfg.admin.password == "admin-password-1"
+    held = _everything(state.cfg)
+    assert not [v for v in (CLIENT_SECRET, IGNITION, MQTT_PW) if v in held]
+    assert state.cfg.zerobus.client_secret.withheld and state.cfg.sources[0].token.withheld
+
+    # The launcher validates the config too: with the other services' secret files unreadable, the
+    # whole config would fail (cannot read ..._FILE), the admin section alone does not.
+    for var in ("DATABRICKS_CLIENT_SECRET", "IGNITION_TOKEN", "MQTT_PASSWORD"):
+        monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv(f"{var}_FILE", str(tmp_path / "no-such-file"))
+    monkeypatch.setenv("EDGE_ADMIN_PASSWORD", "admin-password-1")
+    argv = serve(str(path), exec_=False)
+    assert argv[-1] == "edge.admin:create_app()"
+    with pytest.raises(ConfigError, match="cannot read [A-Z_]+_FILE"):
+        load(path)
+
+
+def test_the_compose_admin_service_is_not_given_the_other_services_secrets():
+    """The admin container's environment and mounts carry no Databricks, Ignition or MQTT credential."""
+    for name in ("docker-compose.yml", "docker-compose.production.yml"):
+        admin = yaml.safe_load((ROOT / name).read_text())["services"].get("admin", {})
+        env = admin.get("environment", {})
+        names = set(env) if isinstance(env, dict) else {e.split("=", 1)[0] for e in env}
+        assert not [n for n in names if n.startswith(("DATABRICKS_", "IGNITION_", "MQTT_", "ZEROBUS_"))], (name, names)
+        assert "env_file" not in admin, name
+        secret_volumes = [v for v in admin.get("volumes", []) if isinstance(v, str) and v.startswith("secrets")]
+        assert secret_volumes in ([], ["secrets-admin:/secrets:ro"]), (name, secret_volumes)
