@@ -23,8 +23,8 @@ What binds, as ``state()`` reports it (only what was measured, never a guess):
 - ``link-bound``: acks queue up and an extra stream did not raise the rate: the shared
   path (uplink, proxy) is full;
 - ``queue-bound``: acks queue up (behind a quota, the link, or the service's own CPU) but
-  no probe could tell which (the drain opened every allowed stream at once from nothing,
-  or only one stream is allowed);
+  no probe could tell which (only one stream is allowed, or a probe was cut short by a
+  lost stream);
 - ``cpu-bound``: the forwarder's own thread is busy most of the time (framing, spool reads);
 - ``caught-up``: the spool ran dry; ingest, not the drain, sets the rate.
 
@@ -33,8 +33,12 @@ backlog is more than the window holds), every allowed stream opens at once rathe
 one probe at a time (doubling on trials took seconds, longer than a short drain: 2 of 4
 streams ever opened on a 200k backlog at 150 ms + 100k/s). If a rate was measured
 before, that jump is judged as a probe (quota or link); a drain that starts from nothing
-has no rate to compare and stays unjudged (``queue-bound`` while acks queue). Caught up (``idle()``), the wanted streams
-fall back to one, and the pump closes the others (nothing is in flight then).
+has no rate to compare: once it is measured and acks queue, a narrowing probe tells
+the quota from the link instead. For PROBE_S (after the queued RTT has passed) new batches go
+to one stream fewer (``send_streams``; the idle stream stays open): behind a per-stream quota the
+rate falls with the stream's share, behind a shared link the other streams take it up. The probe
+costs at most one stream's share for about two seconds, once per drain. Caught up (``idle()``),
+the wanted streams fall back to one, and the pump closes the others (nothing is in flight then).
 
 Stalls: ``stall_after()`` is ``max(STALL_RTTS x p99 RTT, STALL_MIN_S)`` over the RTTs of the
 last RTT_MEMORY_S: a head batch without an ack for that long means the path is stalled,
@@ -56,6 +60,9 @@ THROTTLE_MEMORY_S = 10.0
 FLOOR_BATCHES = 4
 PROBE_S = 1.0  # a new stream runs at least this (and 8 base RTTs) before its effect on the rate is judged
 PROBE_GAIN = 1.15  # the rate must rise this much for the quota (not the link) to be the limit
+NARROW_DROP = 0.5  # a narrowing probe: the rate must fall by half a stream's share for the quota to be the limit
+NARROW_SAMPLES = 3  # rate samples (one per base RTT) a narrowing probe averages over
+NARROW_SETTLE_RTTS = 1.5  # the left-out stream's queue drains for this many smoothed RTTs before sampling
 LINK_HOLD_S = 10.0  # after a probe that did not help, no new one for this long (noise can hide a gain: retry)
 CPU_BOUND = 0.85
 THROTTLE_FIRST_S = 0.1
@@ -116,6 +123,9 @@ class Pace:
         self._probe: tuple[float, float] | None = None  # (started, rate before)
         self._probe_best = 0.0
         self._verdict: str | None = None  # "quota" | "link" from the last probe
+        self.send_streams: int | None = None  # new batches go to the first this many streams (None: all)
+        self._narrow: tuple[float, float, int] | None = None  # (started, rate before, streams) of a narrowing probe
+        self._narrow_rates: list[float] = []
         self._hold_until = 0.0
         self.cpu = 0.0
         self.draining = False
@@ -179,6 +189,7 @@ class Pace:
         self.draining = False
         self.streams = 1
         self._probe = None
+        self._end_narrow()
         self._started, self._drain_samples = False, 0
         self._verdict = None  # the next drain is measured afresh (its path may differ: another hour, another link)
         self.bytes_per_s = self.records_per_s = 0.0
@@ -231,6 +242,7 @@ class Pace:
         if best > 0 and floor is not None:
             self.window = int(min(self.max_bytes, max(self._floor(), GAIN * best * floor)))
         self._judge_probe(now)
+        self._judge_narrow(now)
         # Only a drain the window limits may probe: while the spool runs dry (a trickle with
         # jittered acks also "queues") another stream cannot raise the rate.
         if (self._probe is None and self.draining and self.queueing() and self.streams < self.max_streams
@@ -256,6 +268,42 @@ class Pace:
             self._verdict = "link"
             self._hold_until = now + LINK_HOLD_S
 
+    def _narrowable(self, now: float) -> bool:
+        """Every allowed stream open, acks queueing, no verdict: only leaving one out can tell quota from link."""
+        return (self._narrow is None and self._probe is None and self._verdict is None and self.draining
+                and self.max_streams >= 2 and self.streams >= self.max_streams
+                and self.streams_open >= self.streams and self._drain_samples >= MEASURE_SAMPLES
+                and self.queueing() and now >= self._hold_until)
+
+    def _judge_narrow(self, now: float) -> None:
+        if self._narrow is None:
+            if self._narrowable(now):
+                recent = [b for t, b, _ in self._rates if t >= now - PROBE_S]
+                self._narrow = (now, sum(recent) / len(recent), self.streams)
+                self._narrow_rates = []
+                self.send_streams = self.streams - 1
+            return
+        started, before, n = self._narrow
+        if self.streams_open < n:  # a stream went away (rotation, throttle): the comparison is void
+            self._end_narrow()
+            self._hold_until = now + LINK_HOLD_S
+            return
+        settle = NARROW_SETTLE_RTTS * (self.srtt or 0.0)
+        if now - started < settle:
+            return
+        self._narrow_rates.append(self.bytes_per_s)
+        # Samples are taken once per base RTT: a few of them, and at least PROBE_S.
+        if now - started < settle + max(PROBE_S, NARROW_SAMPLES * max(MIN_INTERVAL_S, self.min_rtt or 0.0)):
+            return
+        during = sum(self._narrow_rates) / len(self._narrow_rates)
+        self._end_narrow()
+        self._verdict = "quota" if during < before * (1 - NARROW_DROP / n) else "link"
+
+    def _end_narrow(self) -> None:
+        self._narrow = None
+        self._narrow_rates = []
+        self.send_streams = None
+
     def binding(self, now: float) -> str:
         if not self.draining and not self._started:
             return "caught-up"
@@ -270,7 +318,8 @@ class Pace:
             if self._verdict is not None:
                 return f"{self._verdict}-bound"
             # Only a probe (one more stream, rate up or not) tells a quota from the link.
-            return "measuring" if self._probe is not None or self.streams < self.max_streams else "queue-bound"
+            probing = self._probe is not None or self._narrow is not None
+            return "measuring" if probing or self.streams < self.max_streams or self._narrowable(now) else "queue-bound"
         return "latency-bound"
 
     def figures(self, now: float) -> Figures:

@@ -137,7 +137,7 @@ class Pump:
                 link = self._link_with_room()
                 if link is None or not self._send(b, self._reread(b), link):
                     return
-        cap_calls = self.calls_per_stream * len(self.streams)
+        cap_calls = self.calls_per_stream * len(self._sending())
         while self.streams:
             unsettled = self.spool.unsettled()
             link = self._link_with_room()
@@ -167,17 +167,24 @@ class Pump:
 
         The SDK blocks an ingest beyond its own limit (max_inflight_batches + 1) until an ack
         comes, which a silent server never sends: the loop must not make that call. Streams
-        opened during a drain start empty while the first ones are full.
+        opened during a drain start empty while the first ones are full. Only the streams the
+        pace sends on are considered (a narrowing probe leaves the last one idle).
         """
-        n = len(self.streams)
+        sending = self._sending()
+        n = len(sending)
         for i in range(n):
-            link = self.streams[(self.rr + i) % n]
+            link = sending[(self.rr + i) % n]
             acked = link.acks.acked
             busy = sum(1 for b in self.window if b.link is link and not b.acked and b.offset > acked)
             if busy < self.calls_per_stream:
                 self.rr += i
                 return link
         return None
+
+    def _sending(self) -> list:
+        """The streams new batches go to: all open ones, or one fewer while the pace probes by leaving one out."""
+        k = self.pace.send_streams
+        return self.streams if k is None or k >= len(self.streams) else self.streams[:max(1, k)]
 
     def _send(self, b: Batch, records: list[bytes], link) -> bool:
         try:

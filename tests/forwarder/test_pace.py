@@ -134,6 +134,7 @@ def test_a_drain_says_measuring_until_its_rate_is_measured_never_a_guess():
     for _ in range(4):
         p.sent(BATCH)  # the window fills: a drain began
     p.backlogged(0.0)  # every stream at once, from nothing: no probe to judge
+    p.streams_open = p.streams
     assert p.binding(0.0) == "measuring"  # was "caught-up": nothing acked yet
     t, rtt, seen = 0.0, 0.05, []
     while p._drain_samples < MEASURE_SAMPLES:
@@ -143,8 +144,60 @@ def test_a_drain_says_measuring_until_its_rate_is_measured_never_a_guess():
         p.acked(t, BATCH, 1000, rtt, True)
         seen.append(p.binding(t))
     assert set(seen[:-1]) == {"measuring"}  # was "link-bound" from the first sample on, with no link measured
-    # Measured now: acks queue, but no probe told a quota from the link (every stream opened at once).
-    assert p.queueing() and p.binding(t) == "queue-bound"
+    # Measured now: acks queue, every stream opened at once, so no stream added can be judged:
+    # one is left out instead (a narrowing probe), and until it is judged nothing is claimed.
+    assert p.queueing() and p.send_streams == 3 and p.binding(t) == "measuring"
+
+
+def cold_drain(p: Pace, rate_of, seconds: float, rtt: float = 0.6) -> tuple[float, list[str]]:
+    """A drain from nothing with a backlog: every stream opens at once, acks queue (RTT ``rtt``
+    against a 50 ms floor), the delivery rate is ``rate_of(streams sent on)`` bytes/s."""
+    t = 0.0
+    p.sent(BATCH)
+    p.acked(t, BATCH, 1000, 0.05, True)  # the floor RTT, from the first batch
+    p.backlogged(t)
+    p.streams_open = p.streams
+    seen = []
+    end = t + seconds
+    while t < end:
+        t += BATCH / rate_of(p.send_streams or p.streams_open)
+        p.sent(BATCH)
+        p.acked(t, BATCH, 1000, rtt, True)
+        seen.append(p.binding(t))
+    return t, seen
+
+
+def test_a_cold_drain_behind_a_per_stream_quota_is_told_by_leaving_one_stream_out():
+    p = Pace(max_bytes=100_000_000, min_bytes=BATCH, max_streams=4)
+    t, seen = cold_drain(p, lambda n: n * 1_000_000, 8.0)  # each stream carries its quota
+    assert "measuring" in seen and p.binding(t) == "quota-bound"  # was queue-bound for good
+    assert p.send_streams is None  # the probe ended: every stream sends again
+    assert "queue-bound" not in seen
+
+
+def test_a_cold_drain_behind_a_shared_link_is_told_by_leaving_one_stream_out():
+    p = Pace(max_bytes=100_000_000, min_bytes=BATCH, max_streams=4)
+    t, seen = cold_drain(p, lambda n: 4_000_000, 8.0)  # the others take up the left-out stream's share
+    assert p.binding(t) == "link-bound" and p.send_streams is None
+    i = seen.index("link-bound")
+    assert set(seen[i:]) == {"link-bound"}  # one probe per drain: the verdict holds
+
+
+def test_a_narrowing_probe_cut_short_by_a_lost_stream_claims_nothing():
+    p = Pace(max_bytes=100_000_000, min_bytes=BATCH, max_streams=4)
+    t, _ = cold_drain(p, lambda n: n * 1_000_000, 0.8)  # the probe has begun
+    assert p.send_streams == 3
+    p.streams_open = 3  # a stream is lost (rotation) mid-probe
+    t = drive(p, t, 0.5, 0.6, 3_000_000)
+    assert p.send_streams is None and p.binding(t) == "queue-bound"
+
+
+def test_one_allowed_stream_cannot_be_probed_and_stays_queue_bound():
+    p = Pace(max_bytes=100_000_000, min_bytes=BATCH, max_streams=1)
+    p.streams_open = 1
+    t = drive(p, 0.0, 1.0, 0.05, 1_000_000)
+    t = drive(p, t, 3.0, 0.6, 1_000_000)
+    assert p.send_streams is None and p.binding(t) == "queue-bound"
 
 
 def test_a_new_drain_forgets_the_last_drains_verdict():
