@@ -28,6 +28,10 @@ its last shutdown (MQTT still acknowledges its last commits on the way out).
 
 The same loop restarts a whole collector that crashed (``edge.runner``), with
 ``RESTARTING`` as its failure state.
+
+The policy itself (when to try again) is ``ReconnectPolicy``: the loop holds one, and a source
+that cannot live inside the loop holds one too (a Modbus connection keeps polling while it is
+down, every poll a BAD reading, so it asks the policy instead of sleeping in it).
 """
 
 from __future__ import annotations
@@ -58,6 +62,39 @@ class Failure(Exception):
         self.detail = detail
         self.wait = wait
         self.error = error
+
+
+class ReconnectPolicy:
+    """When to try again, for every source: capped exponential backoff with full jitter
+    (``edge.backoff``), ``reconnect_initial`` up to ``reconnect_max``; the attempt count goes back
+    to zero only after a connection stayed up ``healthy_after`` seconds, so an endpoint that
+    accepts and drops at once backs off like one that refuses, instead of being retried at once.
+
+    ``connected()`` when a connection is up; ``failed()`` after a failed attempt or a lost
+    connection: the seconds to wait. ``down()`` alone when the wait is the failure's own."""
+
+    def __init__(self, initial: float, cap: float, *, healthy_after: float = 30.0,
+                 backoff: Backoff | None = None, clock: Callable[[], float] = time.monotonic):
+        self.backoff = backoff or Backoff(initial=float(initial), cap=float(cap))
+        self.healthy_after = healthy_after
+        self.up_since: float | None = None
+        self._clock = clock
+
+    def connected(self) -> None:
+        self.down()  # a connection before this one (a source that reopens a closed one at once) is judged first
+        self.up_since = self._clock()
+
+    def down(self) -> bool:
+        """The connection is gone: True (and the backoff reset) when it had stayed up long enough."""
+        healthy = self.up_since is not None and self._clock() - self.up_since >= self.healthy_after
+        self.up_since = None
+        if healthy:
+            self.backoff.reset()  # it ran fine for a while: a new failure, not a crash loop
+        return healthy
+
+    def failed(self) -> float:
+        self.down()
+        return self.backoff.next_delay()
 
 
 class Session(Protocol):
@@ -132,9 +169,8 @@ class Supervisor:
         self.session = session
         self.status = status
         self.target = target
-        self.healthy_after = healthy_after
+        self.policy = ReconnectPolicy(initial, cap, healthy_after=healthy_after, backoff=backoff)
         self.min_delay = min_delay
-        self.backoff = backoff or Backoff(initial=float(initial), cap=float(cap))
         self._classify = classify
         self._check = check
         self._phase = phase
@@ -144,6 +180,10 @@ class Supervisor:
         self._probe = probe
         self.probe_every = probe_every
         self.woken_early = 0  # backoffs cut short because the endpoint answered again
+
+    @property
+    def backoff(self) -> Backoff:
+        return self.policy.backoff
 
     def classify(self, exc: BaseException, phase: str) -> Failure:
         if self._classify is not None and not isinstance(exc, Failure):
@@ -168,16 +208,15 @@ class Supervisor:
             if self._phase == "connect":
                 last = f" (last attempt: {self.last_problem})" if self.last_problem else ""
                 status.set_state(State.CONNECTING, f"{self.target}{last}")
-            phase, up_at = self._phase, None
+            phase = self._phase
             try:
                 if phase == "connect":
                     await session.connect()
-                    phase, up_at = "serve", time.monotonic()
+                    phase = "serve"
                     if self.connected_once:
                         status.reconnected()
                     self.connected_once = True
-                else:
-                    up_at = time.monotonic()
+                self.policy.connected()
                 await session.serve()
                 failure = Failure(State.RECONNECTING, f"{self.target}: the connection ended; reconnecting", error=False)
             except asyncio.CancelledError:
@@ -193,12 +232,11 @@ class Supervisor:
             self.report(failure)
             if self._check is not None:
                 self._check()
-            if up_at is not None and time.monotonic() - up_at >= self.healthy_after:
-                self.backoff.reset()  # it ran fine for a while: a new failure, not a crash loop
             if failure.wait is not None:
+                self.policy.down()
                 await asyncio.sleep(failure.wait)  # its own wait (a refused login): never cut short
             else:
-                await self.wait(max(self.min_delay, self.backoff.next_delay()))
+                await self.wait(max(self.min_delay, self.policy.failed()))
 
     async def _reachable(self) -> bool | None:
         """The probe's answer; None when the probe itself failed (then it neither shortens nor wakes)."""

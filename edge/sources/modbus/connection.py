@@ -17,7 +17,6 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
 
-from edge.backoff import Backoff
 from edge.sources.modbus.codes import (
     GATEWAY_CODES, STATUS_BAD_RESPONSE, STATUS_CONNECTION_CLOSED, STATUS_NO_CONNECTION, STATUS_TIMEOUT,
     STATUS_TRANSPORT_ERROR, status_text,
@@ -25,9 +24,10 @@ from edge.sources.modbus.codes import (
 from edge.sources.modbus.config import Config
 from edge.sources.modbus.plan import TABLES, Block
 from edge.sources.status import SourceStatus
-from edge.sources.supervisor import Probe
+from edge.sources.supervisor import Probe, ReconnectPolicy
 
 PROBE_EVERY = 1.0  # seconds between reachability probes while a reconnect backoff runs
+HEALTHY_AFTER = 30.0  # seconds a connection stays up before the reconnect backoff starts over (as MQTT's)
 
 
 def _unpack_registers(pdu: ReadHoldingRegistersResponse, data: bytes) -> None:
@@ -73,10 +73,16 @@ def _where(block: Block) -> str:
 
 
 class Connection:
-    """One TCP connection; reconnects follow the backoff every source uses (pymodbus' own is turned off).
+    """One TCP connection; reconnects follow the ``ReconnectPolicy`` every source uses (pymodbus' own is off).
 
     Not the ``Supervisor`` loop: a Modbus source keeps polling while its connection is down,
     and every poll of a device it cannot reach is a BAD reading (``STATUS_NO_CONNECTION``).
+    The policy is the loop's: a jittered delay after a refused or silent connect, reset only once a
+    connection stayed up ``healthy_after`` seconds (a device that accepts for a moment between
+    refusals keeps backing off). Unlike the loop, a connection the device closed is reopened by
+    the next read at once: devices close on a request they dislike, and the block bisect
+    (``plan``) reconnects inside one poll cycle to find the register. The probe ends a wait
+    early: a connect was just refused or timed out, so an answering port is news.
     """
 
     def __init__(self, cfg: Config, index: int, status: SourceStatus | None = None, probe: Probe | None = None):
@@ -95,7 +101,7 @@ class Connection:
         )
         self.client.register(_HoldingResponse)
         self.client.register(_InputResponse)
-        self.backoff = Backoff(initial=float(cfg.reconnect_initial), cap=float(cfg.reconnect_max))
+        self.policy = ReconnectPolicy(cfg.reconnect_initial, cfg.reconnect_max, healthy_after=HEALTHY_AFTER)
         self.next_try = 0.0
         self.last_error = ""
         self._fn = {
@@ -121,9 +127,9 @@ class Connection:
             ok, self.last_error = False, str(exc) or type(exc).__name__
         if not ok:
             self.last_error = self.last_error or await self._why_not()
-            self.next_try = time.monotonic() + self.backoff.next_delay()
+            self.next_try = time.monotonic() + self.policy.failed()
             raise ReadFailed(STATUS_NO_CONNECTION, f"cannot connect to {self.cfg.host}:{self.cfg.port}: {self.last_error}", True)
-        self.backoff.reset()
+        self.policy.connected()  # the backoff starts over only once this connection stayed up healthy_after
         self.last_error = ""
         if self.was_up and self.status is not None:
             self.status.reconnected()
