@@ -230,9 +230,32 @@ def build(cls: type, data: Any, path: str = "", *, origins: dict[str, list[str]]
     return obj
 
 
+# A ${VAR} / ${VAR:-default} reference anywhere in a string (edge/configinterp.py reads it).
+REFERENCE_PATTERN = r"\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\}"
+_REFERENCE = {"type": "string", "pattern": REFERENCE_PATTERN, "description": "${VAR} or ${VAR:-default}"}
+_KEPT = ("title", "default", "description", "writeOnly")
+
+
+def _takes_any_string(prop: dict) -> bool:
+    return prop.get("type") == "string" and not {"enum", "const", "pattern"} & set(prop)
+
+
+def _allow_references(obj: dict) -> None:
+    """Every scalar property of an object schema also accepts a ${VAR} reference (a string), as the
+    loader does: without this an editor flags ``rate: ${RATE:-50}`` in a number field as an error."""
+    for name, prop in obj.get("properties", {}).items():
+        if _takes_any_string(prop) or "$ref" in prop or prop.get("type") in ("array", "object"):
+            continue  # a reference is already a string there, or cannot give a list or a mapping
+        kept = {k: prop.pop(k) for k in _KEPT if k in prop}
+        obj["properties"][name] = {**kept, "anyOf": [prop, _REFERENCE]}
+
+
 def json_schema(cls: type) -> dict:
-    """JSON Schema of a config dataclass (for editors)."""
-    return adapter(cls).json_schema()
+    """JSON Schema of a config dataclass (for editors); every scalar field also takes a ${VAR}."""
+    out = adapter(cls).json_schema()
+    for obj in [out, *out.get("$defs", {}).values()]:
+        _allow_references(obj)
+    return out
 
 
 def field_names(cls: type, prefix: str = "") -> list[str]:

@@ -150,3 +150,39 @@ def test_the_compose_admin_service_is_not_given_the_other_services_secrets():
         assert "env_file" not in admin, name
         secret_volumes = [v for v in admin.get("volumes", []) if isinstance(v, str) and v.startswith("secrets")]
         assert secret_volumes in ([], ["secrets-admin:/secrets:ro"]), (name, secret_volumes)
+
+
+def _shipped_configs() -> list[Path]:
+    return [ROOT / "ops" / "compose" / "edge.yaml", ROOT / "ops" / "config" / "example.yaml",
+            *sorted((ROOT / "edge" / "sources").glob("*/sample.yaml"))]
+
+
+def test_every_shipped_config_is_valid_under_the_json_schema():
+    """What an editor checks with the schema agrees with the loader: ``rate: ${EDGE_SYNTHETIC_RATE:-50}`` in a
+    number field, ``secure_cookies: ${...}`` in a boolean one (ops/compose/edge.yaml) were flagged before."""
+    from edge.config import _Loader, schema
+    from tests.config.schema_check import KEYWORDS, errors, keywords
+
+    out = schema()
+    assert keywords(out) <= KEYWORDS, f"the check does not know {keywords(out) - KEYWORDS}"
+    files = _shipped_configs()
+    assert len(files) >= 7
+    for path in files:
+        data = yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 (a SafeLoader)
+        assert errors(data, out, out) == [], path.relative_to(ROOT)
+
+
+def test_the_json_schema_refuses_what_the_loader_refuses():
+    from edge.config import schema
+    from tests.config.schema_check import errors
+
+    out = schema()
+    bad = {"appliance_id": "a", "spool": {"when_full": "sometimes", "colour": "red"}, "zerobus": {"streams": "four"},
+           "admin": {"secure_cookies": "yes please"}, "sources": [{"name": "m", "type": "mqtt", "rate": 5}]}
+    found = errors(bad, out, out)
+    for where in ("$.spool.when_full", "$.spool.colour", "$.zerobus.streams", "$.admin.secure_cookies", "$.sources[0]"):
+        assert any(e.startswith(where + ":") for e in found), (where, found)
+    assert errors({"spool": {}}, out, out) == ["$.appliance_id: required"]
+    good = {"appliance_id": "${ID}", "zerobus": {"streams": "${N:-2}", "client_secret": "${S}"},
+            "spool": {"max_age": "${AGE:-7d}", "when_full": "${WHEN_FULL:-block}"}}
+    assert errors(good, out, out) == []
