@@ -1,12 +1,15 @@
 """A server that answers HistoryRead with Good and no values (it keeps no history and does not say
 so): the hole it leaves is an open gap, reported in the table (a gap row through the real
 forwarder into the emulator), on the admin page's model and in /metrics. Nodes that did not
-change while we were away are not gaps."""
+change while we were away are not gaps. The same holds for what history held beyond
+``max_values_per_node`` and for every reconnect with the back-fill turned off."""
 
 from __future__ import annotations
 
 import json
 import time
+from datetime import datetime, timedelta, timezone
+from typing import Any, Awaitable, Callable
 
 import pytest
 from asyncua import ua
@@ -50,6 +53,53 @@ def silent_history(monkeypatch):
 
 def _now_us() -> int:
     return time.time_ns() // 1000
+
+
+def _us(dv: ua.DataValue) -> int:
+    return (dv.SourceTimestamp - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1)
+
+
+async def _away(rig, sim: SimServer, proxy: Proxy, src, while_away: Callable[[], Awaitable[Any]]) -> dict[str, int]:
+    """Run the source until every node's newest value is taken (the simulator paused), cut the link, await
+    ``while_away()``, heal it, and return once every node the reconnect watched had its first value
+    and a gap row is spooled. Returns each node's newest source time (us) from before the cut, by path."""
+    status = rig.statuses["plc"]
+    async with running(src):
+        await wait_until(lambda: status.data["state"] == "running", what="running")
+        await wait_until(lambda: len({r.point for r in rig.readings()}) >= NODES, every=0.2, what="every node once")
+        sim.pause()  # (a write already under way still lands: the newest values are read each time)
+
+        def newest() -> dict[str, int]:
+            return {n.path: _us(sim.history.values(n.nodeid)[-1]) for n in sim.nodes if "/info/" not in n.path}
+
+        def caught_up() -> bool:
+            got = {}
+            for r in rig.readings():
+                got[r.point] = max(got.get(r.point, 0), r.source_ts)
+            return all(got.get("Plant/" + p) == ts for p, ts in newest().items())
+        await wait_until(caught_up, every=0.2, what="every node's newest value taken")
+        before = newest()
+        await proxy.cut()
+        await wait_until(lambda: status.data["state"] != "running", timeout=10, what="cut noticed")
+        await while_away()
+        await proxy.start()
+        await wait_until(lambda: src.stats["sessions"] == 2 and status.data["state"] == "running", timeout=20,
+                         what="reconnected")
+        await wait_until(lambda: not src._gaps.pending, timeout=10, what="every node's first value after the cut")
+        await wait_until(lambda: any(r.kind == "gap" for r in rig.readings()), every=0.1, what="the gap row spooled")
+    return before
+
+
+def _the_only_gap(rig, src, point: str, start_us: int, end_us: int, reason: str) -> None:
+    """One gap in the status and one gap row in the spool: ``point`` from ``start_us`` to ``end_us``."""
+    gaps = rig.statuses["plc"].data["gaps"]
+    assert src.stats["gaps_open"] == 1 and len(gaps) == 1, gaps
+    gap = gaps[0]
+    assert (gap["point"], gap["reason"]) == (point, reason)
+    assert round(gap["start_ts"] * 1e6) == start_us and round(gap["end_ts"] * 1e6) == end_us
+    markers = [r for r in rig.readings() if r.kind == "gap"]
+    assert [(m.point, m.source_ts, m.loss_reason) for m in markers] == [(point, start_us, reason)]
+    assert json.loads(markers[0].value_json)["to_us"] == end_us
 
 
 def _page(rig) -> dict:
@@ -153,43 +203,64 @@ async def test_only_a_node_that_changed_during_the_cut_is_a_gap(rig, silent_hist
     proxy = await Proxy(sim.port).start()
     try:
         src = rig.source(f"opc.tcp://127.0.0.1:{proxy.port}/sim", [GROUP])
-        status = rig.statuses["plc"]
         changed = next(n for n in sim.nodes if n.vtype == ua.VariantType.Double)
-        async with running(src):
-            await wait_until(lambda: status.data["state"] == "running", what="running")
-            await wait_until(lambda: len({r.point for r in rig.readings()}) >= NODES, every=0.2, what="every node once")
-            sim.pause()  # (a write already under way still lands: the newest values are read each time)
-
-            def newest() -> dict[str, int]:
-                return {n.path: int(sim.history.values(n.nodeid)[-1].SourceTimestamp.timestamp() * 1e6)
-                        for n in sim.nodes if "/info/" not in n.path}
-
-            def caught_up() -> bool:
-                got = {}
-                for r in rig.readings():
-                    got[r.point] = max(got.get(r.point, 0), r.source_ts)
-                return all(got.get("Plant/" + p) == ts for p, ts in newest().items())
-            await wait_until(caught_up, every=0.2, what="every node's newest value taken")
-            before = newest()
-            await proxy.cut()
-            await wait_until(lambda: status.data["state"] != "running", timeout=10, what="cut noticed")
-            await sim.set_value(changed.path, 42.5)  # the only change while we are away
-            changed_us = int(sim.history.values(changed.nodeid)[-1].SourceTimestamp.timestamp() * 1e6)
-            await proxy.start()
-            await wait_until(lambda: src.stats["sessions"] == 2 and status.data["state"] == "running", timeout=20,
-                             what="reconnected")
-            await wait_until(lambda: not src._gaps.pending, timeout=10, what="every node's first value after the cut")
-            await wait_until(lambda: any(r.kind == "gap" for r in rig.readings()), every=0.1, what="the gap row spooled")
+        before = await _away(rig, sim, proxy, src, lambda: sim.set_value(changed.path, 42.5))  # the only change
+        changed_us = _us(sim.history.values(changed.nodeid)[-1])
         assert src.stats["backfill_empty"] == NODES  # every node answered Good with nothing
-        gaps = status.data["gaps"]
-        assert src.stats["gaps_open"] == 1 and len(gaps) == 1, gaps
-        gap = gaps[0]
-        assert gap["point"] == "Plant/" + changed.path and gap["reason"] == "history_empty"
-        assert round(gap["start_ts"] * 1e6) == before[changed.path] and round(gap["end_ts"] * 1e6) == changed_us
-        markers = [r for r in rig.readings() if r.kind == "gap"]
-        assert [(m.point, m.source_ts, m.loss_reason) for m in markers] == [
-            ("Plant/" + changed.path, before[changed.path], "history_empty")]
-        assert json.loads(markers[0].value_json)["to_us"] == changed_us
+        _the_only_gap(rig, src, "Plant/" + changed.path, before[changed.path], changed_us, "history_empty")
+    finally:
+        await proxy.cut()
+        await sim.stop()
+
+
+@pytest.mark.anyio
+async def test_what_history_held_beyond_max_values_is_an_open_gap(rig):
+    """History holds six new values of one node; the back-fill reads at most three values a node:
+    the rest, from the last value read to the first live one, is a gap (max_values)."""
+    sim = await SimServer(nodes=NODES, rate=100, faults=False).start()  # with history
+    proxy = await Proxy(sim.port).start()
+    try:
+        src = rig.source(f"opc.tcp://127.0.0.1:{proxy.port}/sim", [GROUP], backfill={"max_values_per_node": 3})
+        changed = next(n for n in sim.nodes if n.vtype == ua.VariantType.Double)
+        point = "Plant/" + changed.path
+
+        async def six_changes() -> None:
+            base = datetime.now(timezone.utc)
+            for i in range(6):
+                await sim.set_value(changed.path, 40.0 + i, ts=base + timedelta(milliseconds=i))
+        before = await _away(rig, sim, proxy, src, six_changes)
+        written = [_us(dv) for dv in sim.history.values(changed.nodeid)[-6:]]
+        assert written[0] > before[changed.path]
+        landed = [r.source_ts for r in rig.readings()
+                  if r.point == point and r.kind == "reading" and r.source_ts > before[changed.path]]
+        # History's first values, then the live value: what lay between them never landed.
+        read = landed[:-1]
+        assert 1 <= len(read) < 3 and landed == written[:len(read)] + [written[-1]], (landed, written)
+        assert src.stats["backfilled"] == len(read)  # the unchanged nodes' history held only what we had
+        _the_only_gap(rig, src, point, read[-1], written[-1], "max_values")
+    finally:
+        await proxy.cut()
+        await sim.stop()
+
+
+@pytest.mark.anyio
+async def test_with_the_back_fill_turned_off_a_reconnect_is_still_a_gap(rig):
+    """backfill.enabled: false: no HistoryRead at all (the server has the history), and the node that
+    changed while we were away is a gap (backfill_disabled); the unchanged ones are not."""
+    sim = await SimServer(nodes=NODES, rate=100, faults=False).start()
+    proxy = await Proxy(sim.port).start()
+    try:
+        src = rig.source(f"opc.tcp://127.0.0.1:{proxy.port}/sim", [GROUP], backfill={"enabled": False})
+        changed = next(n for n in sim.nodes if n.vtype == ua.VariantType.Double)
+
+        async def two_changes() -> None:
+            await sim.set_value(changed.path, 41.5)  # held by the server's history, never read: lost to us
+            await sim.set_value(changed.path, 42.5)
+        before = await _away(rig, sim, proxy, src, two_changes)
+        first, last = (_us(dv) for dv in sim.history.values(changed.nodeid)[-2:])
+        assert src.stats["backfilled"] == 0 and "last_backfill" not in rig.statuses["plc"].data
+        assert first not in {r.source_ts for r in rig.readings() if r.kind == "reading"}
+        _the_only_gap(rig, src, "Plant/" + changed.path, before[changed.path], last, "backfill_disabled")
     finally:
         await proxy.cut()
         await sim.stop()

@@ -99,7 +99,7 @@ class BackfillReport:
     empty: list[str] = field(default_factory=list)  # Good, and not one value
     failed: list[str] = field(default_factory=list)  # the HistoryRead service call itself failed
     error: BaseException | None = None  # ... with this
-    truncated: list[str] = field(default_factory=list)  # hit max_values_per_node
+    truncated: list[str] = field(default_factory=list)  # hit max_values_per_node (or a full page, no continuation)
     clamped: list[str] = field(default_factory=list)  # gap longer than max_gap
     floor_us: int = 0  # how far back history was asked (now - max_gap)
 
@@ -207,6 +207,10 @@ async def read_gap(
                         await _release(client, details, nid, res.ContinuationPoint)
                     else:
                         nxt.append((p, nid, res.ContinuationPoint))
+                elif details.NumValuesPerNode and len(dvs) >= details.NumValuesPerNode:
+                    # A full page and no continuation point: some servers (asyncua's own history among
+                    # them) stop at NumValuesPerNode without one. What came after it was not read.
+                    rep.truncated.append(p)
             pending = nxt
         rep.nodes += len(batch)
     return rep
