@@ -38,7 +38,8 @@ class Spool(SpoolLog, SideTables):
         self._conn = conn
         self._ballast = Ballast(path, ballast_bytes)
         self._page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-        self.disk_full = False  # the last write failed for lack of disk space (until one succeeds)
+        self.write_failed_full = False  # the last write failed for lack of disk space (until one succeeds)
+        self.disk_bound = False  # the last append found the disk, not max_bytes, limiting the spool
         self.ballast_released_now = False  # the last failure gave the ballast back: a retry can succeed
         self.side_max_bytes = side_max_bytes
         self.path = path
@@ -57,9 +58,27 @@ class Spool(SpoolLog, SideTables):
         self._background: threading.Thread | None = None
         self._background_result: tuple[str, Any] | None = None
         self._after_full = False
+        self._checkpoint_deferred = False
+        self._drop_log = {}
         self._lock: _WriterLock | None = None
         self._pending: list[Sequence[tuple[int, bytes]]] = []  # appended in this transaction, not yet inserted
         self._pending_first = self._pending_last = 0
+
+    @property
+    def disk_full(self) -> bool:
+        """The disk limits the spool now: a write failed for lack of space, or the last append had
+        to drop or refuse readings because the disk (not ``max_bytes``) ran out of room."""
+        return self.write_failed_full or self.disk_bound
+
+    @property
+    def disk_note(self) -> str:
+        """What the writer's state line says about a full disk."""
+        if self.write_failed_full:
+            return "the last spool write failed: disk full"
+        action = {"block": "new readings are refused", "drop_oldest": "the oldest readings are dropped",
+                  "drop_newest": "new readings are dropped"}[self.when_full]
+        return (f"disk full: {common._disk_free(self.path.parent)} bytes free, min_free_bytes "
+                f"{self.min_free_bytes}; {action} (when_full: {self.when_full}) until space is freed")
 
     # ------------------------------------------------------------ open
 
@@ -248,7 +267,7 @@ class Spool(SpoolLog, SideTables):
                 self._flush_meta()
             self._conn.execute("COMMIT")
             self.commits += 1
-            self.disk_full = self.ballast_released_now = False
+            self.write_failed_full = self.ballast_released_now = False
         except BaseException as exc:
             self._pending = []
             if self._conn.in_transaction:
@@ -261,7 +280,7 @@ class Spool(SpoolLog, SideTables):
                 # The WAL holds pages the main file has no room for yet; until a
                 # checkpoint moves them, every delete makes the WAL (and the disk) fuller.
                 self._after_full = True
-                self.disk_full = True
+                self.write_failed_full = True
                 self.ballast_released_now = self._ballast.release()
                 raise SpoolFull("disk_full", f"disk full while writing the spool: {exc}") from exc
             if isinstance(exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError)):
@@ -301,7 +320,8 @@ class Spool(SpoolLog, SideTables):
 
     def maintain_wal(self, idle: bool) -> str | None:
         """Bound the WAL: PASSIVE checkpoint past WAL_CHECKPOINT_BYTES, TRUNCATE when idle past the limit."""
-        if not self.disk_full and self._ballast.wanted():
+        self.recheck_disk()
+        if not self.write_failed_full and self._ballast.wanted():
             self._ballast.ensure(common._disk_free(self.path.parent), self.min_free_bytes)
         wal = common._file_size(f"{self.path}-wal")
         mode = None
@@ -321,12 +341,15 @@ class Spool(SpoolLog, SideTables):
         self._conn.execute("PRAGMA busy_timeout = 100")  # a reader must not stall the writer for long
         try:
             busy, frames, done = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
-            return not busy and frames == done
         except sqlite3.Error as e:
-            log.info("wal checkpoint %s deferred: %s", mode, e)
+            # Logged once per episode: on a full disk the writer retries every turn.
+            (log.debug if self._checkpoint_deferred else log.info)("wal checkpoint %s deferred: %s", mode, e)
+            self._checkpoint_deferred = True
             return False
         finally:
             self._conn.execute("PRAGMA busy_timeout = 5000")
+        self._checkpoint_deferred = False
+        return not busy and frames == done
 
     def _start_background_check(self) -> None:
         def run() -> None:

@@ -32,7 +32,7 @@ class WriterHealth:
         self.failures = 0  # since the state was entered
         self._unlogged = 0
         self._logged_at = self._failed_at = self._record_at = 0.0
-        self._recorded = "ok"
+        self._recorded: str | None = None  # nothing stored yet: the first turn stores the state line
 
     @property
     def changed(self) -> bool:
@@ -42,7 +42,8 @@ class WriterHealth:
         now = time.monotonic()
         full = (isinstance(exc, SpoolFull) and exc.cause == "disk_full") or self.spool.disk_full
         state = "disk_full" if full else "error"
-        text = f"{type(exc).__name__}: {exc}"[:300]
+        note = getattr(self.spool, "disk_note", None) if self.spool.disk_full else None
+        text = (note or f"{type(exc).__name__}: {exc}")[:300]
         self._failed_at = now
         self.failures += 1
         if state != self.state:
@@ -69,7 +70,9 @@ class WriterHealth:
     def record(self, put_state: Callable[[str, str, Any], None]) -> None:
         """Store the state line (best effort: on a full disk it is tried again a second later)."""
         self._record_at = time.monotonic() + RECORD_EVERY_S
-        value = {"state": self.state, "error": self.error, "since": self.since, "failures": self.failures}
+        value = {"state": self.state, "error": self.error, "since": self.since, "failures": self.failures,
+                 # readers judge a disk too full to write the state line by the same threshold (stats.py)
+                 "min_free_bytes": getattr(self.spool, "min_free_bytes", 0)}
         try:
             put_state("spool", "writer", value)
         except Exception as exc:  # noqa: BLE001 - the state it failed to store stays pending

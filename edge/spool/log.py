@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import time
 from operator import itemgetter
 from typing import Iterator, Sequence
 
@@ -24,6 +25,7 @@ INSERT_ROWS = 1000  # rows per multi-row INSERT (2 parameters each; SQLite allow
 EXPIRE_CHUNK = 50_000
 EXPIRE_CHUNKS_PER_CALL = 10
 _MARKER_RESERVE = 64 + budget.ROW_OVERHEAD  # room for the marker a drop writes
+DROP_LOG_EVERY_S = 60.0
 
 _body = itemgetter(1)
 
@@ -35,6 +37,8 @@ def _insert_sql(rows: int) -> str:
 
 class SpoolLog:
     """Append / drops / markers / ack. State lives on the ``Spool`` it is mixed into."""
+
+    _drop_log: dict[str, tuple[float | None, int]]  # reason -> (last logged, readings dropped since)
 
     def append(self, items: Sequence[tuple[int, bytes]], *, may_drop_batch: bool = True) -> AppendResult:
         """Store ``(collected_ts_us, body)`` items in one transaction; seqs are contiguous.
@@ -56,9 +60,11 @@ class SpoolLog:
             m = self._meta
             dropped = 0
             limit = self._readings_budget()
-            if not budget.fits(m.stored_bytes, incoming, limit):
+            fits = budget.fits(m.stored_bytes, incoming, limit)
+            self.disk_bound = not fits and m.stored_bytes + incoming <= self.max_bytes - m.side_bytes
+            if not fits:
                 self._flush_pending()  # drops and markers work on the table as it stands
-                cause = "budget" if m.stored_bytes + incoming > self.max_bytes - m.side_bytes else "disk_low"
+                cause = "disk_low" if self.disk_bound else "budget"
                 if self.when_full == "block" or (self.when_full == "drop_newest" and not may_drop_batch):
                     raise SpoolFull(cause, f"spool full ({cause}): {m.stored_bytes} of {limit} bytes used, "
                                            f"batch needs {incoming}")
@@ -85,6 +91,15 @@ class SpoolLog:
         if self.when_full != "block":
             return True
         return budget.fits(self._meta.stored_bytes, nbytes + budget.ROW_OVERHEAD, self._readings_budget())
+
+    def recheck_disk(self) -> bool:
+        """Re-evaluate ``disk_bound`` without an append (space may come back while no source writes)."""
+        if self.disk_bound:
+            m = self._meta
+            limit = self._readings_budget()
+            self.disk_bound = (limit < self.max_bytes - m.side_bytes
+                               and not budget.fits(m.stored_bytes, _MARKER_RESERVE, limit))
+        return self.disk_bound
 
     def _readings_budget(self) -> int:
         """What readings may hold now: max_bytes less the side tables' bytes, capped by the free disk
@@ -199,9 +214,24 @@ class SpoolLog:
         self._count_drop(reason, readings_dropped)
         self.freed += 1
         self._dirty = True
-        log.warning("spool %s: dropped %d readings, seq %d..%d now covered by a loss marker",
-                    reason, readings_dropped, first, to_seq)
+        self._log_drop(reason, readings_dropped, first, to_seq)
         return readings_dropped
+
+    def _log_drop(self, reason: str, n: int, first: int, to_seq: int) -> None:
+        """A drop is logged as it happens, then at most once per DROP_LOG_EVERY_S with the count since
+        (a full spool drops on every append: a line each would bury the log)."""
+        now = time.monotonic()
+        at, since = self._drop_log.get(reason, (None, 0))
+        if at is not None and now - at < DROP_LOG_EVERY_S:
+            self._drop_log[reason] = (at, since + n)
+            return
+        self._drop_log[reason] = (now, 0)
+        if since:
+            log.warning("spool %s: dropped %d readings in the last %.0fs, seq %d..%d now covered by a loss marker",
+                        reason, since + n, now - at, first, to_seq)
+        else:
+            log.warning("spool %s: dropped %d readings, seq %d..%d now covered by a loss marker",
+                        reason, n, first, to_seq)
 
     def _write_marker(self, from_seq: int, to_seq: int, reason: str, ts: int, *, extend: bool,
                       merged: bool = False) -> None:

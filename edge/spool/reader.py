@@ -9,7 +9,7 @@ from pathlib import Path
 
 from edge.spool.common import SpoolError, _ro_uri
 from edge.spool.queries import _dead_letters, _peek, _quarantined, _samples, _states
-from edge.spool.stats import _stats
+from edge.spool.stats import _disk_full_detail, _stats, with_disk_state
 
 class SpoolReader:
     """Read-only view for other threads and processes (forwarder, admin, CLI).
@@ -39,8 +39,14 @@ class SpoolReader:
             return _stats(self._conn, self.path)
 
     def states(self, kind: str | None = None) -> list[dict]:
+        """State records. A source collecting while the spool's disk is full is shown as
+        ``disk_full`` (edge/spool/stats.py ``with_disk_state``): on a full disk the source
+        cannot store that state itself."""
         with self._lock:
-            return _states(self._conn, kind)
+            records = _states(self._conn, kind)
+            if kind in (None, "source"):
+                records = with_disk_state(records, _disk_full_detail(self._conn, self.path))
+            return records
 
     def alarms(self) -> list[dict]:
         return self.states("alarm")

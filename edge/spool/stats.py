@@ -42,6 +42,7 @@ def _stats(conn: sqlite3.Connection, path: Path, now: float | None = None) -> di
         version = conn.execute("PRAGMA user_version").fetchone()[0]
     max_bytes, when_full, side_max_bytes = settings
     disk_free = common._disk_free(path.parent)
+    writer_state = _writer_state(writer, disk_free)
     ingest = [(t, a) for t, a, _d in pts]
     drain = [(t, d) for t, _a, d in pts]
     rates = {
@@ -87,6 +88,52 @@ def _stats(conn: sqlite3.Connection, path: Path, now: float | None = None) -> di
         ),
         "drain_eta_s": budget.drain_eta_s(depth_seqs, rates["ingest_rate_10s"], rates["drain_rate_10s"]),
         "alarms": alarms,
-        "writer_state": writer.get("state", "ok"),
+        "writer_state": writer_state,
     }
+
+
+def _writer_state(writer: dict, disk_free: int | None) -> str:
+    """The writer's stored state line, or ``disk_full`` when the disk has no room above the writer's
+    ``min_free_bytes`` now: a disk so full that the writer cannot store its own state line must
+    still show as full (the writer judges by the same free space)."""
+    if disk_free is not None and "min_free_bytes" in writer and disk_free <= writer["min_free_bytes"]:
+        return "disk_full"
+    return writer.get("state", "ok")
+
+
+def _disk_full_detail(conn: sqlite3.Connection, path: Path) -> str | None:
+    """None while the spool's disk has room; else what the writer says about it."""
+    with _read_tx(conn):
+        writer = {st["name"]: st["value"] for st in _states(conn, "spool")}.get("writer") or {}
+    disk_free = common._disk_free(path.parent)
+    if _writer_state(writer, disk_free) != "disk_full":
+        return None
+    if writer.get("state") == "disk_full" and writer.get("error"):
+        return str(writer["error"])
+    return f"{disk_free} bytes free, min_free_bytes {writer.get('min_free_bytes')}"
+
+
+# A source in one of these states is collecting (or about to): when the spool's disk is full
+# what it collects is refused or dropped, and that is what its row must say. The names are
+# edge.sources.states.State values (the spool does not import the sources layer;
+# tests/spool/test_spool_diskfull.py checks them).
+COLLECTING_STATES = frozenset({"starting", "connecting", "subscribing", "backfilling", "connected", "running",
+                               "listening", "degraded"})
+
+
+def with_disk_state(records: list[dict], disk_detail: str | None) -> list[dict]:
+    """Source state records as the page shows them: a collecting source on a full disk says
+    ``disk_full`` (its own state kept as ``reported_state``); other records as stored."""
+    if disk_detail is None:
+        return records
+    out = []
+    for rec in records:
+        value = rec.get("value")
+        if rec.get("kind") == "source" and isinstance(value, dict) and value.get("state") in COLLECTING_STATES:
+            value = {**value, "state": "disk_full", "reported_state": value["state"],
+                     "detail": f"spool disk full ({disk_detail}); the source reports {value['state']}: "
+                               f"{value.get('detail') or ''}"[:500]}
+            rec = {**rec, "value": value}
+        out.append(rec)
+    return out
 

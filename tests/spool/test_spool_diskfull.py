@@ -5,9 +5,13 @@ import logging
 import os
 import sqlite3
 import subprocess
+import time
 
 import pytest
 
+from edge.admin import model, reading
+from edge.sources.states import State
+from edge.sources.status import SourceStatus
 from edge.spool import SpoolFull, SpoolReader
 from edge.writer import SpoolWriter
 from simulators.kit.mqtt import wait_until
@@ -103,38 +107,74 @@ def test_enospc_on_a_real_small_filesystem(open_spool, tiny_fs, monkeypatch):
     assert_sound(path)
 
 
-def test_drop_oldest_on_a_100pct_full_disk_keeps_going(open_spool, tiny_fs, caplog):
+def page_sources(path) -> dict[str, dict]:
+    """The source rows as the admin page and /api/sources show them (edge/admin: reading.read, model.sources)."""
+    snap = reading.read(str(path))
+    assert snap.error is None, snap.error
+    return {row["name"]: row for row in model.sources(snap.states.get("source") or {}, time.time())}
+
+
+def running_source(writer) -> SourceStatus:
+    """A source's status as a collector keeps it: stored through the writer, flushed on every change."""
+    status = SourceStatus("line1", "synthetic", writer.put_state, min_interval=0.0)
+    status.set_state(State.RUNNING, "100 readings/s")
+    return status
+
+
+def test_drop_oldest_on_a_100pct_full_disk_keeps_going(open_spool, tiny_fs, caplog, monkeypatch):
     """Something else fills the disk: drop_oldest keeps storing (the ballast gives the drops and
-    the checkpoint room), the spool does not bleed away, and growth resumes when space returns."""
+    the checkpoint room), the spool does not bleed away, the writer and the source say disk_full
+    (not running) on the page, the log has one line for it, not one per append, and growth
+    resumes when space returns."""
+    monkeypatch.setattr("edge.spool.health.RECOVER_S", 0.2)
     path = tiny_fs / "spool.db"
     s = open_spool(path=path, max_bytes=64 << 20, when_full="drop_oldest", min_free_bytes=64 << 10,
                    ballast_bytes=512 << 10)
     assert (tiny_fs / "spool.db.ballast").stat().st_size == 512 << 10
     writer = SpoolWriter(s, sample_interval_s=0.05)
+    status = running_source(writer)
     try:
         k = 0
         while writer.call(lambda sp: sp.stats()).result(10)["depth_bytes"] < 1 << 20:
             writer.submit(items(100, start=100 * k, pad=300)).result(10)
             k += 1
         depth_before = writer.call(lambda sp: sp.stats()).result(10)["depth_rows"]
+        wait_until(lambda: page_sources(path).get("line1", {}).get("state") == "running", 10, "the source row")
         fill_disk(tiny_fs / "filler")
-        with caplog.at_level(logging.WARNING):
+        with caplog.at_level(logging.INFO):
             for _ in range(300):  # every append is stored: none refused, none failing
                 r = writer.submit(items(100, start=100 * k, pad=300)).result(10)
                 assert r.stored
+                status.readings(100)  # what a collector does after each commit: its own state stays running
                 k += 1
+            wait_until(lambda: writer_state(path) == "disk_full", 10, "the writer's state stored")
+            row = page_sources(path)["line1"]
+            assert row["state"] == "disk_full" and row["severity"] == "bad", row
+            assert "drop" in row["detail"] and "reports running" in row["detail"]
         st = writer.call(lambda sp: sp.stats()).result(10)
         assert st["dropped"].get("drop_oldest", 0) >= 300 * 100 and "drop_newest" not in st["dropped"]
         assert st["depth_rows"] > depth_before * 0.8  # kept its size within the file's own pages
         assert not (tiny_fs / "spool.db.ballast").exists()
         assert sum("released the spool ballast" in r.message for r in caplog.records) == 1
+        # 300 appends that each dropped: one drop line, one writer line, no traceback
+        assert sum("drop_oldest: dropped" in r.message for r in caplog.records) <= 2
+        assert sum(r.name == "edge.writer" and r.levelno >= logging.ERROR for r in caplog.records) == 1
+        assert not any(r.exc_info for r in caplog.records)
+        assert len(caplog.records) < 20, [r.message for r in caplog.records]
         (tiny_fs / "filler").unlink()  # the operator frees space
-        wait_until(lambda: (tiny_fs / "spool.db.ballast").exists(), 10, "the ballast taken back")
+        t0 = time.monotonic()
         dropped = st["dropped_total"]
+        r = writer.submit(items(100, start=100 * k, pad=300)).result(10)
+        k += 1
+        assert r.dropped == 0 and time.monotonic() - t0 < 2  # progress at once: the next append needs no drop
+        wait_until(lambda: (tiny_fs / "spool.db.ballast").exists(), 10, "the ballast taken back")
         for _ in range(20):
             writer.submit(items(100, start=100 * k, pad=300)).result(10)
             k += 1
         assert writer.call(lambda sp: sp.stats()).result(10)["dropped_total"] == dropped  # room again: no drops
+        status.readings(1)
+        wait_until(lambda: page_sources(path)["line1"]["state"] == "running", 10, "the source running again")
+        assert writer_state(path) == "ok"
     finally:
         writer.close()
     acc = accounting(path)
@@ -149,9 +189,11 @@ def test_a_wedged_disk_is_one_state_line_not_a_traceback_per_turn(open_spool, ti
     path = tiny_fs / "spool.db"
     s = open_spool(path=path, max_bytes=64 << 20, when_full="drop_oldest", min_free_bytes=0, ballast_bytes=0)
     writer = SpoolWriter(s, sample_interval_s=0.02)
+    running_source(writer)
     try:
         for k in range(30):
             writer.submit(items(100, start=100 * k, pad=300)).result(10)
+        wait_until(lambda: page_sources(path).get("line1", {}).get("state") == "running", 10, "the source row")
         fill_disk(tiny_fs / "filler")
         fails = 0
         with caplog.at_level(logging.INFO, logger="edge.writer"):
@@ -163,6 +205,10 @@ def test_a_wedged_disk_is_one_state_line_not_a_traceback_per_turn(open_spool, ti
                     fails += 1
             wait_until(lambda: writer._health.failures >= 20, 10, "failing maintenance turns")
             assert writer._health.state == "disk_full"
+            # Nothing can be written, not even the state line: readers judge the disk themselves.
+            assert writer_state(path) == "disk_full"
+            row = page_sources(path)["line1"]
+            assert row["state"] == "disk_full" and "reports running" in row["detail"]
             lines = [r for r in caplog.records if r.name == "edge.writer" and r.levelno >= logging.ERROR]
             assert len(lines) == 1 and "disk full" in lines[0].message and lines[0].exc_info is None
             (tiny_fs / "filler").unlink()
@@ -170,6 +216,7 @@ def test_a_wedged_disk_is_one_state_line_not_a_traceback_per_turn(open_spool, ti
         assert fails > 0
         writer.submit(items(10, start=10**6)).result(10)
         wait_until(lambda: writer.call(lambda sp: sp.stats()).result(10)["writer_state"] == "ok", 10, "state ok")
+        assert page_sources(path)["line1"]["state"] == "running"
     finally:
         writer.close()
     accounting(path)
@@ -178,6 +225,15 @@ def test_a_wedged_disk_is_one_state_line_not_a_traceback_per_turn(open_spool, ti
 def writer_state(path):
     with SpoolReader(path) as r:
         return r.stats()["writer_state"]
+
+
+def test_the_collecting_states_the_page_overrides_are_source_states():
+    from edge.spool.stats import COLLECTING_STATES
+
+    assert COLLECTING_STATES <= {st.value for st in State}
+    assert {State.RUNNING, State.CONNECTED, State.LISTENING} <= COLLECTING_STATES
+    # states that name the source's own fault, or a stop, stay as the source reported them
+    assert not COLLECTING_STATES & {State.AUTH_FAILED, State.CONNECT_FAILED, State.STOPPED, State.BLOCKED}
 
 
 def test_maintenance_errors_become_a_state_line(open_spool, spool_path, caplog, monkeypatch):
