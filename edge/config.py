@@ -23,6 +23,7 @@ variable or file is read) and hold a ``Withheld`` secret.
 from __future__ import annotations
 
 import importlib
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -187,19 +188,36 @@ def _build_source(raw: Any, path: str, origins: dict[str, list[str]]) -> Any:
 _ANY_HOST = ("", "0.0.0.0", "::", "*")
 
 
+def _addresses(host: str) -> frozenset[str] | None:
+    """The addresses a listen host stands for (``None``: every address). ``localhost`` is both
+    loopbacks and ``127.0.0.1`` / ``::0:1`` are spelt one way, so two spellings of one address
+    collide; other names are compared as written (resolving them here would be I/O)."""
+    host = host.strip().lower()
+    if host in _ANY_HOST:
+        return None
+    if host == "localhost":
+        return frozenset({"127.0.0.1", "::1"})
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return frozenset({host})
+    return None if ip.is_unspecified else frozenset({str(ip)})
+
+
 def check_listeners(cfg: Config) -> None:
     """No two listeners on one address (``0.0.0.0`` takes the port on every address)."""
-    taken: dict[int, list[tuple[str, str]]] = {}
+    taken: dict[int, list[tuple[str, frozenset[str] | None]]] = {}
     listeners = [(f"sources[{i}].listen", s.listen) for i, s in enumerate(cfg.sources)
                  if getattr(s, "listen", None) and s.enabled]
     if cfg.admin is not None:
         listeners.append(("admin.bind", cfg.admin.bind))
     for path, address in listeners:
         host, port = check_listen(address, path)
-        for other_path, other_host in taken.get(port, []):
-            if host == other_host or host in _ANY_HOST or other_host in _ANY_HOST:
+        mine = _addresses(host)
+        for other_path, other in taken.get(port, []):
+            if mine is None or other is None or mine & other:
                 raise ConfigError(path, f"port {port} is already taken by {other_path}")
-        taken.setdefault(port, []).append((path, host))
+        taken.setdefault(port, []).append((path, mine))
 
 
 def parse(data: Any, env: dict[str, str] | None = None, *, section: str | None = None) -> Config:

@@ -185,6 +185,13 @@ def test_cli_rejects_two_sources_on_one_port(tmp_path):
     (["127.0.0.1:8088", "0.0.0.0:8088"], True),
     (["127.0.0.1:8088", "10.0.0.1:8088"], False),
     (["0.0.0.0:8088", "0.0.0.0:8089"], False),
+    # one address spelt two ways: the second bind fails with "Address already in use"
+    (["localhost:8088", "127.0.0.1:8088"], True),
+    (["[::1]:8088", "localhost:8088"], True),
+    (["[::0:1]:8088", "[::1]:8088"], True),
+    (["[0:0::0]:8088", "10.0.0.1:8088"], True),
+    (["localhost:8088", "127.0.0.2:8088"], False),
+    (["gw.plant.local:8088", "GW.plant.local:8088"], True),
 ])
 def test_listeners_collide_on_one_address(listeners, clash):
     data = doc(sources=[{**HTTP, "name": f"gw{i}", "listen": a} for i, a in enumerate(listeners)])
