@@ -62,6 +62,9 @@ class Interpolation:
             if m is None:
                 raise ConfigError(path, "malformed variable reference: write ${NAME} or ${NAME:-default} "
                                         "(NAME: letters, digits and _, no spaces, closed by })")
+            if m.group(2) is not None and "${" in m.group(2):
+                # ${A:-${B}} would be read as the default "${B" and a "}": the literal text "${B}"
+                raise ConfigError(path, "a default cannot hold another reference: ${NAME:-${OTHER}} is not supported")
             out.append(value[i:j])
             out.append(self.resolve(m.group(1), m.group(2), path))
             self.origins.setdefault(path, []).append(m.group(1))

@@ -94,6 +94,13 @@ def test_a_malformed_reference_is_an_error_naming_the_field(ref):
     assert e.path == "sources[0].token" and "malformed" in e.message
 
 
+@pytest.mark.parametrize("ref", ["${A:-${IGNITION_TOKEN_FALLBACK}}", "${A:-${IGNITION_TOKEN:-x}}"])
+def test_a_reference_inside_a_default_is_an_error_not_literal_text(ref):
+    """It was read as the default "${IGNITION_TOKEN_FALLBACK" and a "}": a 26-character public token."""
+    e = err(doc(sources=[{**HTTP, "token": ref}]), {"IGNITION_TOKEN": TOKEN, "IGNITION_TOKEN_FALLBACK": TOKEN})
+    assert e.path == "sources[0].token" and "default cannot hold another reference" in e.message
+
+
 @pytest.mark.parametrize("ref", ["${IGNITION_TOKEN", "${IGNITION_TOKEN }"])
 def test_cli_rejects_an_unclosed_reference_naming_the_field(tmp_path, ref):
     r = check_config(tmp_path, doc(sources=[{**HTTP, "token": ref}]), {"IGNITION_TOKEN": TOKEN})
