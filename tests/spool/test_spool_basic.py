@@ -167,6 +167,35 @@ def test_quarantine_and_dead_letters_count_in_the_budget(open_spool, spool_path)
     assert s._readings_budget() == (1 << 20) - st["side_bytes"]
 
 
+def test_dead_letters_count_in_the_budget_and_go_after_quarantine(open_spool, spool_path):
+    """Dead letters share the side cap: quarantine rows are pushed out before any dead letter, then
+    the oldest dead letters go (counted); their seq slots stay loss markers; readings are untouched."""
+    s = open_spool(max_bytes=1 << 20, when_full="drop_oldest", side_max_bytes=256 * 1024)
+    s.append([(1_700_000_000_000_000 + i, body(i, pad=60_000)) for i in range(12)])  # seq 1..12, ~60 KB each
+    s.append(items(30, start=100))  # seq 13..42, small
+    for i in range(3):
+        s.quarantine("http", "bad body", b"q" * 60_000, None)
+    for seq in (1, 2, 3):  # three rejected records: 180 KB, the quarantine must make way
+        s.dead_letter(seq, "rejected")
+    st = s.stats()
+    assert st["side_bytes"] <= st["side_budget_bytes"] == 256 * 1024
+    assert st["side_dropped"] == {"quarantine": 2}
+    assert len(s.quarantined(10)) == 1 and [d["seq"] for d in s.dead_letters(10)] == [3, 2, 1]
+    for seq in range(4, 9):  # more than the cap holds: the quarantine empties, then the oldest dead letters go
+        s.dead_letter(seq, "rejected")
+    st = s.stats()
+    assert st["side_bytes"] <= st["side_budget_bytes"]
+    assert st["side_dropped"]["quarantine"] == 3 and st["side_dropped"]["dead_letters"] == 4
+    assert s.quarantined(10) == [] and [d["seq"] for d in s.dead_letters(10)] == [8, 7, 6, 5]
+    assert st["dropped_total"] == 0 and st["dead_lettered"] == 8
+    acc = accounting(spool_path)  # every seq still a reading or a marker
+    assert [m for m in acc["markers"] if m[2] == "dead_letter"] == [(q, q, "dead_letter") for q in range(1, 9)]
+    assert sorted(acc["readings"]) == list(range(9, 43))
+    with SpoolReader(spool_path) as r:
+        kept = sum(len(d["body"]) + ROW_OVERHEAD for d in r.dead_letters(100))
+    assert kept == st["side_bytes"]
+
+
 def test_quarantine_keeps_only_the_newest(open_spool, monkeypatch):
     monkeypatch.setattr("edge.spool.sidetables.QUARANTINE_KEEP", 5)
     s = open_spool()
