@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from edge.budget import ROW_OVERHEAD
 from edge.spool import QUARANTINE_RAW_MAX, SCHEMA_VERSION, BadRequest, Spool, SpoolError, SpoolReader
 
 from .conftest import BASE_TS, accounting, body, items
