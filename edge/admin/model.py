@@ -462,7 +462,7 @@ def overall(bl: Mapping[str, Any], up: Mapping[str, Any], srcs: list[dict], spoo
         return {"severity": "bad", "headline": f"Spool {pct:.0f}% full", "detail": "readings will be refused or dropped at 100%"}
     if up["state"] == "paused":
         return {"severity": "warn", "headline": "Forwarding paused", "detail": up["reason"] or "by an operator request"}
-    if up["state"] in ("blocked", "egress_down"):
+    if up["state"] in ("blocked", "egress_down", "stalled"):
         return {"severity": "bad", "headline": f"Uplink {up['state'].replace('_', ' ')}",
                 "detail": up["reason"] or "readings are spooling locally"}
     if up["state"] in ("stopped", "unknown"):

@@ -7,6 +7,7 @@ every request it forwards; everything else is byte-for-byte what gunicorn sent.
 
 from __future__ import annotations
 
+import html as htmllib
 import http.client
 import http.cookies
 import re
@@ -92,3 +93,10 @@ def chromium(url: str, *, screenshot: Path | None = None, size: str = "1366,1500
     if p.returncode != 0 or not p.stdout.strip():
         raise RuntimeError(f"chromium failed (rc={p.returncode}): {p.stderr[-800:]}")
     return p.stdout
+
+
+def text_of(dom: str, element_id: str) -> str:
+    """The text of the element with that id in a dumped DOM (tags removed, entities decoded)."""
+    m = re.search(rf'id="{element_id}"[^>]*>(.*?)</', dom, re.S)
+    assert m, f"no #{element_id} in the page"
+    return htmllib.unescape(re.sub(r"<[^>]+>", "", m.group(1))).strip()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import subprocess
@@ -72,6 +73,54 @@ class Gunicorn:
                 self.proc.kill()
                 self.proc.wait(5)
         self._log.close()
+
+
+def appliance_config(tmp: Path, emu, appliance_id: str, sources: list[dict], *, refresh: float = 5,
+                     **zerobus) -> dict:
+    """An ``edge run`` config sending to the emulator ``emu`` (its secret as ${ZB_SECRET}), quick to reconnect."""
+    return {
+        "appliance_id": appliance_id,
+        "data_dir": str(tmp / "data"),
+        "spool": {"path": str(tmp / "spool.db"), "max_bytes": "256MiB", "min_free_bytes": "1MiB"},
+        "zerobus": {"endpoint": emu.grpc_endpoint, "workspace_url": emu.workspace_url, "table": emu.table,
+                    "client_id": emu.client_id, "client_secret": "${ZB_SECRET}",
+                    "reconnect_initial": "200ms", "reconnect_max": "1s", **zerobus},
+        "sources": sources,
+        "admin": {"secure_cookies": False, "refresh": refresh, "password": "${EDGE_ADMIN_PASSWORD}"},
+        "logging": {"level": "info"},
+    }
+
+
+@contextlib.contextmanager
+def appliance(tmp: Path, cfg: dict, env: dict[str, str], ready=None):
+    """``edge run`` on ``cfg`` (written to tmp/edge.yaml) and the admin page on the same file, which
+    resolves the same ``${...}`` variables from ``env``; ``ready()`` is waited for before gunicorn starts.
+    Yields (gunicorn, the edge process)."""
+    import yaml
+
+    from simulators.kit.wait import wait_until
+
+    path = tmp / "edge.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    log = open(tmp / "edge.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(path)], cwd=ROOT,
+                            env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, stdout=log, stderr=subprocess.STDOUT)
+    gun = None
+    try:
+        if ready is not None:
+            wait_until(ready, 45, "the appliance to be ready", every=0.2)
+        gun = Gunicorn(path, env, workers=2, log=tmp / "gunicorn.log")
+        yield gun, proc
+    finally:
+        if gun is not None:
+            gun.stop()
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        log.close()
 
 
 class Ingest(threading.Thread):

@@ -7,22 +7,20 @@ assertions use ``--dump-dom`` text.
 
 from __future__ import annotations
 
-import html as htmllib
 import json
-import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from edge.spool import SpoolReader
 from tests.admin.browser import CookieProxy, chromium, login_cookie
+from tests.admin.browser import text_of as _text
 from tests.admin.conftest import ENV, PASSWORDS
-from tests.admin.live import ROOT, Gunicorn, get
+from tests.admin.live import ROOT, get
+from tests.admin.live import appliance as appliance_run
+from tests.admin.live import appliance_config
 from simulators.kit.emulator import Emulator
 
 ARTIFACTS = ROOT / "artifacts" / "admin"
@@ -56,51 +54,17 @@ def _depth(spool: Path) -> int:
 def appliance(tmp_path):
     emu = Emulator(data_dir=tmp_path / "emu")
     emu.start()
-    cfg = {
-        "appliance_id": "plant-7-edge",
-        "data_dir": str(tmp_path / "data"),
-        "spool": {"path": str(tmp_path / "spool.db"), "max_bytes": "256MiB", "min_free_bytes": "1MiB"},
-        "zerobus": {"endpoint": emu.grpc_endpoint, "workspace_url": emu.workspace_url, "table": emu.table,
-                    "client_id": emu.client_id, "client_secret": "${ZB_SECRET}",
-                    "reconnect_initial": "200ms", "reconnect_max": "1s", "batch_max_records": 2000},
-        "sources": [
-            {"name": "line1-temps", "type": "synthetic", "rate": 1500, "points": 40, "prefix": "Line1/Temp"},
-            {"name": "press-hall", "type": "synthetic", "rate": 500, "points": 12, "prefix": "Press/Force",
-             "unit": "kN"},
-        ],
-        "admin": {"secure_cookies": False, "refresh": 5, "password": "${EDGE_ADMIN_PASSWORD}"},
-        "logging": {"level": "info"},
-    }
-    path = tmp_path / "edge.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    env = {**os.environ, **ENV, "ZB_SECRET": emu.client_secret, "PYTHONPATH": str(ROOT)}
-    log = open(tmp_path / "edge.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(path)], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
-    gun = None
+    cfg = appliance_config(tmp_path, emu, "plant-7-edge", [
+        {"name": "line1-temps", "type": "synthetic", "rate": 1500, "points": 40, "prefix": "Line1/Temp"},
+        {"name": "press-hall", "type": "synthetic", "rate": 500, "points": 12, "prefix": "Press/Force", "unit": "kN"},
+    ], batch_max_records=2000)
+    spool = tmp_path / "spool.db"
     try:
-        spool = tmp_path / "spool.db"
-        _wait(lambda: _forwarder(spool).get("last_ack_ts"), 45, "the first ZeroBus ack")
-        # The admin loads the same config file, so it resolves the same ${...} variables.
-        gun = Gunicorn(path, {**ENV, "ZB_SECRET": emu.client_secret}, workers=2, log=tmp_path / "gunicorn.log")
-        yield {"emu": emu, "spool": spool, "gun": gun, "proc": proc, "tmp": tmp_path}
+        with appliance_run(tmp_path, cfg, {**ENV, "ZB_SECRET": emu.client_secret},
+                           ready=lambda: _forwarder(spool).get("last_ack_ts")) as (gun, proc):
+            yield {"emu": emu, "spool": spool, "gun": gun, "proc": proc, "tmp": tmp_path}
     finally:
-        if gun is not None:
-            gun.stop()
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
         emu.stop()
-
-
-def _text(dom: str, element_id: str) -> str:
-    m = re.search(rf'id="{element_id}"[^>]*>(.*?)</', dom, re.S)
-    assert m, f"no #{element_id} in the page"
-    return htmllib.unescape(re.sub(r"<[^>]+>", "", m.group(1))).strip()
 
 
 def test_operator_sees_backlog_states_and_drills_in_a_real_browser(appliance):

@@ -369,6 +369,17 @@ def test_a_cut_is_dated_from_the_last_ack_not_from_its_detection():
     assert doc["drills"][0]["down_ts"] == 9001.5
 
 
+def test_a_stalled_uplink_is_never_headlined_delivering():
+    """The headline said "Delivering" (severity ok) while the forwarder said stalled: no ack, batches in flight."""
+    now = 10_000.0
+    fwd = {"state": "stalled", "reason": "no ack for 3.2s with 4 batch(es) in flight", "updated_ts": now,
+           "last_ack_ts": now - 3.3, "egress_cuts": [{"started_ts": now - 3.3, "open": True}]}
+    doc = model.status(appliance_id="a", stats={"depth_seqs": 900, "ingest_rate_10s": 300.0, "drain_rate_10s": 200.0},
+                       states_by_kind={"forwarder": {"main": fwd}}, samples=[], version="t", started=0, now=now)
+    assert (doc["overall"]["severity"], doc["overall"]["headline"]) == ("bad", "Uplink stalled")
+    assert "no ack" in doc["overall"]["detail"] and doc["backlog"]["drain_value"] == "stalled"
+
+
 def test_time_to_drain_is_not_caught_up_when_delivery_falls_short_of_ingest():
     """A cut a few seconds old: some acks still in the 10 s window, the backlog small but growing."""
     b = model.backlog({"depth_seqs": 6000, "ingest_rate_10s": 2000.0, "drain_rate_10s": 900.0}, now=0)
