@@ -4,14 +4,26 @@ Computes for one appliance what the emulator's ``/stats`` computes from its
 store: rows, unique keys, duplicates, the seq range, missing ranges and which of
 them loss markers explain. The gap search runs in the warehouse (a window
 function over the distinct seqs), so only gaps and markers come back.
+
+It also lists what is explained, so an operator sees it rather than a count:
+``explained`` (every loss marker: its seq range and reason, e.g. ``spool_lost``,
+``spool_corrupt``, ``drop_oldest``) and ``source_gaps`` (the rows of kind ``gap``:
+a point whose values the source lost for an interval, e.g. OPC-UA history that
+could not back-fill it), each with totals by reason. Those details read the
+``loss_reason``, ``source``, ``point`` and ``value_json`` columns; a table that
+cannot answer them still gets its accounting, with ``details_error`` saying why.
 """
 
 from __future__ import annotations
+
+import json
+from typing import Any
 
 from edge.accounting import report
 from edge.databricks import Sql, WorkspaceError
 
 MAX_GAPS = 10_000
+MAX_LISTED = 1_000  # markers and gap rows listed one by one; the totals by reason count them all
 
 
 def _where(lo: int | None, hi: int | None) -> str:
@@ -57,7 +69,62 @@ def table_report(sql: Sql, table: str, appliance_id: str, *, from_seq: int | Non
         gap_list.append((from_seq, (lo - 1) if lo is not None else (to_seq if to_seq is not None else from_seq)))
     if to_seq is not None and hi is not None and hi < to_seq:
         gap_list.append((hi + 1, to_seq))
-    out = report(rows=n, unique=u, min_seq=lo, max_seq=hi, gaps=gap_list,
-                 markers=[(int(a), int(b)) for a, b in markers])
+    ranges = [(int(a), int(b)) for a, b in markers]
+    out = report(rows=n, unique=u, min_seq=lo, max_seq=hi, gaps=gap_list, markers=ranges)
     out["gaps_truncated"] = len(gaps) > MAX_GAPS
+    try:
+        out.update(_details(sql, table, where, params))
+    except WorkspaceError as exc:
+        out.update(_marker_list([(a, b, None) for a, b in ranges]), source_gaps=[], source_gaps_count=None,
+                   source_gaps_by_reason={}, details_error=str(exc)[:300])
     return out
+
+
+def _details(sql: Sql, table: str, where: str, params: dict) -> dict:
+    """What explains the missing seqs (loss markers with their reasons) and the intervals sources
+    lost (gap rows), listed up to MAX_LISTED each, with totals by reason."""
+    markers = sql.run(
+        f"SELECT loss_from_seq, loss_to_seq, loss_reason FROM {table} WHERE {where} AND kind = 'loss' "
+        "AND loss_from_seq IS NOT NULL AND loss_to_seq IS NOT NULL "
+        "GROUP BY loss_from_seq, loss_to_seq, loss_reason ORDER BY loss_from_seq, loss_to_seq",
+        params,
+    )
+    by_reason = sql.run(
+        f"SELECT loss_reason, count(*) FROM (SELECT DISTINCT seq, loss_reason FROM {table} "
+        f"WHERE {where} AND kind = 'gap') AS g GROUP BY loss_reason ORDER BY loss_reason",
+        params,
+    )
+    rows = sql.run(
+        f"SELECT seq, source, point, loss_reason, value_json FROM {table} WHERE {where} AND kind = 'gap' "
+        f"ORDER BY seq LIMIT {MAX_LISTED * 2}",
+        params,
+    )
+    gaps, seen = [], set()
+    for seq, source, point, reason, value in rows:
+        if seq in seen:  # a row delivered twice (at-least-once) is one gap
+            continue
+        seen.add(seq)
+        span = _json(value)
+        gaps.append({"seq": int(seq), "source": source, "point": point, "reason": reason,
+                     "from_us": span.get("from_us"), "to_us": span.get("to_us"), "seconds": span.get("seconds")})
+    counts = {str(r): int(c) for r, c in by_reason}
+    return {**_marker_list([(int(a), int(b), r) for a, b, r in markers]), "source_gaps": gaps[:MAX_LISTED],
+            "source_gaps_count": sum(counts.values()), "source_gaps_by_reason": counts, "details_error": None}
+
+
+def _marker_list(markers: list[tuple[int, int, str | None]]) -> dict:
+    seqs: dict[str, int] = {}
+    for a, b, reason in markers:
+        seqs[str(reason)] = seqs.get(str(reason), 0) + b - a + 1
+    return {"explained": [{"from_seq": a, "to_seq": b, "seqs": b - a + 1, "reason": r}
+                          for a, b, r in sorted(set(markers), key=lambda m: (m[0], m[1]))][:MAX_LISTED],
+            "explained_by_reason": seqs}
+
+
+def _json(value: Any) -> dict:
+    """``value_json`` as the warehouse returns it (JSON text of the VARIANT)."""
+    try:
+        doc = json.loads(value) if isinstance(value, str) else value
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}

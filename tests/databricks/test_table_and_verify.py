@@ -74,6 +74,10 @@ def test_verify_matches_the_emulators_accounting(tmp_path, emu, workspace):
         assert mine[key] == theirs[key], key
     assert mine["missing"] == [[40, 49], [61, 69]]
     assert mine["unexplained_missing"] == [[40, 49]]
+    # What explains 61..69 is listed; its reason when the table answers the detail columns (the
+    # stand-in's view has none of them: then details_error says why the listing is short).
+    assert [(m["from_seq"], m["to_seq"]) for m in mine["explained"]] == [(60, 69)]
+    assert mine["explained"][0]["reason"] == "drop_oldest" or mine["details_error"]
     assert mine["duplicates"] == 10 and mine["rows"] == len(seqs) + 10
 
 
