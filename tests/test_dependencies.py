@@ -166,3 +166,35 @@ def test_the_appliance_never_imports_the_simulators_or_ops():
             offenders += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names
                           if n.split(".")[0] in ("simulators", "ops")]
     assert offenders == []
+
+
+PROXY_VARS = {"grpc_proxy", "https_proxy", "http_proxy", "no_proxy", "no_grpc_proxy"}
+
+
+def duplicated_jobs(root: Path = ROOT) -> dict[str, list[str]]:
+    """Where a secret is masked by hand (a ``"***"`` outside edge/redact.py) and where proxy variable
+    names are listed (a tuple/list/set of them outside edge/egress.py)."""
+    found: dict[str, list[str]] = {"scrubber": [], "proxy list": []}
+    for folder in ("edge", "ops"):
+        for path in sorted((root / folder).rglob("*.py")):
+            rel = path.relative_to(root).as_posix()
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Constant) and node.value == "***" and rel != "edge/redact.py":
+                    found["scrubber"].append(f"{rel}:{node.lineno}")
+                elif isinstance(node, (ast.Tuple, ast.List, ast.Set)) and rel != "edge/egress.py" and any(
+                        isinstance(e, ast.Constant) and str(e.value).lower() in PROXY_VARS for e in node.elts):
+                    found["proxy list"].append(f"{rel}:{node.lineno}")
+    return found
+
+
+def test_one_secret_scrubber_and_one_proxy_variable_list():
+    """Secrets are masked by edge/redact.py alone; the proxy variables are listed in edge/egress.py alone."""
+    assert duplicated_jobs() == {"scrubber": [], "proxy list": []}
+
+
+def test_the_duplicate_job_check_sees_what_it_looks_for(tmp_path):
+    (tmp_path / "edge").mkdir()
+    (tmp_path / "ops").mkdir()
+    (tmp_path / "edge" / "doctor.py").write_text("def f(t, s):\n    return t.replace(s, '***')\n")
+    (tmp_path / "ops" / "bench.py").write_text("VARS = ('HTTPS_PROXY', 'https_proxy')\n")
+    assert duplicated_jobs(tmp_path) == {"scrubber": ["edge/doctor.py:2"], "proxy list": ["ops/bench.py:1"]}

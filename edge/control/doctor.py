@@ -32,7 +32,7 @@ from typing import Callable
 
 from edge.config import Config
 from edge.egress import proxy_for, target, tls_hint
-from edge.redact import redact_url
+from edge.redact import Scrubber, redact_url
 
 MAX_SKEW_S = 30.0
 
@@ -60,7 +60,11 @@ class Doctor:
     _token_date: float | None = None
 
     def _add(self, name: str, ok: bool, detail: str, hint: str = "") -> bool:
-        c = Check(name, ok, detail, hint)
+        # Every detail passes the one scrubber (edge.redact): an SDK's or a workspace's error may
+        # quote the secret, the Basic pair made from it or a bearer token.
+        z = self.cfg.zerobus
+        scrub = Scrubber(z.client_id, str(z.client_secret))
+        c = Check(name, ok, scrub(detail), hint)
         self.checks.append(c)
         return ok
 
@@ -240,7 +244,7 @@ class Doctor:
         if exc is None:
             return self._add("zerobus write", False, f"no answer from {z.endpoint} in {self.timeout * 3:.0f} s",
                              "the gRPC endpoint is not reachable (see tcp/tls checks) or a proxy blocks HTTP/2")
-        text = str(exc).replace(str(z.client_secret), "***") if str(z.client_secret) else str(exc)
+        text = str(exc) or type(exc).__name__
         return self._add("zerobus write", False, text.splitlines()[0][:300],
                          "PERMISSION_DENIED/UNAUTHENTICATED: grant the service principal MODIFY and SELECT on the "
                          "table; INVALID_ARGUMENT: the table schema differs (see above)")
