@@ -77,6 +77,15 @@ def test_valid_events_of_a_batch_with_a_poisoned_element_are_committed(edge_http
     assert quarantined(edge.spool_path)[0]["raw"].startswith(b"[[[[")
 
 
+def test_deeply_nested_single_event_is_quarantined_as_it_came(edge_http):
+    edge = edge_http()
+    raw = b"[" * 3000 + b"]" * 3000
+    status, body, _ = edge.request("POST", "/system/zerobus/ingest", raw,
+                                   {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+    assert status == 200 and body["quarantined"] == 1 and "nested too deeply" in body["errors"][0]["reason"]
+    assert quarantined(edge.spool_path)[0]["raw"] == raw
+
+
 def test_event_value_nested_past_the_limit_is_quarantined(edge_http):
     edge = edge_http(http={"max_json_depth": 8})
     nested: list = [1]
@@ -133,7 +142,29 @@ def test_unauthenticated_post_announcing_a_large_body_is_answered_at_once(edge_h
     assert resp.getheader("Connection") == "close"
 
 
+def test_authenticated_post_announcing_a_body_and_sending_nothing_times_out(edge_http):
+    edge = edge_http(http={"body_timeout": "1s"})
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=15) as s:
+        t0 = time.monotonic()
+        s.sendall(head("8000000"))  # under max_body_bytes (8 MiB): the body is awaited, for body_timeout
+        status, body, _ = read_response(s)
+    assert status == 408 and "Content-Length" in body["error"] and time.monotonic() - t0 < 8
+    assert edge.post_batch([event(1)])[0] == 200
+    assert len(spooled(edge.spool_path)) == 1
+
+
 # --- timeouts and the connection cap
+
+def test_a_connection_that_never_sends_is_closed_after_the_idle_timeout(edge_http):
+    edge = edge_http(http={"idle_timeout": "1s"})
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=15) as s:
+        t0 = time.monotonic()
+        try:
+            closed = s.recv(1) == b""
+        except ConnectionError:
+            closed = True
+        assert closed and time.monotonic() - t0 < 8
+
 
 def test_headers_sent_a_byte_a_second_are_cut_off(edge_http):
     edge = edge_http(http={"header_timeout": "1s"})

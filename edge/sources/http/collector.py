@@ -38,7 +38,7 @@ from typing import Any
 from edge import __version__
 from edge.sources.base import SourceContext, State, now_us
 from edge.sources.states import refused_state
-from edge.sources.http.body import BodyError, Unparsed, load
+from edge.sources.http.body import TOO_DEEP, BodyError, Unparsed, load
 from edge.sources.http.config import Config
 from edge.sources.http.ignition import Rejected, map_events
 from edge.sources.http.server import Body, Limits, Reply, Server
@@ -190,6 +190,8 @@ class Source:
             doc = load(raw)
         except BodyError as exc:
             return str(exc)
+        if single and isinstance(doc, list) and any(isinstance(e, Unparsed) for e in doc):
+            return TOO_DEEP  # quarantined as the body came, not as a list holding an unparsed part
         events = [doc] if single else doc
         if not isinstance(events, list):
             return "batch body must be a JSON array of events"
