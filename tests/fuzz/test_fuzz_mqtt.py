@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from edge.configtypes import build
 from edge.pb.sparkplug_b_pb2 import Payload
 from edge.sources.mqtt.parse import Mapper, ParseError, Subscription, parse_quality, parse_timestamp
+from edge.sources.mqtt.pointmeta import MetadataStore
 from edge.sources.mqtt.sparkplug import TYPE_NAMES, Decoder
 
 from .profile import fuzz
@@ -43,6 +44,58 @@ def test_payloads_parse_or_refuse(i, topic, payload):
         assert str(exc)
     else:
         assert len(out) == 1 and isinstance(out[0].point, str)
+
+
+_META_POINT = "{1}/{2}"  # meta/a/b is about the point a/b (the value topics' default point: the topic)
+
+
+def _one_source(store: MetadataStore) -> list[Mapper]:
+    """The mappers of one source sharing its metadata store: metadata topics (JSON and plain text) declare
+    units and types that the value subscriptions (some with their own declared types) then apply."""
+    subs = (
+        {"topic": "meta/#", "format": "metadata", "point": _META_POINT, "metadata": {"type": "type", "unit": "u.0"}},
+        {"topic": "meta/#", "format": "metadata", "point": _META_POINT, "metadata": {"text": "type"}},
+        {"topic": "meta/#", "format": "metadata", "point": _META_POINT, "metadata": {"text": "unit"}},
+        {"topic": "#", "format": "json", "types": {"a/*": "int64", "a/b": "bool", "*c": "string"}},
+        {"topic": "#", "format": "text", "type": "int64"},
+        {"topic": "#", "format": "number", "type": "bool"},
+        {"topic": "#", "format": "json", "json": {"value": "$"}, "type": "string"},
+        {"topic": "#", "format": "text"},
+    )
+    return [Mapper(build(Subscription, kw, "sub"), store) for kw in subs]
+
+
+_declared = st.sampled_from(["int64", "integer", "float", "boolean", "string", "enum", "INT16", " real ", "date", ""])
+_meta_payloads = st.one_of(
+    json_texts(), _declared.map(str.encode),
+    st.builds(lambda t, u: json.dumps({"type": t, "u": [u]}).encode(), st.one_of(_declared, json_values), json_values),
+)
+
+
+@fuzz
+@given(st.lists(st.tuples(st.integers(0, 7), st.sampled_from(["a/b", "a/x", "b/c", "a"]),
+                          st.one_of(_meta_payloads, json_texts(), st.binary(max_size=40))), min_size=1, max_size=8),
+       st.one_of(st.none(), json_values))
+@example([(1, "a/b", b"integer"), (7, "a/b", b"1e999")], None)
+@example([(0, "a/b", b'{"type": "int16"}'), (3, "a/b", b'{"value": "99999999999999999999999"}')], None)
+def test_metadata_and_declared_types_parse_or_refuse(messages, saved):
+    """A metadata topic sets a point's type; the next value of that point is converted to it or refused."""
+    store = MetadataStore(saved)  # the saved state, as loaded at start: anything on disk
+    mappers = _one_source(store)
+    typed_seen: list[str] = []
+    for i, topic, payload in messages:
+        m = mappers[i]
+        try:
+            out = m.parse(("meta/" if m.format == "metadata" else "") + topic, payload)
+        except ParseError as exc:
+            assert str(exc)
+        else:
+            assert all(isinstance(r.point, str) for r in out)
+            assert all(r.data_type in (None, "double", "int64", "bool", "string", "json") for r in out)
+            if m.format == "metadata" and (meta := store.get(topic)) is not None and meta.type:
+                typed_seen.append(meta.type)
+    MetadataStore(json.loads(json.dumps(store.snapshot())))  # what is saved loads again
+    assert all(t in ("double", "int64", "bool", "string") for t in typed_seen)
 
 
 @fuzz
