@@ -2,6 +2,11 @@
 
 The roles live in mixins: edge/spool/log.py (append, drops, markers, ack) and
 edge/spool/sidetables.py (dead letters, quarantine, states, samples).
+
+Near 400 lines: opening (checks, recovery of a damaged file or a lost WAL), the transaction and
+WAL upkeep stay together because each of them reads or resets the same connection state, sidecar
+marks and full-disk flags within one open. If it grows, the recovery at open (``_meta_row``,
+``_after_corruption``, ``_after_lost_commits``) is the part to move to a module of its own.
 """
 
 from __future__ import annotations

@@ -153,8 +153,11 @@ def test_quarantine_and_dead_letters_count_in_the_budget(open_spool, spool_path)
     quarantine rows go, counted), the file stays near the budget, readings are never dropped for them."""
     s = open_spool(max_bytes=1 << 20, when_full="drop_oldest")
     s.append(items(50))
+    on_disk = 0  # the most the spool's files (database and WAL) held at any point
     for i in range(600):
         s.quarantine("http", "bad body", bytes([i % 256]) * 60_000, None)
+        on_disk = max(on_disk, sum(spool_path.with_name(spool_path.name + x).stat().st_size for x in ("", "-wal")))
+    assert on_disk < 2 * (1 << 20)  # 36 MB of bodies went through; the disk never held more than ~the budget
     st = s.stats()
     assert st["side_bytes"] <= st["side_budget_bytes"] < 1 << 20
     assert st["side_dropped"]["quarantine"] >= 590 and st["quarantined"] == 600
