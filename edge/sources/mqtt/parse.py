@@ -473,7 +473,7 @@ class Mapper:
         tv = type(value)
         if (tv is dict or tv is list) and not self._structured:
             raise ParseError(
-                f"value at {_show(self._value)!r} is a {'list' if tv is list else 'object'};"
+                f"value at {_show(self._value)!r} is {'a list' if tv is list else 'an object'};"
                 " set json.structured: true to keep structured values"
             )
         if tv is float and not math.isfinite(value):
