@@ -17,7 +17,8 @@ appear in errors or reprs.
 
 ``load(path, section="admin")`` reads only what that service needs: the
 ``Secret`` fields of the other sections are not interpolated at all (no
-variable or file is read) and hold a ``Withheld`` secret.
+variable or file is read) and hold a ``Withheld`` secret; a value there that is
+only a variable this service's environment lacks keeps the field's default.
 """
 
 from __future__ import annotations
@@ -224,7 +225,7 @@ def parse(data: Any, env: dict[str, str] | None = None, *, section: str | None =
     """Validate an already-parsed YAML document.
 
     ``section`` (a top-level key, e.g. ``admin``): the other sections' secrets are
-    not read (``Withheld``), and their unset variables become empty strings.
+    not read (``Withheld``), and a field there given only an unset variable keeps its default.
     """
     env = dict(os.environ) if env is None else env
     if not isinstance(data, dict):

@@ -4,8 +4,10 @@ A reference always yields a string: only the field's declared type converts it
 (by pydantic, later), except that a ``Literal`` of numbers is matched by value.
 A malformed reference is an error naming the field. With a ``section``, the
 ``Secret`` fields of every other top-level section are not interpolated at all
-(``Withheld``: no variable or file is read), and their unset variables become
-empty strings.
+(``Withheld``: no variable or file is read), and a value there that is just an
+unset variable leaves its field at the schema's default (that service's
+environment has it, this one need not: the admin container is not given
+``ZEROBUS_ENDPOINT``); inside a longer string an unset variable there is empty.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from edge.configvalues import ConfigError, Secret, Withheld, hide_values
 
 ChildType = Callable[[Any, dict, str, dict], Any]
 
+_DEFAULT = object()  # "leave this key out": its field takes the schema's default
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -35,22 +38,26 @@ class Interpolation:
         self.env, self.section, self.child = env, section, child
         self.origins: dict[str, list[str]] = {}
         self.values: dict[str, str] = {}
+        self.unset: set[str] = set()  # paths in other sections that named an unset variable
 
     def tree(self, tp: Any, value: Any, path: str) -> Any:
         tp = unwrap(tp)
         if isinstance(value, dict):
             hints = fields_of(tp) if isinstance(tp, type) and hasattr(tp, "__dataclass_fields__") else {}
             renamed = getattr(tp, "RENAMED", {})
-            return {k: self.tree(self.child(tp, hints, renamed.get(k, k), value), v, join(path, str(k)))
-                    for k, v in value.items()}
+            out = {k: self.tree(self.child(tp, hints, renamed.get(k, k), value), v, join(path, str(k)))
+                   for k, v in value.items()}
+            return {k: v for k, v in out.items() if v is not _DEFAULT}
         if isinstance(value, list):
             item = tp.__args__[0] if getattr(tp, "__origin__", None) is list else Any
-            return [self.tree(item, v, join(path, i)) for i, v in enumerate(value)]
+            return [("" if v is _DEFAULT else v) for v in (self.tree(item, v, join(path, i)) for i, v in enumerate(value))]
         if tp is Secret and self.section is not None and path.split(".", 1)[0].split("[", 1)[0] != self.section:
             return Withheld()  # another service's secret: not read at all
         if not isinstance(value, str) or "${" not in value:
             return value
         out = self.string(value, path)
+        if path in self.unset and _REF.fullmatch(value.strip()):
+            return _DEFAULT  # another service's variable, unset here: the field keeps its default
         if get_origin(tp) is Literal:  # pydantic matches a Literal's members by type: "1" is not 1
             return next((a for a in get_args(tp) if not isinstance(a, str) and str(a) == out), out)
         return out
@@ -85,6 +92,7 @@ class Interpolation:
         elif default is not None:
             return default
         elif self.section is not None and path.split(".", 1)[0].split("[", 1)[0] != self.section:
+            self.unset.add(path)
             return ""
         else:
             raise ConfigError(path, f"environment variable {var} is not set (nor {var}_FILE)")

@@ -186,3 +186,24 @@ def test_the_json_schema_refuses_what_the_loader_refuses():
     good = {"appliance_id": "${ID}", "zerobus": {"streams": "${N:-2}", "client_secret": "${S}"},
             "spool": {"max_age": "${AGE:-7d}", "when_full": "${WHEN_FULL:-block}"}}
     assert errors(good, out, out) == []
+
+
+def test_the_admin_section_loads_when_the_other_services_variables_are_unset(tmp_path):
+    """The admin container is not given ZEROBUS_ENDPOINT, ZEROBUS_TABLE, ... (docker-compose.production.yml
+    sets them for the edge only): those fields keep their defaults there instead of failing as ''."""
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({
+        "appliance_id": "a",
+        "zerobus": {"endpoint": "${ZEROBUS_ENDPOINT}", "table": "${ZEROBUS_TABLE}", "streams": "${ZB_STREAMS}",
+                    "client_id": "id-${DATABRICKS_CLIENT_ID}", "client_secret": "${DATABRICKS_CLIENT_SECRET}"},
+        "sources": [{"name": "gw", "type": "http", "token": "${IGNITION_TOKEN}", "listen": "${GW_LISTEN}"}],
+        "admin": {"password": "${EDGE_ADMIN_PASSWORD}"},
+    }))
+    cfg = load(path, {"EDGE_ADMIN_PASSWORD": "admin-password-1"}, section="admin")
+    assert (cfg.zerobus.endpoint, cfg.zerobus.table, cfg.zerobus.streams) == ("http://127.0.0.1:50051",
+                                                                            "main.edge.readings", 4)
+    assert cfg.zerobus.client_id == "id-" and cfg.sources[0].listen == "0.0.0.0:8088"
+    with pytest.raises(ConfigError, match="EDGE_ADMIN_PASSWORD is not set"):
+        load(path, {}, section="admin")  # its own section's variables are still required
+    with pytest.raises(ConfigError, match="(GW_LISTEN|ZEROBUS_ENDPOINT) is not set"):
+        load(path, {"EDGE_ADMIN_PASSWORD": "admin-password-1"})  # and every one for the whole config
