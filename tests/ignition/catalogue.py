@@ -191,7 +191,7 @@ class Catalogue:
             m = _POINT.fullmatch(decode(frame(prefix, seq, body)).point)
             if m:
                 stored[int(m.group(1))] += 1
-        marked = {int(i) for q in quarantine for i in _TAG.findall(q["raw"] or b"")}
+        marked = {int(i) for raw in joined(quarantine) for i in _TAG.findall(raw)}
         log = self.edge.log_path.read_text(errors="replace")
         return {
             "sent": len(self.t.sent),
@@ -207,6 +207,18 @@ class Catalogue:
             "tracebacks": log.count("Traceback"),
             "secrets_in_log": sum(log.count(s) for s in (TOKEN, GUESS)),
         }
+
+
+def joined(quarantine: list[dict]) -> list[bytes]:
+    """The quarantined raw bytes, a body kept in pieces (meta ``pieces_of``) joined again."""
+    whole, pieces = [], {}
+    for q in quarantine:
+        key = q["meta"].get("pieces_of") if isinstance(q["meta"], dict) else None
+        if key:
+            pieces.setdefault(key, []).append(q)
+        else:
+            whole.append(q["raw"] or b"")
+    return whole + [b"".join(q["raw"] for q in sorted(qs, key=lambda q: q["meta"]["offset"])) for qs in pieces.values()]
 
 
 def valid_event(i: int) -> dict:

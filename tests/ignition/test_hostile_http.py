@@ -10,6 +10,7 @@ import time
 from edge.spool import SpoolReader
 from edge.tlsgen import ensure_tls
 
+from .catalogue import joined
 from .conftest import TOKEN
 from .test_http_source import event, spooled
 
@@ -100,6 +101,18 @@ def test_integer_past_the_digit_limit_is_quarantined(edge_http):
     edge = edge_http()
     status, body, _ = edge.post_batch(b'[{"tagPath": "a", "value": ' + b"9" * 5000 + b"}]")
     assert status == 200 and body["quarantined"] == 1 and "not valid JSON" in body["errors"][0]["reason"]
+
+
+def test_an_unparseable_body_is_quarantined_whole_however_large(edge_http):
+    edge = edge_http()
+    events = [event(i, tagPath=f"Line1/Keep{i}/" + "x" * 200) for i in range(8000)]  # about 3 MB
+    raw = json.dumps(events).encode()[:-1] + b", oops]"  # not JSON: the gateway forgets it after the 200
+    status, body, _ = edge.post_batch(raw)
+    assert status == 200 and body["quarantined"] == 1 and "not valid JSON" in body["errors"][0]["reason"]
+    with SpoolReader(edge.spool_path) as r:
+        rows = r.quarantined(100)
+    assert len(rows) == rows[0]["meta"]["parts"] > 1 and all(q["meta"]["length"] == len(raw) for q in rows)
+    assert joined(rows) == [raw]
 
 
 # --- Content-Length

@@ -30,6 +30,7 @@ import asyncio
 import concurrent.futures
 import hmac
 import json
+import os
 import ssl
 import threading
 import time
@@ -37,6 +38,7 @@ from typing import Any
 
 from edge import __version__
 from edge.sources.base import SourceContext, State, now_us
+from edge.spool import QUARANTINE_RAW_MAX as ROW_MAX  # what the spool keeps of one quarantine row
 from edge.sources.states import refused_state
 from edge.sources.http.body import TOO_DEEP, BodyError, Unparsed, load
 from edge.sources.http.config import Config
@@ -46,7 +48,6 @@ from edge.sources.http.throttle import AuthThrottle
 from edge.sources.http.wire import HttpError, Request
 
 ROUTE = "/system/zerobus"
-QUARANTINE_RAW_MAX = 64 * 1024
 # A request body is parsed, mapped and committed on one of a few worker threads (bounded, not one per
 # connection) while the serving loop goes on reading and answering: with the loop doing it all, its
 # socket calls queued behind the GIL and the benchmark lost a quarter of its rate.
@@ -155,9 +156,9 @@ class Source:
         try:
             if rejected:
                 # Quarantine first: if that commit fails the whole request fails and is resent.
-                futs = [self.ctx.quarantine(cfg.name, r.reason, _event_bytes(r.event),
-                                            {"index": r.index, "route": "single" if single else "batch"})
-                        for r in rejected]
+                futs = [self.ctx.quarantine(cfg.name, r.reason, piece,
+                                            {"index": r.index, "route": "single" if single else "batch", **where})
+                        for r in rejected for piece, where in _pieces(_event_bytes(r.event))]
                 for f in futs:
                     f.result(timeout=cfg.commit_timeout)
             result = self.ctx.submit(items).result(timeout=cfg.commit_timeout) if items else None
@@ -207,8 +208,10 @@ class Source:
         from edge.writer import SpoolFull
 
         try:
-            self.ctx.quarantine(self.cfg.name, reason, _bounded(raw), {"length": len(raw)}).result(
-                timeout=self.cfg.commit_timeout)
+            futs = [self.ctx.quarantine(self.cfg.name, reason, piece, {"length": len(raw), **where})
+                    for piece, where in _pieces(raw)]
+            for f in futs:
+                f.result(timeout=self.cfg.commit_timeout)
         except (SpoolFull, TimeoutError):
             return Reply(503, {"success": False, "error": "spool unavailable: retry later"},
                          {"Retry-After": str(self.cfg.retry_after)})
@@ -298,15 +301,22 @@ class Source:
         return self.bound_port
 
 
-def _bounded(raw: bytes) -> bytes:
-    return raw[:QUARANTINE_RAW_MAX]
+def _pieces(raw: bytes) -> list[tuple[bytes, dict]]:
+    """Quarantined bytes in rows the spool keeps whole (a 200 means the gateway forgets the body, so
+    nothing of it is cut): one row, or pieces of ROW_MAX bytes whose meta joins them (``pieces_of``,
+    ``part``/``parts``, ``offset``). The side budget still bounds the quarantine as a whole."""
+    if len(raw) <= ROW_MAX:
+        return [(raw, {})]
+    key, parts = os.urandom(6).hex(), -(-len(raw) // ROW_MAX)
+    return [(raw[off:off + ROW_MAX], {"pieces_of": key, "part": k + 1, "parts": parts, "offset": off})
+            for k, off in enumerate(range(0, len(raw), ROW_MAX))]
 
 
 def _event_bytes(event: Any) -> bytes:
     """A rejected event as it came, for the quarantine; never raises (it may be nested past any limit)."""
     if isinstance(event, Unparsed):
-        return _bounded(event.raw.encode("utf-8", "replace"))
+        return event.raw.encode("utf-8", "replace")
     try:
-        return _bounded(json.dumps(event, default=str).encode())
+        return json.dumps(event, default=str).encode()
     except (RecursionError, ValueError, TypeError):
         return b"<event could not be serialised: nested too deeply>"
