@@ -70,6 +70,18 @@ def test_cli_accepts_an_all_digit_secret_and_never_prints_it(tmp_path):
     assert digits not in r.stdout + r.stderr
 
 
+def test_an_all_digit_secret_written_in_the_file_must_be_quoted(tmp_path):
+    """Unquoted, YAML makes it a number (0x1F or 1_000 would not survive as text): refused with the hint, not echoed."""
+    path = tmp_path / "config.yaml"
+    path.write_text("appliance_id: a\nzerobus: {client_secret: 12345678901234567890}\n")
+    with pytest.raises(ConfigError) as e:
+        load(path, {})
+    assert e.value.path == "zerobus.client_secret" and "quote" in e.value.message
+    assert "12345678901234567890" not in str(e.value)
+    path.write_text("appliance_id: a\nzerobus: {client_secret: '12345678901234567890'}\n")
+    assert load(path, {}).zerobus.client_secret == "12345678901234567890"
+
+
 def test_a_number_field_is_converted_from_its_variable():
     cfg = parse(doc(sources=[{**MODBUS, "port": "${PORT}"}], zerobus={"streams": "${N:-2}"}), {"PORT": "1502"})
     assert cfg.sources[0].port == 1502 and cfg.zerobus.streams == 2
