@@ -1,6 +1,6 @@
 """Every collector runs under the one Supervisor: the runner restarts one that crashed (http and
 synthetic have no connection of their own to supervise), with the crash in its state and counters,
-and the others go on."""
+and the others go on. Both report the same counters (``SourceStatus``)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 
 from edge.config import parse
 from edge.runner import Appliance
+from edge.sources.status import SourceStatus
 from edge.spool import SpoolReader
 from simulators.kit.aio import wait_until
 
@@ -64,3 +65,5 @@ def test_a_collector_that_cannot_start_is_restarted_until_it_can(tmp_path):
     assert failing["state"] in ("restarting", "error") and "already in use" in failing["last_error"].lower()
     assert listening["errors_total"] >= 2  # the crashes stay counted after the recovery
     assert demo["readings_total"] > 0 and demo["errors_total"] == 0  # the other source never noticed
+    common = set(SourceStatus("x", "any", None).data)  # the counters and state every source reports
+    assert common <= set(listening) and common <= set(demo)
