@@ -51,6 +51,7 @@ BATCH, SINGLE, HEALTH = "/system/zerobus/ingest/batch", "/system/zerobus/ingest"
 NOW_MS = 1_763_900_000_000
 GATEWAY = "127.0.0.1"  # the canary's address: the attackers use others, so the throttle keeps it apart
 CANARY_DEADLINE = 15.0
+SPRAY = 4200  # past the throttle's table (4,096 addresses)
 LIMITS = {"max_connections": 32, "idle_timeout": "2s", "header_timeout": "2s", "body_timeout": "2s",
           "auth_max_failures": 5, "auth_lockout": "60s", "max_batch_events": 200}  # max_body_bytes: 8 MiB
 _TAG = re.compile(rb'Catalogue/v(\d+)"')  # in a quarantined body
@@ -70,6 +71,7 @@ class Tally:
     cases: int = 0
     connections: int = 0
     fuzz: int = 0
+    bulk: int = 0  # requests or connections a case fires besides the one it is counted by
     unexpected: list[str] = field(default_factory=list)
     crashes: list[str] = field(default_factory=list)
     statuses: Counter = field(default_factory=Counter)
@@ -405,6 +407,7 @@ def slow_cases(c: Catalogue) -> None:
 def connection_cases(c: Catalogue) -> None:
     before = threads_of(c.edge.proc.pid)
     idle = [c.connect(src=c.attacker()) for _ in range(200)]
+    c.t.bulk += 200
     try:
         events, ids = c.events(1)
         a = c.exchange(request("POST", BATCH, json.dumps(events).encode()), src=GATEWAY)
@@ -498,6 +501,20 @@ def token_cases(c: Catalogue) -> None:
              _status(401))
 
 
+def spray_case(c: Catalogue) -> None:
+    """Wrong tokens from more addresses than the throttle's table holds: newcomers are blocked together,
+    the gateway (it presented the right token before) is not."""
+    t0 = time.monotonic()
+    answers = Counter(c.exchange(request("GET", "/system/zerobus/diagnostics", token=GUESS, length=[])).status
+                      for _ in range(SPRAY))
+    c.t.statuses.update(answers)
+    c.t.bulk += SPRAY
+    newcomer = c.exchange(request("GET", "/system/zerobus/diagnostics", length=[]))
+    name = f"wrong tokens from {SPRAY} addresses, then the right one from a new address"
+    c.expect(name, Answer(newcomer.status, newcomer.body, seconds=time.monotonic() - t0),
+             lambda a: a.status == 429 and answers[429] > 0)
+
+
 CASES = (body_cases, length_cases, head_cases, slow_cases, connection_cases, tls_cases, token_cases)
 
 
@@ -580,6 +597,7 @@ def run(tmp: Path, *, fuzz_examples: int = 200, seed: int | None = None, out=sys
             case(c)
         catalogue_s = time.monotonic() - t0
         fuzz(c, fuzz_examples, seed)
+        spray_case(c)  # last: it leaves every new address blocked for auth_lockout
         if c.pending:
             c.canary("the end")
     finally:
@@ -587,7 +605,7 @@ def run(tmp: Path, *, fuzz_examples: int = 200, seed: int | None = None, out=sys
     counts = c.account()
     counts["origin"] = {i: c.origin.get(i, "?") for i in counts["lost"] + counts["duplicates"]
                         + counts["answered_200_missing"]}
-    counts.update(cases=c.t.cases, connections=c.t.connections, fuzz=c.t.fuzz, crashes=c.t.crashes,
+    counts.update(cases=c.t.cases, bulk=c.t.bulk, connections=c.t.connections, fuzz=c.t.fuzz, crashes=c.t.crashes,
                   unexpected=c.t.unexpected, statuses=dict(c.t.statuses), seconds=round(time.monotonic() - t0, 1),
                   catalogue_seconds=round(catalogue_s, 1))
     report(counts, out)
@@ -596,8 +614,9 @@ def run(tmp: Path, *, fuzz_examples: int = 200, seed: int | None = None, out=sys
 
 def report(k: dict, out) -> None:
     p = lambda *a: print(*a, file=out)  # noqa: E731
-    p(f"hostile inputs tried: {k['cases'] + k['fuzz']} ({k['cases']} catalogue cases, {k['fuzz']} fuzz inputs; "
-      f"{k['connections']} connections opened) in {k['seconds']} s")
+    p(f"hostile inputs tried: {k['cases'] + k['bulk'] + k['fuzz']} ({k['cases']} catalogue cases firing "
+      f"{k['cases'] + k['bulk']} requests or connections, {k['fuzz']} fuzz inputs; {k['connections']} connections "
+      f"opened in all, the canaries' included) in {k['seconds']} s")
     answers = sorted(k["statuses"].items(), key=lambda x: x[0] or 0)
     p("answers: " + ", ".join(f"{s or 'closed'}: {n}" for s, n in answers))
     p(f"crashes (process exited, or no canary taken within {CANARY_DEADLINE:g} s): {len(k['crashes'])}")

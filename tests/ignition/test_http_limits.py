@@ -91,6 +91,20 @@ def test_throttle_memory_is_bounded_and_a_spray_shares_one_entry():
     assert t.blocked_for("192.0.2.7", later) == 0 and "192.0.2.7" in t._table
 
 
+def test_a_spray_does_not_lock_out_an_address_that_presented_the_right_token():
+    t = AuthThrottle(max_failures=3, window=60, lockout=30, max_addresses=100, max_known=2)
+    t.succeeded("gateway")
+    for i in range(1000):
+        t.failed(f"10.0.{i // 256}.{i % 256}", 1.0)
+    assert t.blocked_for("newcomer", 2.0) > 0 and t.blocked_for("gateway", 2.0) == 0
+    for _ in range(3):  # its own failures still count
+        t.failed("gateway", 3.0)
+    assert t.blocked_for("gateway", 3.0) > 0
+    t.succeeded("a")
+    t.succeeded("b")  # the known set is bounded: the oldest goes
+    assert "gateway" not in t._known and len(t._known) == 2
+
+
 def test_rejected_event_bytes_never_raise():
     from edge.sources.http.collector import _event_bytes
 

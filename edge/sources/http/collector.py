@@ -124,6 +124,7 @@ class Source:
         if given is None and auth[:7].lower() == "bearer ":
             given, via = auth[7:].strip(), "Authorization: Bearer"
         if given is not None and hmac.compare_digest(given.encode(), self.cfg.token.encode()):
+            self.throttle.succeeded(req.peer)
             return None
         failures, blocked = self.throttle.failed(req.peer, now)
         what = "no token" if given is None else f"wrong token in {via}"

@@ -8,7 +8,9 @@ window, so a client that also holds the token cannot keep guessing.
 Memory is bounded: at most ``max_addresses`` entries. When the table is full,
 entries whose window and lockout are over go first; if none has, new addresses
 share one overflow entry, so spraying from many addresses ends up blocked
-together instead of pushing known offenders out of the table.
+together instead of pushing known offenders out of the table. The addresses
+that last presented the right token (at most ``max_known``) are not new: a
+spray does not lock the gateway out (its own failures still count).
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ class _Entry:
 
 class AuthThrottle:
     def __init__(self, *, max_failures: int = 10, window: float = 60.0, lockout: float = 60.0,
-                 max_addresses: int = 4096):
+                 max_addresses: int = 4096, max_known: int = 256):
         self.max_failures, self.window, self.lockout = max_failures, window, lockout
-        self.max_addresses = max_addresses
+        self.max_addresses, self.max_known = max_addresses, max_known
         self._table: OrderedDict[str, _Entry] = OrderedDict()
+        self._known: OrderedDict[str, None] = OrderedDict()  # right token seen from these, most recent last
         self._expired_at = float("-inf")
 
     def __len__(self) -> int:
@@ -40,9 +43,16 @@ class AuthThrottle:
     def blocked_for(self, addr: str, now: float) -> float:
         """Seconds this address stays blocked (0: it may try)."""
         e = self._table.get(addr)
-        if e is None and len(self._table) >= self.max_addresses:
+        if e is None and len(self._table) >= self.max_addresses and addr not in self._known:
             e = self._table.get(OVERFLOW)
         return max(0.0, e.blocked_until - now) if e else 0.0
+
+    def succeeded(self, addr: str) -> None:
+        """The right token came from ``addr``: it is not a newcomer to the overflow entry any more."""
+        self._known[addr] = None
+        self._known.move_to_end(addr)
+        if len(self._known) > self.max_known:
+            self._known.popitem(last=False)
 
     def failed(self, addr: str, now: float) -> tuple[int, bool]:
         """Count one failure; returns (failures in the window, whether this one started a block)."""
@@ -62,7 +72,10 @@ class AuthThrottle:
             return e
         if len(self._table) >= self.max_addresses and now - self._expired_at >= 1.0:
             self._expire(now)  # a sweep a second at most: a spray of new addresses costs no more
-        if len(self._table) >= self.max_addresses:
+        if len(self._table) >= self.max_addresses and addr in self._known:
+            # a known address keeps its own count (it is not blocked with the spray), in place of the oldest
+            self._table.pop(next((k for k in self._table if k != OVERFLOW), None), None)
+        elif len(self._table) >= self.max_addresses:
             addr = OVERFLOW
             if addr in self._table:
                 return self._table[addr]
