@@ -49,8 +49,10 @@ def test_a_collector_that_cannot_start_is_restarted_until_it_can(tmp_path):
                              what="two failed starts of gw, demo running")
             failing = sources()
             held.close()  # the port is free: the next restart listens
-            await wait_until(lambda: sources().get("gw", {}).get("state") == "listening", timeout=30,
-                             what="gw listening after a restart")
+            # (a source's record is written at most once a second: wait for demo's counted readings too)
+            await wait_until(lambda: sources().get("gw", {}).get("state") == "listening"
+                             and sources()["demo"].get("readings_total", 0) > 0, timeout=30,
+                             what="gw listening after a restart, demo's readings counted")
             return failing["gw"], sources()["gw"], sources()["demo"]
         finally:
             app.request_stop()
