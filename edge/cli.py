@@ -219,7 +219,7 @@ def cmd_doctor(args) -> int:
 
 def cmd_verify(args) -> int:
     from edge import databricks
-    from edge.verify import table_report
+    from edge.verify import table_report, verify_summary
 
     cfg = _load(args)
     appliance = args.appliance_id or cfg.appliance_id
@@ -231,6 +231,7 @@ def cmd_verify(args) -> int:
     doc = {"tables": {cfg.zerobus.table: {"rows": rep["rows"], "unique": rep["unique"],
                                           "duplicates": rep["duplicates"], "appliances": {appliance: rep}}}}
     print(json.dumps(doc, indent=2))
+    print(verify_summary(appliance, rep), file=sys.stderr)  # for a person; stdout stays the JSON document
     return 0 if rep["unexplained_missing_count"] == 0 else 1
 
 

@@ -128,3 +128,24 @@ def _json(value: Any) -> dict:
     except ValueError:
         return {}
     return doc if isinstance(doc, dict) else {}
+
+
+def verify_summary(appliance_id: str, rep: dict) -> str:
+    """What ``edge verify`` found, in a few lines for a person (the JSON has every range)."""
+    def by(counts: dict) -> str:
+        return ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items())) or "-"
+
+    lines = [f"{appliance_id}: seq {rep['min_seq']}..{rep['max_seq']}, {rep['rows']} rows, "
+             f"{rep['duplicates']} duplicates; {rep['missing_count']} seqs missing, "
+             f"{rep['unexplained_missing_count']} unexplained"]
+    if rep["unexplained_missing"]:
+        shown = ", ".join(f"{a}..{b}" for a, b in rep["unexplained_missing"][:10])
+        lines.append(f"  unexplained: {shown}" + (" ..." if len(rep["unexplained_missing"]) > 10 else ""))
+    lines.append(f"  loss markers: {len(rep.get('explained') or [])} (seqs by reason: "
+                 f"{by(rep.get('explained_by_reason') or {})})")
+    count = rep.get("source_gaps_count")
+    lines.append(f"  source gaps: {'?' if count is None else count} (by reason: "
+                 f"{by(rep.get('source_gaps_by_reason') or {})})")
+    if rep.get("details_error"):
+        lines.append(f"  details unavailable: {rep['details_error']}")
+    return "\n".join(lines)

@@ -15,7 +15,7 @@ import pytest
 from edge.databricks import WorkspaceError
 from edge.encode import appliance_prefix, decode, encode_gap_marker, encode_loss_marker, encode_reading, frame
 from edge.schema import columns
-from edge.verify import table_report
+from edge.verify import table_report, verify_summary
 
 TABLE = "main.edge.readings"
 COLS = [name for name, _type, _req in columns()]
@@ -108,3 +108,9 @@ def test_the_detail_queries_are_bounded(table):
     table_report(table, TABLE, "plant-a")
     gap_rows = [s for s in table.statements if "kind = 'gap'" in s and "value_json" in s]
     assert gap_rows and all(re.search(r"LIMIT \d+", s) for s in gap_rows)
+
+
+def test_the_summary_names_the_reasons_and_the_unexplained_ranges(table):
+    text = verify_summary("plant-a", table_report(table, TABLE, "plant-a"))
+    assert "20..29, 73..74" in text and "22 seqs missing, 12 unexplained" in text
+    assert "drop_oldest 3, spool_lost 9" in text and "history_empty 1, history_unsupported 1" in text
