@@ -7,6 +7,8 @@ import json
 import socket
 import time
 
+import pytest
+
 from edge.spool import SpoolReader
 from edge.tlsgen import ensure_tls
 
@@ -66,9 +68,10 @@ def test_deeply_nested_body_is_quarantined_with_a_status(edge_http):
     assert "nested too deeply" in quarantined(edge.spool_path)[0]["reason"]
 
 
-def test_valid_events_of_a_batch_with_a_poisoned_element_are_committed(edge_http):
+@pytest.mark.parametrize("depth", [1000, 5000])
+def test_valid_events_of_a_batch_with_a_poisoned_element_are_committed(edge_http, depth):
     edge = edge_http()
-    deep = "[" * 5000 + "]" * 5000
+    deep = "[" * depth + "]" * depth
     raw = f'[{json.dumps(event(0))}, {deep}, {json.dumps(event(2))}, {json.dumps(event(3, value=[[[[1]]]]))}]'.encode()
     status, body, _ = edge.post_batch(raw)
     assert status == 200, body
