@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable as a
 from ops import drainlimit  # noqa: E402
 from ops import drillcheck as dc  # noqa: E402
 from ops import wan  # noqa: E402
-from ops.drillsink import VERIFIERS, DrillSetupError, EmulatorVerifier, SpoolProbe, TableVerifier  # noqa: E402
+from ops.drillsink import VERIFIERS, DrillSetupError, EmulatorVerifier, SinkWatch, SpoolProbe, TableVerifier  # noqa: E402
 from ops.composectl import Compose, ComposeError, Emulator, docker  # noqa: E402
 
 EXIT_PASS, EXIT_LOSS, EXIT_SETUP = 0, 1, 2
@@ -280,7 +280,12 @@ def run(args: argparse.Namespace) -> int:
     cut_s = time.monotonic() - t_cut  # sampling and a restart make it longer than asked
     note(f"egress RESTORED after {cut_s:.0f}s: backlog {at_restore['depth_seqs']} seqs")
     backlog_last = int(at_restore["next_seq"]) - 1
+    t_link_up = time.monotonic()
     sink_at_restore = verifier.progress(appliance)
+    watch = None
+    if verifier.cheap:  # the drain timed from the sink itself, a few times a second
+        watch = SinkWatch(verifier, appliance, sink_at_restore, backlog_last,
+                          (lambda: shaper.sent_total(container)) if shaper else None).__enter__()
 
     if args.kill_during_drain:
         # Kill as soon as the sink shows the drain has begun: mid-drain, not before it.
@@ -322,12 +327,31 @@ def run(args: argparse.Namespace) -> int:
         time.sleep(args.drain_interval)
 
     t_end = time.monotonic()
+    sink_fig = None
+    if watch is not None:
+        watch.__exit__(None, None, None)
+        sink_fig = watch.figures(t_link_up)
+        if sink_fig and sink_fig.get("rate"):
+            note(f"sink: first delivery {sink_fig['first_delivery_s']:.1f}s after the restore, the whole backlog "
+                 f"in at {sink_fig['backlog_in_sink_s']:.1f}s; {sink_fig['readings']} readings in "
+                 f"{sink_fig['seconds']:.2f}s between")
+        elif sink_fig:
+            note(f"sink: the whole backlog arrived within one look ({watch.interval:g}s), "
+                 f"{sink_fig['first_delivery_s']:.1f}s after the restore: too short a drain to time (cut longer)")
+    sink_rate = sink_fig["rate"] if sink_fig and sink_fig.get("rate") else None
     wan_fig = None
     if shaper:
-        # The link's share is measured while the drain runs: from the first sample that saw it
-        # moving (the reconnect backoff before it is the SDK's, not the link's) to its end.
+        # The link's share is measured while the drain runs: from the first sign of it moving (the
+        # reconnect backoff before it is the SDK's, not the link's) to its end; timed in the sink
+        # when it can be watched, else between the spool's samples.
         sent = shaper.sent_total(container)
-        if drained and moving and last_seq > moving[1]:
+        if sink_rate:
+            wan_fig = wan.link_figures(shaper.link, sink_fig["uplink_bytes"], sink_fig["readings"],
+                                       sink_fig["seconds"], shaper.delay_by)
+        elif sink_fig:  # in within one look: the bytes per reading are known, the rate is not
+            wan_fig = wan.link_figures(shaper.link, sent, last_seq - int(at_restore["delivered_seq"]), None,
+                                       shaper.delay_by)
+        elif drained and moving and last_seq > moving[1]:
             wan_fig = wan.link_figures(shaper.link, sent - moving[2], last_seq - moving[1], t_end - moving[0],
                                        shaper.delay_by)
         else:
@@ -340,8 +364,8 @@ def run(args: argparse.Namespace) -> int:
         shaper.remove(container)
         note("WAN shaping removed")
     limit_fig = drain_limit(args, probe, sink_profile, wan_fig, shaper, said, rtts,
-                            (last_seq - moving[1]) / (t_end - moving[0])
-                            if drained and moving and last_seq > moving[1] and t_end > moving[0] else None)
+                            sink_rate or ((last_seq - moving[1]) / (t_end - moving[0])
+                                          if drained and moving and last_seq > moving[1] and t_end > moving[0] else None))
     sink1 = verifier.view(appliance)
     v = dc.verdict(first_seq, last_seq, sink1, sink0.duplicates, drained)
     end = samples[-1]
@@ -357,6 +381,7 @@ def run(args: argparse.Namespace) -> int:
         "runway_at_restore_s": at_restore.get("runway_s"),
         "drain_s": drain_s,
         "drain_rate": (int(at_restore["depth_seqs"]) / drain_s) if drain_s else None,
+        "sink_drain": sink_fig,
         "dropped_by_cause": probe.stats().get("dropped") if drained else start.get("dropped"),
         "end": end,
         "events": events,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 
 from ops import drillcheck as dc
@@ -63,6 +64,7 @@ class EmulatorVerifier:
     """The bundled ZeroBus emulator's landed-row accounting (GET /stats)."""
 
     name = "emulator"
+    cheap = True  # one HTTP GET: it can be watched a few times a second
 
     def __init__(self, sink: Emulator, table: str):
         self.sink = sink
@@ -91,6 +93,7 @@ class TableVerifier:
     """
 
     name = "databricks"
+    cheap = False  # a SQL query through a warehouse per look
 
     def __init__(self, command: list[str], config: str, warehouse_id: str | None, table: str):
         self.command, self.config, self.warehouse_id, self.table = command, config, warehouse_id, table
@@ -127,3 +130,55 @@ def _sink_view(app: dict, counts: dict) -> dc.SinkView:
 
 
 VERIFIERS = {"emulator": EmulatorVerifier, "databricks": TableVerifier}
+
+
+class SinkWatch:
+    """Watches a cheap verifier from a thread during the drain, a few times a second: when the sink
+    first held more than ``start`` (the drain began) and when it held ``last`` (the backlog is in),
+    each with the uplink's byte counter then. The spool's own view costs a ``docker exec`` of the
+    edge CLI (about a second of CPU, several on a loaded host): a drain of a few seconds would fall
+    between two of its samples, so the drain's rate is timed here instead."""
+
+    def __init__(self, verifier, appliance: str, start: int | None, last: int, uplink_bytes=None,
+                 interval: float = 0.2):
+        self.verifier, self.appliance, self.last = verifier, appliance, last
+        self.start = -1 if start is None else start
+        self.uplink_bytes = uplink_bytes or (lambda: 0)
+        self.interval = interval
+        self.moving: tuple[float, int, int] | None = None  # (monotonic t, sink max_seq, uplink bytes)
+        self.done: tuple[float, int, int] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sink-watch", daemon=True)
+
+    def __enter__(self) -> "SinkWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and self.done is None:
+            try:
+                top = self.verifier.progress(self.appliance)
+            except Exception as exc:  # the emulator restarting: look again, and say why if it lasts
+                print(f"sink watch: {type(exc).__name__}: {exc}", flush=True)
+                top = None
+            now = time.monotonic()
+            if top is not None and top > self.start and self.moving is None:
+                self.moving = (now, top, self.uplink_bytes())
+            if top is not None and top >= self.last:
+                self.done = (now, top, self.uplink_bytes())
+                return
+            self._stop.wait(self.interval)
+
+    def figures(self, t_restore: float) -> dict | None:
+        """Seconds from the restore to the first delivery and to the whole backlog, and the rate between."""
+        if self.moving is None or self.done is None:
+            return None
+        (t1, s1, b1), (t2, s2, b2) = self.moving, self.done
+        out = {"first_delivery_s": round(t1 - t_restore, 2), "backlog_in_sink_s": round(t2 - t_restore, 2),
+               "readings": s2 - s1, "seconds": round(t2 - t1, 3), "uplink_bytes": b2 - b1}
+        out["rate"] = round((s2 - s1) / (t2 - t1), 1) if t2 > t1 else None
+        return out

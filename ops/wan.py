@@ -158,10 +158,12 @@ def link_figures(link: Link, sent_bytes: int | None, delivered: int, drain_s: fl
     out: dict = {"link": link.describe(delay_by), "delay_by": delay_by if link.delay_ms else None,
                  "loss_emulated": bool(link.loss), "loss_by": (delay_by if link.loss else None),
                  "sent_bytes": sent_bytes, "delivered_during_drain": delivered}
-    if not sent_bytes or delivered <= 0 or not drain_s:
+    if not sent_bytes or delivered <= 0:
         return out
     per = sent_bytes / delivered
     out["wire_bytes_per_reading"] = round(per, 1)
+    if not drain_s:  # the drain was not timed: its bytes per reading are all that is known
+        return out
     out["delivered_rate"] = round(delivered / drain_s, 1)
     out["wire_rate_bps"] = round(sent_bytes * 8 / drain_s)
     if link.rate:
@@ -175,8 +177,9 @@ def link_figures(link: Link, sent_bytes: int | None, delivered: int, drain_s: fl
 def render(fig: dict) -> list[str]:
     lines = [f"  wan link            {fig['link']}"]
     if "wire_bytes_per_reading" in fig:
+        rate = f", {fig['wire_rate_bps'] / 1e6:.2f} Mbit/s" if "wire_rate_bps" in fig else " (the drain was not timed)"
         lines.append(f"  on the wire         {fig['sent_bytes']} B for {fig['delivered_during_drain']} readings = "
-                     f"{fig['wire_bytes_per_reading']:.0f} B/reading, {fig['wire_rate_bps'] / 1e6:.2f} Mbit/s")
+                     f"{fig['wire_bytes_per_reading']:.0f} B/reading{rate}")
     if "binding_limit" in fig:
         lines.append(f"  binding limit       {fig['binding_limit']}")
         lines.append(f"  drain vs limit      {fig['delivered_rate']:.0f} readings/s delivered = "

@@ -8,6 +8,8 @@ import pytest
 
 from ops import drainlimit, drill, wan
 from ops.bench_drain import steady_state
+from ops.drillsink import SinkWatch
+from simulators.kit.wait import wait_until
 
 
 def test_the_lowest_measured_limit_binds_and_unmeasured_ones_are_left_out():
@@ -57,3 +59,33 @@ def test_steady_state_leaves_out_the_start_and_says_what_it_cost():
     assert out["steady"] == pytest.approx(100_000, rel=0.02)
     assert out["first_s"] == pytest.approx(0.51, abs=0.01)
     assert out["start_cost_s"] == pytest.approx(0.5, abs=0.03)
+
+
+class _Sink:
+    """The sink's max_seq as the drill's verifier reports it, moving along a script."""
+
+    def __init__(self, tops: list[int]):
+        self.tops = tops
+        self.looks = 0
+
+    def progress(self, appliance_id: str) -> int:
+        self.looks += 1
+        return self.tops[min(self.looks - 1, len(self.tops) - 1)]
+
+
+def test_the_drill_times_the_drain_in_the_sink_between_first_move_and_whole_backlog():
+    sink = _Sink([100, 100, 100, 300, 600, 900, 1000, 1000])
+    uplink = iter(range(0, 10**9, 1000))
+    with SinkWatch(sink, "app", start=100, last=1000, uplink_bytes=lambda: next(uplink), interval=0.01) as watch:
+        wait_until(lambda: watch.done is not None, 10, "the watch to see the whole backlog")
+    fig = watch.figures(watch.moving[0] - 0.5)
+    assert fig["readings"] == 1000 - 300 and fig["uplink_bytes"] == 1000  # between the first move and the end
+    assert fig["first_delivery_s"] == 0.5 and fig["rate"] == pytest.approx(700 / fig["seconds"], rel=0.05)  # both rounded
+    assert sink.looks == 7  # it stopped looking once the backlog was in
+
+
+def test_a_backlog_in_within_one_look_is_not_timed():
+    with SinkWatch(_Sink([5, 1000]), "app", start=5, last=1000, interval=0.01) as watch:
+        wait_until(lambda: watch.done is not None, 10, "the watch to see the whole backlog")
+    fig = watch.figures(watch.moving[0])
+    assert fig["readings"] == 0 and fig["rate"] is None
