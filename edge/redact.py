@@ -17,10 +17,11 @@ import re
 from typing import Iterable
 
 _URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
-_URL_USERINFO = re.compile(r"^([^:]+://)[^/@]*@")
+# User info runs to the authority's last "@" (a password may hold one), as URL parsers read it.
+_URL_USERINFO = re.compile(r"^([^:]+://)[^/?#]*@")
 _QUERY_VALUE = re.compile(r"([?&;][^=&#]*)=[^&#;]*")
 _AUTH = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
-_USERINFO = re.compile(r"(://)[^/@\s]+@")
+_USERINFO = re.compile(r"(://)[^/?#\s]+@")
 _PARAM = re.compile(r"(?i)(client_secret|access_token|password)=([^&\s\"']+)")
 MASK = "***"
 

@@ -32,6 +32,16 @@ def test_redact_url_and_urls():
     assert redact_urls("bad http://a:b@h/ and https://h/?t=1 end") == "bad http://***@h/ and https://h/?t=*** end"
 
 
+def test_a_password_holding_an_at_sign_is_hidden_whole():
+    """User info runs to the authority's last "@", as URL parsers read it (the first "@" left half shown)."""
+    assert redact_url("http://user:p@ss@w0rd@host:80/x") == "http://***@host:80/x"
+    assert redact_urls("see mqtt://u:a@b@broker/t now") == "see mqtt://***@broker/t now"
+    assert Scrubber()("failed: https://u:hun@ter2@proxy:3128 refused") == "failed: https://***@proxy:3128 refused"
+    # an "@" after the authority (a path or a query) is not user info
+    assert redact_url("http://host/a@b") == "http://host/a@b"
+    assert Scrubber()("http://host/p?x=@y") == "http://host/p?x=@y"
+
+
 def test_the_preflight_record_is_scrubbed_like_the_forwarder_errors():
     """Before the scrubbers were one, the stored preflight record only replaced the exact secret values."""
     checks = [{"name": "proxy", "ok": False, "detail": "via http://alice:hunter2@proxy:3128 got Bearer eyJhbG.c",
