@@ -13,10 +13,11 @@ import sys
 from pathlib import Path
 
 ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
-# Threads per worker: a connection that sends nothing, or stalls mid-request, holds one thread (gthread
-# hands an idle connection back to its poller after 5 s) instead of a whole sync worker, so a few slow
-# or half-open clients cannot take the page down for everyone.
-THREADS = 8
+# Threads per worker: a connection that sends nothing holds no thread for more than 5 s (gthread hands it
+# back to its poller), one that trickles its request holds one thread for at most READ_DEADLINE_S
+# (edge/admin/worker.py), never a whole sync worker: a few slow or half-open clients cannot take the page
+# down for everyone.
+THREADS = 16
 WORKER_CONNECTIONS = 200  # open connections per worker, kept-alive ones included
 
 
@@ -25,7 +26,7 @@ def gunicorn_argv(config_path: str, bind: str, *, workers: int, timeout: float, 
     argv = [
         sys.executable, "-m", "gunicorn",
         "--workers", str(workers),
-        "--worker-class", "gthread",
+        "--worker-class", "edge.admin.worker.Worker",  # gthread with a deadline on reading a request
         "--threads", str(threads),
         "--worker-connections", str(WORKER_CONNECTIONS),
         "--bind", bind,

@@ -10,12 +10,14 @@ import re
 import signal
 import socket
 import ssl
+import threading
 import time
 import urllib.parse
 
 import pytest
 
 from edge.admin.server import serve
+from edge.admin.worker import READ_DEADLINE_S
 from edge.tlsgen import ensure_tls
 from simulators.kit.wait import wait_until
 from tests.admin.browser import login_cookie
@@ -41,6 +43,64 @@ def test_two_half_open_connections_do_not_stop_a_third_clients_page(tmp_path):
         assert time.monotonic() - t0 < 5
     finally:
         for s in held:
+            s.close()
+        gun.stop()
+
+
+def _get_from(source: str, port: int, path: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=READ_DEADLINE_S + 10, source_address=(source, 0))
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def test_clients_trickling_their_requests_are_cut_and_the_page_answers(tmp_path):
+    """Before: a thread read a request head with no time limit, so 16 connections sending a header byte a second
+    (8 threads x 2 workers) held every thread for good and the page timed out for everyone else. Now one address
+    holds a bounded share of the threads, each for at most READ_DEADLINE_S."""
+    gun = Gunicorn(write_config(tmp_path), ENV, workers=2, log=tmp_path / "gunicorn.log")
+    slow = []
+    stop = threading.Event()
+
+    def trickle() -> None:
+        while not stop.is_set():
+            for s in slow:
+                try:
+                    s.sendall(b"X")
+                except OSError:
+                    pass
+            stop.wait(1.0)
+
+    feeder = threading.Thread(target=trickle, daemon=True)
+    try:
+        for _ in range(40):  # more than every thread of both workers
+            s = socket.create_connection(("127.0.0.1", gun.port), timeout=5)
+            s.sendall(b"GET /login HTTP/1.1\r\nX-Slow: ")
+            slow.append(s)
+        feeder.start()
+        for _ in range(3):  # another client (another address) is served at once, again and again
+            t0 = time.monotonic()
+            status, body = _get_from("127.0.0.2", gun.port, "/login")
+            assert status == 200 and b"Sign in" in body
+            assert time.monotonic() - t0 < 3
+
+        def closed_by_server(s: socket.socket) -> bool:
+            try:
+                s.settimeout(0.05)
+                return s.recv(1) == b""
+            except (socket.timeout, BlockingIOError):
+                return False
+            except OSError:
+                return True
+        wait_until(lambda: all(closed_by_server(s) for s in slow), READ_DEADLINE_S + 10,
+                   "the trickling connections to be closed")
+        assert "no complete request within" in gun.log_tail(200_000)
+    finally:
+        stop.set()
+        for s in slow:
             s.close()
         gun.stop()
 
@@ -78,7 +138,8 @@ def test_serve_passes_the_certificate_and_uses_threaded_workers(tmp_path, tls_fi
                  exec_=False)
     assert argv[argv.index("--certfile") + 1] == tls_files.server_cert
     assert argv[argv.index("--keyfile") + 1] == tls_files.server_key
-    assert argv[argv.index("--worker-class") + 1] == "gthread" and int(argv[argv.index("--threads") + 1]) >= 4
+    assert argv[argv.index("--worker-class") + 1] == "edge.admin.worker.Worker"
+    assert int(argv[argv.index("--threads") + 1]) >= 4
     plain = serve(str(write_config(tmp_path / "p" if (tmp_path / "p").mkdir() is None else tmp_path)), exec_=False)
     assert "--certfile" not in plain
 
