@@ -229,7 +229,7 @@ def test_login_limiter_window(tmp_path):
 
 
 def test_login_limits_are_shared_by_every_worker_and_survive_a_restart(tmp_path):
-    """Issue 16: the limit lived in each worker's memory; a worker restart or another worker forgot it."""
+    """Before: the limit lived in each worker's memory; a worker restart or another worker forgot it."""
     one = auth.LoginLimiter(AdminStore(tmp_path), 3, 300)
     for _ in range(3):
         one.failed("10.0.0.9", "admin")
@@ -238,7 +238,7 @@ def test_login_limits_are_shared_by_every_worker_and_survive_a_restart(tmp_path)
 
 
 def test_another_roles_success_does_not_reset_the_count(tmp_path):
-    """Issue 16: any successful login from the address (a viewer's, say) cleared the admin guesses."""
+    """Before: any successful login from the address (a viewer's, say) cleared the admin guesses."""
     lim = auth.LoginLimiter(AdminStore(tmp_path), 3, 300)
     for _ in range(3):
         lim.failed("10.0.0.9", "admin")
@@ -335,7 +335,7 @@ def test_payloads_are_bounded_and_control_bytes_made_visible():
 
 
 def test_time_to_drain_says_caught_up_when_delivery_keeps_pace():
-    """Issue 16: a live spool (a few hundred in flight, drain == ingest) showed "stalled - not draining faster
+    """Before: a live spool (a few hundred in flight, drain == ingest) showed "stalled - not draining faster
     than ingest"; it is caught up."""
     live = model.backlog({"depth_rows": 400, "depth_seqs": 400, "ingest_rate_10s": 1000.0, "drain_rate_10s": 1000.0,
                           "drain_eta_s": None}, now=0)
@@ -352,7 +352,7 @@ def test_time_to_drain_says_caught_up_when_delivery_keeps_pace():
 
 
 def test_a_cut_is_dated_from_the_last_ack_not_from_its_detection():
-    """Issue 16: the forwarder notices a dead link an ack timeout (~30 s) after the last ack; the timeline
+    """Before: the forwarder notices a dead link an ack timeout (~30 s) after the last ack; the timeline
     dated the cut from the detection."""
     now = 10_000.0
     cuts = [{"started_ts": 1000.0, "recovered_ts": 1600.0, "drained_ts": 1700.0},
