@@ -5,9 +5,10 @@ which the page only reads). Every gunicorn worker and thread opens it, so a limi
 logout holds across workers and worker restarts. This module owns the admin's SQL.
 
 - ``sessions``: keyed by SHA-256 of the random cookie value (a copy of this file does not
-  give a usable cookie); the role, a tag of the role's current password (HMAC with a random
-  key kept here, so a password change ends the role's sessions; nothing password-derived goes
-  into the cookie), creation time and the session data (CSRF token, flashes) as JSON.
+  give a usable cookie); the role, a tag of the role's current password (scrypt salted with a
+  random key kept here, so a password change ends the role's sessions; nothing password-derived
+  goes into the cookie, and a reader of this file gets a slow password hash, not a fast
+  oracle to test guesses against), creation time and the session data (CSRF token, flashes) as JSON.
   Bounded: anonymous sessions (a visit to the login page) expire after an hour and are capped,
   signed-in sessions are capped per role (oldest go first).
 - ``failures``: one row per failed login (client address, role named, time), trimmed to the
@@ -20,7 +21,6 @@ logout holds across workers and worker restarts. This module owns the admin's SQ
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import os
 import secrets
@@ -46,6 +46,7 @@ MAX_TRACKED_ROWS = 10_000  # rows in the window before new addresses share the O
 # A backstop only: an address counted adds at most login_attempts rows before it is refused,
 # so the table stays near MAX_TRACKED_ROWS x login_attempts at most; beyond this, oldest go.
 MAX_FAILURE_ROWS = 200_000
+TAG_SCRYPT_N = 2**14  # 16 MiB, ~0.1 s: the cost of one offline guess against a stored tag
 OVERFLOW = "*"  # the shared client key (no remote address looks like it)
 
 
@@ -99,8 +100,14 @@ class AdminStore:
     # ------------------------------------------------------------ sessions
 
     def tag(self, role: str, password: str) -> str:
-        """What a session remembers of its role's password: changes when the password does."""
-        return hmac.new(self._key, f"{role}\0{password}".encode(), hashlib.sha256).hexdigest()
+        """What a session remembers of its role's password: changes when the password does.
+
+        scrypt, salted with the store's random key: whoever reads this file (the key is in it)
+        faces a password hash costing ~0.1 s a guess, not a fast HMAC to test guesses against.
+        Computed once per role when the app starts.
+        """
+        return hashlib.scrypt(f"{role}\0{password}".encode(), salt=self._key, n=TAG_SCRYPT_N, r=8, p=1,
+                              dklen=32).hex()
 
     def load(self, sid: str) -> Session | None:
         row = self._conn().execute("SELECT role, tag, created, data FROM sessions WHERE id = ?",

@@ -397,3 +397,19 @@ def test_time_to_drain_says_stalled_while_the_uplink_is_down_even_before_the_rat
     assert doc["uplink"]["state"] == "egress_down"
     assert (doc["backlog"]["drain_state"], doc["backlog"]["drain_value"]) == ("stalled", "stalled")
     assert "egress down" in doc["backlog"]["drain_note"]
+
+
+def test_the_stored_password_tag_is_a_slow_salted_hash(tmp_path):
+    """A reader of the admin store (key and tags side by side) must pay a password hash per guess: before, the
+    tag was one HMAC-SHA256, millions of guesses a second."""
+    import hashlib
+    import hmac
+    import time as _time
+
+    store = AdminStore(tmp_path)
+    t0 = _time.perf_counter()
+    tag = store.tag("admin", "pw-one-xx")
+    assert _time.perf_counter() - t0 > 0.01  # scrypt's memory-hard work, not a single hash
+    assert tag != hmac.new(store._key, b"admin\0pw-one-xx", hashlib.sha256).hexdigest()
+    assert tag == hashlib.scrypt(b"admin\0pw-one-xx", salt=store._key, n=2**14, r=8, p=1, dklen=32).hex()
+    assert tag != AdminStore(tmp_path / "other").tag("admin", "pw-one-xx")  # salted per store
