@@ -78,3 +78,12 @@ def test_the_overrides_add_no_secret_mount():
         for name, service in (_compose(override).get("services") or {}).items():
             for src, _, _ in _mounts(service):
                 assert not src.startswith(("secrets", "admin-state", "spool")), (override, name, src)
+
+
+def test_the_page_is_published_on_the_loopback_unless_asked():
+    """The page speaks plain HTTP unless admin.tls_cert is set: by default Compose publishes it on 127.0.0.1 only."""
+    services = _compose("docker-compose.yml")["services"]
+    published = {name: s.get("ports") or [] for name, s in services.items() if s.get("ports")}
+    assert published["admin"] == ["${ADMIN_BIND:-127.0.0.1}:${ADMIN_PORT:-8080}:8080"]
+    for name, ports in published.items():
+        assert all(p.startswith(("127.0.0.1:", "${ADMIN_BIND:-127.0.0.1}:")) for p in ports), name
