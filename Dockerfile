@@ -29,9 +29,18 @@ COPY pyproject.toml /src/pyproject.toml
 COPY edge/ /src/edge/
 COPY simulators/ /src/simulators/
 # The project itself: no dependency and no build backend from anywhere but the lock.
+# Then the image holds exactly the lock: every installed distribution (the project aside) pinned
+# there at that version, and nothing in the lock missing.
 RUN /opt/venv/bin/pip install -q --no-index --no-deps --no-build-isolation /src \
     && /opt/venv/bin/pip check \
-    && /opt/venv/bin/python -c 'import edge, simulators'
+    && /opt/venv/bin/python -c 'import edge, simulators' \
+    && /opt/venv/bin/python -c 'import re, sys, importlib.metadata as md; \
+norm = lambda s: re.sub(r"[-_.]+", "-", s).lower(); \
+lock = {norm(a): b for a, b in re.findall(r"(?m)^([A-Za-z0-9][A-Za-z0-9._-]*)==([^ ;]+) ", open("/src/requirements.lock").read())}; \
+got = {norm(d.metadata["Name"]): d.version for d in md.distributions()}; got.pop("zerobus-edge"); \
+diff = sorted(set(got.items()) ^ set(lock.items())); \
+print(f"lock: {len(got)} installed = {len(lock)} locked"); \
+sys.exit(f"installed and locked differ: {diff}" if diff else 0)'
 
 FROM ${BASE_IMAGE}
 # Fixed ids: the spool volume is shared by `edge` (writer) and `admin` (reader),
