@@ -14,6 +14,12 @@ Tables are registered by a CREATE TABLE statement (or `--table` at start, with t
 schema of our DDL). Their rows are the ZeroBus emulator's store (`--store`,
 read-only): a SELECT on ``catalog.schema.table`` runs in SQLite over the
 emulator's landed rows for that table, with the statement's named parameters.
+The table has the columns its DDL declares, no more, no fewer: the key columns
+the emulator stores (appliance_id, seq, kind, loss_from_seq, loss_to_seq) and
+every other one decoded from the landed record bytes with the stream's own
+descriptor (source, point, loss_reason, value_json, ...), only for the rows a
+statement reads. Values as SQLite holds them: TIMESTAMP as ISO-8601 UTC text
+(the wire's microseconds), VARIANT as the JSON text that landed, BOOLEAN as 1/0.
 GRANT statements are recorded and answered SUCCEEDED. Anything else FAILS the
 way the API does (state FAILED with an error message, HTTP 200).
 
@@ -34,12 +40,14 @@ import sqlite3
 import threading
 import time
 import uuid
+from datetime import datetime, timedelta, timezone
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
+from simulators.zerobus.records import display_decoder
 from simulators.zerobus.schema import parse_ddl
 
 _TABLE_NAME = re.compile(r"`?([A-Za-z0-9_]+)`?\.`?([A-Za-z0-9_]+)`?\.`?([A-Za-z0-9_]+)`?")
@@ -157,18 +165,18 @@ class Workspace:
             raise ValueError("this test workspace has no row store configured")
         conn = sqlite3.connect(f"file:{self.store}?mode=ro", uri=True, timeout=10)
         try:
+            conn.execute("BEGIN")  # one snapshot: every stream a row names is among the streams read first
+            conn.create_function("_landed", 4, _Landed(conn).column, deterministic=True)
             for i, (full, text) in enumerate(names.items()):
                 view = f"t{i}"
-                conn.execute(
-                    f"CREATE TEMP VIEW {view} AS SELECT r.appliance_id, r.seq, r.kind, r.loss_from_seq, r.loss_to_seq "
-                    f"FROM rows r JOIN batches b ON b.id = r.batch_id WHERE lower(b.table_name) = {_quote(full)}"
-                )
+                conn.execute(f"CREATE TEMP VIEW {view} AS SELECT {_view_columns(self.tables[full]['columns'])} "
+                             f"FROM rows r JOIN batches b ON b.id = r.batch_id WHERE lower(b.table_name) = {_quote(full)}")
                 sql = sql.replace(text, view)
             params = {p["name"]: _PARAM_CASTS.get((p.get("type") or "STRING").upper(), str)(p["value"])
                       if p.get("value") is not None else None for p in parameters}
             cur = conn.execute(sql, params)
             cols = [d[0] for d in cur.description or []]
-            rows = [[None if v is None else str(v) for v in row] for row in cur.fetchall()]
+            rows = [[_text(v) for v in row] for row in cur.fetchall()]
         finally:
             conn.close()
         return {
@@ -177,6 +185,49 @@ class Workspace:
                 "total_row_count": len(rows), "total_chunk_count": 1, "truncated": False},
             "result": {"chunk_index": 0, "row_offset": 0, "row_count": len(rows), "data_array": rows},
         }
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# Columns the emulator's store keeps per row; the rest are in the record bytes.
+_STORED = ("appliance_id", "seq", "kind", "loss_from_seq", "loss_to_seq")
+
+
+def _view_columns(columns: list[dict]) -> str:
+    return ", ".join(f'r.{c["name"]}' if c["name"] in _STORED
+                     else f'_landed(b.stream_id, r.record, {_quote(c["name"])}, {_quote(c["type_text"])}) AS "{c["name"]}"'
+                     for c in columns)
+
+
+class _Landed:
+    """One column of a landed record, decoded with its stream's descriptor (SQLite asks column by
+    column, so the last record decoded is kept)."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.decoders = {sid: display_decoder(rtype, desc, [])
+                         for sid, rtype, desc in conn.execute("SELECT stream_id, record_type, descriptor FROM streams")}
+        self.last: tuple[Any, Any, dict] = (None, None, {})
+
+    def column(self, stream_id: str, record: bytes, name: str, type_text: str) -> Any:
+        if self.last[0] != stream_id or self.last[1] != record:
+            self.last = (stream_id, record, self.decoders[stream_id](record))
+        return _sql_value(self.last[2].get(name), type_text)
+
+
+def _sql_value(v: Any, type_text: str) -> Any:
+    if v is None:
+        return None
+    if type_text.startswith("timestamp") and isinstance(v, int):
+        return (_EPOCH + timedelta(microseconds=v)).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    if isinstance(v, bool):
+        return int(v)
+    return v
+
+
+def _text(v: Any) -> str | None:
+    """A value as the Statement Execution API's JSON_ARRAY carries it: text (bytes as base64)."""
+    if v is None:
+        return None
+    return base64.b64encode(v).decode() if isinstance(v, bytes) else str(v)
 
 
 def _quote(s: str) -> str:
