@@ -134,3 +134,69 @@ def test_unusable_tls_files_are_reported_as_tls_error(tmp_path):
         asyncio.run(Source(cfg, ctx).run())
     snap = status.snapshot()
     assert snap["state"] == "tls_error" and "TLS certificate/key unusable" in snap["detail"]
+
+
+def _source_logging_to(records: list, **cfg):
+    import logging
+
+    from edge.sources.base import SourceContext, SourceStatus
+    from edge.sources.http.collector import Source
+    from edge.sources.http.config import Config
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    log = logging.getLogger("tests.ignition.failed_tokens")
+    log.handlers[:] = [Keep()]
+    log.propagate = False
+    ctx = SourceContext(appliance_id="a", data_dir=".", emit=None, submit=None, quarantine=None,
+                        wait_for_space=None, status=SourceStatus("gw", "http", None), log=log)
+    return Source(Config(name="gw", type="http", token="right-token-0123456789", **cfg), ctx)
+
+
+def _attempt(source, peer: str, token: str | None):
+    import asyncio
+
+    from edge.sources.http.wire import Request
+
+    headers = {} if token is None else {"x-edge-token": token}
+    return asyncio.run(source.app(Request("POST", "/system/zerobus/ingest/batch", "HTTP/1.1", headers, 2,
+                                          peer=peer), None))
+
+
+def test_a_spray_of_failed_tokens_logs_one_line_per_address_then_a_count_a_minute():
+    """Every failed token attempt wrote a line (4,200 wrong tokens: 4,200 lines). Now: an address's first
+    failure gets its line, the rest of them one summary line with the count per address and minute."""
+    import re
+
+    records: list[str] = []
+    source = _source_logging_to(records, auth_max_failures=10_000)  # never blocked: every attempt is checked
+    peers, guess = ["10.0.0.1", "10.0.0.2", "10.0.0.3"], "guess-XYZZY-0123456789"
+    clock = [1000.0]
+    source.clock = lambda: clock[0]
+    for i in range(200):  # 200 failures from 3 addresses over 150 s
+        clock[0] = 1000.0 + i * 0.75
+        assert _attempt(source, peers[i % 3], guess if i % 2 else None).status == 401
+    assert len(records) <= 3 * (1 + 3), records  # a first line, then at most one line a minute, per address
+    for peer in peers:
+        assert sum(peer in r and "refused" in r for r in records) == 1, records
+    clock[0] += 60
+    source.log_summaries()  # what no later failure brought
+    assert source.log_summaries() is None and len(records) <= 3 * (1 + 4)
+    counted = sum(int(m.group(1)) for r in records if (m := re.search(r"(\d+) more failed token attempts", r)))
+    assert counted + 3 == 200, records  # every failure is in a line or a count
+    assert not any(guess in r or "right-token" in r for r in records)
+
+
+def test_fewer_log_lines_do_not_weaken_the_throttle():
+    records: list[str] = []
+    source = _source_logging_to(records, auth_max_failures=3, auth_lockout=30.0)
+    clock = [50.0]
+    source.clock = lambda: clock[0]
+    assert [_attempt(source, "10.0.0.9", "wrong-0123456789abcdef").status for _ in range(4)] == [401, 401, 401, 429]
+    assert _attempt(source, "10.0.0.9", "right-token-0123456789").status == 429  # blocked: not even checked
+    assert sum("refused" in r for r in records) == 1
+    assert any("10.0.0.9 blocked for 30 s after 3 failed token attempts" in r for r in records)
+    clock[0] += 31
+    assert source.throttle.blocked_for("10.0.0.9", clock[0]) == 0  # the lockout is over, as before

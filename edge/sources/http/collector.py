@@ -44,7 +44,7 @@ from edge.sources.http.body import TOO_DEEP, BodyError, Unparsed, load
 from edge.sources.http.config import Config
 from edge.sources.http.ignition import Rejected, map_events
 from edge.sources.http.server import Body, Limits, Reply, Server
-from edge.sources.http.throttle import AuthThrottle
+from edge.sources.http.throttle import OVERFLOW, AuthThrottle
 from edge.sources.http.wire import HttpError, Request
 
 ROUTE = "/system/zerobus"
@@ -52,6 +52,8 @@ ROUTE = "/system/zerobus"
 # connection) while the serving loop goes on reading and answering: with the loop doing it all, its
 # socket calls queued behind the GIL and the benchmark lost a quarter of its rate.
 WORKERS = 8
+# Failed token attempts: an address's first gets a line, the rest one line with their count per this many seconds.
+LOG_EVERY = 60.0
 
 
 class _Counters:
@@ -76,6 +78,7 @@ class Source:
         self.counters = _Counters()
         self.throttle = AuthThrottle(max_failures=cfg.auth_max_failures, window=cfg.auth_lockout,
                                      lockout=cfg.auth_lockout)
+        self.clock = time.monotonic  # of the throttle and its log lines
         self.server: Server | None = None
         self.bound_port: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -114,7 +117,7 @@ class Source:
 
     def _check_token(self, req: Request) -> Reply | None:
         """None when the token is right; otherwise the answer (401, or 429 while the address is blocked)."""
-        now = time.monotonic()
+        now = self.clock()
         wait = self.throttle.blocked_for(req.peer, now)
         if wait > 0:
             return Reply(429, {"success": False, "error": "too many failed token attempts: retry later"},
@@ -127,13 +130,29 @@ class Source:
             self.throttle.succeeded(req.peer)
             return None
         failures, blocked = self.throttle.failed(req.peer, now)
-        what = "no token" if given is None else f"wrong token in {via}"
-        self.ctx.log.warning("http source %s: %s %s from %s refused: %s (%d in %g s)", self.cfg.name, req.method,
-                             req.path, req.peer, what, failures, self.cfg.auth_lockout)
+        due = self.throttle.log_due(req.peer, now, LOG_EVERY)
+        if due is not None and due[1] == 0:
+            what = "no token" if given is None else f"wrong token in {via}"
+            self.ctx.log.warning("http source %s: %s %s from %s refused: %s (%d in %g s; more from it are counted "
+                                 "in one line a minute at most)", self.cfg.name, req.method, req.path, req.peer,
+                                 what, failures, self.cfg.auth_lockout)
+        elif due is not None:
+            self._log_summary(*due)
         if blocked:
             self.ctx.log.warning("http source %s: %s blocked for %g s after %d failed token attempts",
                                  self.cfg.name, req.peer, self.cfg.auth_lockout, failures)
         return Reply(401, {"success": False, "error": "missing or wrong token"}, close=True)
+
+    def _log_summary(self, who: str, n: int) -> None:
+        """One line for the ``n`` failed token attempts from ``who`` since the last line about it."""
+        where = "addresses beyond the throttle's table" if who == OVERFLOW else who
+        self.ctx.log.warning("http source %s: %d more failed token attempts from %s since the last line about it",
+                             self.cfg.name, n, where)
+
+    def log_summaries(self) -> None:
+        """The summary lines due without a new failure (the serving loop calls this every LOG_EVERY s)."""
+        for who, n in self.throttle.summaries_due(self.clock(), LOG_EVERY):
+            self._log_summary(who, n)
 
     def _route(self, path: str) -> str | None:
         base = self.cfg.base_path + ROUTE
@@ -266,7 +285,11 @@ class Source:
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
         ready.set_result(bound)
         try:
-            await self._stop.wait()
+            while not self._stop.is_set():
+                try:
+                    await asyncio.wait_for(self._stop.wait(), LOG_EVERY)
+                except TimeoutError:
+                    self.log_summaries()
         finally:
             await self.server.close()
 

@@ -11,6 +11,13 @@ share one overflow entry, so spraying from many addresses ends up blocked
 together instead of pushing known offenders out of the table. The addresses
 that last presented the right token (at most ``max_known``) are not new: a
 spray does not lock the gateway out (its own failures still count).
+
+What is logged of the failures is decided here too, per entry (so per address,
+and once for the overflow entry), and bounded the same way: the first failure
+of an address gets a line of its own (``log_due``), the failures after it are
+counted and summarised in at most one line per address every ``every`` seconds
+(``log_due`` on a later failure, ``summaries_due`` when none follows). The
+throttle itself does not change with it.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ class _Entry:
     start: float
     failures: int = 0
     blocked_until: float = 0.0
+    logged_at: float | None = None  # when a line about this entry was last written
+    unlogged: int = 0  # failures since that line
 
 
 class AuthThrottle:
@@ -64,6 +73,34 @@ class AuthThrottle:
             e.blocked_until = now + self.lockout
             return e.failures, True
         return e.failures, False
+
+    def log_due(self, addr: str, now: float, every: float = 60.0) -> tuple[str, int] | None:
+        """What to log of the failure ``failed(addr, now)`` just counted: ``(who, 0)`` to log it in full
+        (the first of its entry, or the first after a quiet ``every`` seconds), ``(who, n)`` for one
+        summary line of the ``n`` failures since the last line when that line is ``every`` seconds old,
+        None to only count it. ``who`` is ``addr``, or OVERFLOW when it shares that entry."""
+        who = addr if addr in self._table else OVERFLOW
+        e = self._table.get(who)
+        if e is None:
+            return None
+        if e.logged_at is None or (e.unlogged == 0 and now - e.logged_at >= every):
+            e.logged_at = now
+            return who, 0
+        e.unlogged += 1
+        if now - e.logged_at < every:
+            return None
+        n, e.unlogged, e.logged_at = e.unlogged, 0, now
+        return who, n
+
+    def summaries_due(self, now: float, every: float = 60.0) -> list[tuple[str, int]]:
+        """``(who, n)`` for each entry whose ``n`` failures since its last line are not logged yet and
+        whose last line is ``every`` seconds old: the summary line no later failure will bring."""
+        out = []
+        for who, e in self._table.items():
+            if e.unlogged and e.logged_at is not None and now - e.logged_at >= every:
+                out.append((who, e.unlogged))
+                e.unlogged, e.logged_at = 0, now
+        return out
 
     def _entry(self, addr: str, now: float) -> _Entry:
         e = self._table.get(addr)
