@@ -15,6 +15,7 @@ from pydantic import TypeAdapter
 
 from edge.admin.settings import AdminConfig
 from edge.configtypes import fields_of
+from edge.sources.http.config import Config as HttpConfig
 from edge.sources.modbus.config import Config as ModbusConfig
 from edge.sources.modbus.config import DeviceConfig, PointConfig
 from edge.sources.mqtt.config import Config as MqttConfig
@@ -30,6 +31,7 @@ TABLES = [
     ("edge/sources/modbus/README.md", "### Device", DeviceConfig),
     ("edge/sources/modbus/README.md", "### Point", PointConfig),
     ("edge/sources/opcua/README.md", "## Options", OpcuaConfig),
+    ("edge/sources/http/README.md", "## Options", HttpConfig),
     ("edge/admin/README.md", "## Configuration", AdminConfig),
 ]
 
