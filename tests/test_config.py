@@ -165,3 +165,37 @@ def test_empty_variable_falls_back_to_its_file(tmp_path):
     assert parse(data, {"S": "", "S_FILE": str(tmp_path / "p")}).zerobus.client_secret == "generated-at-first-start"
     assert parse(data, {"S": "given", "S_FILE": str(tmp_path / "p")}).zerobus.client_secret == "given"
     assert parse(data, {"S": ""}).zerobus.client_secret == ""
+
+
+def test_the_example_names_every_spool_and_zerobus_key_with_the_schema_default():
+    """ops/config/example.yaml is where the spool and zerobus keys are documented (the README points to it):
+    each is there, set or commented out, and a literal ``(default X)`` it states is the schema's default.
+    ``max_inflight_bytes`` and ``warehouse_id`` were missing."""
+    import dataclasses
+    import re
+
+    from pydantic import TypeAdapter
+
+    from edge.config import SpoolConfig, ZerobusConfig
+    from edge.configtypes import fields_of
+
+    text = EXAMPLE.read_text()
+    compared = 0
+    for section, cls in (("spool", SpoolConfig), ("zerobus", ZerobusConfig)):
+        block = re.search(rf"^{section}:\n((?:[ \t].*\n)*)", text, re.M).group(1)
+        lines = dict(re.findall(r"^\s+#?\s*([a-z_]+):(.*)$", block, re.M))
+        fields = {f.name: f.default for f in dataclasses.fields(cls)}
+        assert set(lines) == set(fields), (section, set(fields) ^ set(lines))
+        for key, rest in lines.items():
+            stated = re.search(r"\(default ([^),;:]+)", rest)
+            if stated is None:
+                continue
+            cell = stated.group(1).strip()
+            try:
+                value = None if cell == "none" else TypeAdapter(fields_of(cls)[key]).validate_python(cell)
+            except ValueError:
+                assert fields[key] is None, f"{section}.{key}: {cell!r} is not a value"  # worked out: max_bytes/8
+                continue
+            assert value == fields[key], f"{section}.{key} documented as {cell!r}, schema says {fields[key]!r}"
+            compared += 1
+    assert compared >= 4
