@@ -141,15 +141,28 @@ def test_the_admin_page_and_its_server_load_only_the_admin_section(tmp_path, mon
 
 
 def test_the_compose_admin_service_is_not_given_the_other_services_secrets():
-    """The admin container's environment and mounts carry no Databricks, Ignition or MQTT credential."""
+    """The admin container's environment and mounts carry no Databricks, Ignition or MQTT credential. Where
+    the edge forwards to is no secret: production gives the admin the edge's ZEROBUS_ENDPOINT and
+    ZEROBUS_TABLE (without them the dashboard showed the config's defaults, the emulator's, until the
+    forwarder reported)."""
+    shown = {"ZEROBUS_ENDPOINT", "ZEROBUS_TABLE"}
     for name in ("docker-compose.yml", "docker-compose.production.yml"):
         admin = yaml.safe_load((ROOT / name).read_text())["services"].get("admin", {})
         env = admin.get("environment", {})
         names = set(env) if isinstance(env, dict) else {e.split("=", 1)[0] for e in env}
-        assert not [n for n in names if n.startswith(("DATABRICKS_", "IGNITION_", "MQTT_", "ZEROBUS_"))], (name, names)
+        assert not [n for n in names - shown if n.startswith(("DATABRICKS_", "IGNITION_", "MQTT_", "ZEROBUS_"))], (
+            name, names)
         assert "env_file" not in admin, name
         secret_volumes = [v for v in admin.get("volumes", []) if isinstance(v, str) and v.startswith("secrets")]
         assert secret_volumes in ([], ["secrets-admin:/secrets:ro"]), (name, secret_volumes)
+
+
+def test_production_gives_the_admin_the_edges_zerobus_endpoint_and_table():
+    base, prod = (yaml.safe_load((ROOT / n).read_text())["services"]
+                  for n in ("docker-compose.yml", "docker-compose.production.yml"))
+    for key in ("ZEROBUS_ENDPOINT", "ZEROBUS_TABLE"):
+        edge = prod["edge"]["environment"].get(key, base["edge"]["environment"][key])
+        assert prod["admin"]["environment"].get(key) == edge, key
 
 
 def _shipped_configs() -> list[Path]:
