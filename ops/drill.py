@@ -333,8 +333,8 @@ def run(args: argparse.Namespace) -> int:
         sink_fig = watch.figures(t_link_up)
         if sink_fig and sink_fig.get("rate"):
             note(f"sink: first delivery {sink_fig['first_delivery_s']:.1f}s after the restore, the whole backlog "
-                 f"in at {sink_fig['backlog_in_sink_s']:.1f}s; {sink_fig['readings']} readings in "
-                 f"{sink_fig['seconds']:.2f}s between")
+                 f"in at {sink_fig['backlog_in_sink_s']:.1f}s; {sink_fig['rate']:.0f} readings/s between 5% and "
+                 f"95% of it (timed by the {sink_fig['timed_by']})")
         elif sink_fig:
             note(f"sink: the whole backlog arrived within one look ({watch.interval:g}s), "
                  f"{sink_fig['first_delivery_s']:.1f}s after the restore: too short a drain to time (cut longer)")
@@ -349,7 +349,7 @@ def run(args: argparse.Namespace) -> int:
             wan_fig = wan.link_figures(shaper.link, sink_fig["uplink_bytes"], sink_fig["readings"],
                                        sink_fig["seconds"], shaper.delay_by)
         elif sink_fig:  # in within one look: the bytes per reading are known, the rate is not
-            wan_fig = wan.link_figures(shaper.link, sent, last_seq - int(at_restore["delivered_seq"]), None,
+            wan_fig = wan.link_figures(shaper.link, sink_fig["uplink_bytes"], sink_fig["readings"], None,
                                        shaper.delay_by)
         elif drained and moving and last_seq > moving[1]:
             wan_fig = wan.link_figures(shaper.link, sent - moving[2], last_seq - moving[1], t_end - moving[0],

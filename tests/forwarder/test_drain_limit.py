@@ -73,19 +73,38 @@ class _Sink:
         return self.tops[min(self.looks - 1, len(self.tops) - 1)]
 
 
-def test_the_drill_times_the_drain_in_the_sink_between_first_move_and_whole_backlog():
-    sink = _Sink([100, 100, 100, 300, 600, 900, 1000, 1000])
-    uplink = iter(range(0, 10**9, 1000))
-    with SinkWatch(sink, "app", start=100, last=1000, uplink_bytes=lambda: next(uplink), interval=0.01) as watch:
+def test_the_drill_times_the_drain_by_the_uplink_bytes_between_5_and_95_percent():
+    # The sink lands batches late and in bursts (at their acks); the link's bytes flow evenly.
+    sink = _Sink([100, 100, 100, 300, 300, 900, 1000, 1000])
+    sent = iter([0, 0, 1000, 3000, 5000, 7000, 9000, 9000])
+    with SinkWatch(sink, "app", start=100, last=1000, uplink_bytes=lambda: next(sent), interval=0.01) as watch:
         wait_until(lambda: watch.done is not None, 10, "the watch to see the whole backlog")
-    fig = watch.figures(watch.moving[0] - 0.5)
-    assert fig["readings"] == 1000 - 300 and fig["uplink_bytes"] == 1000  # between the first move and the end
-    assert fig["first_delivery_s"] == 0.5 and fig["rate"] == pytest.approx(700 / fig["seconds"], rel=0.05)  # both rounded
-    assert sink.looks == 7  # it stopped looking once the backlog was in
+    looks = watch.looks
+    assert len(looks) == 7 and sink.looks == 7  # it stopped looking once the backlog was in
+    fig = watch.figures(looks[0][0] - 0.5)
+    assert fig["readings"] == 900 and fig["uplink_bytes"] == 9000 and fig["timed_by"] == "uplink bytes"
+    assert fig["first_delivery_s"] == pytest.approx(looks[3][0] - looks[0][0] + 0.5, abs=0.01)
+    # 5% of 9,000 bytes = 450 (between looks 1 and 2), 95% = 8,550 (between 5 and 6).
+    lo = looks[1][0] + (looks[2][0] - looks[1][0]) * 450 / 1000
+    hi = looks[5][0] + (looks[6][0] - looks[5][0]) * 1550 / 2000
+    assert fig["rate"] == pytest.approx(0.9 * 900 / (hi - lo), rel=0.01)
+    assert fig["seconds"] == pytest.approx(900 / fig["rate"], rel=0.01)
+
+
+def test_without_an_uplink_counter_the_drain_is_timed_by_the_sinks_rows():
+    sink = _Sink([100, 100, 300, 500, 700, 900, 1000])
+    with SinkWatch(sink, "app", start=100, last=1000, interval=0.01) as watch:
+        wait_until(lambda: watch.done is not None, 10, "the watch to see the whole backlog")
+    looks = watch.looks
+    fig = watch.figures(looks[0][0])
+    # 5% of the 900 backlog = 145 (between looks 1 and 2), 95% = 955 (between 5 and 6).
+    lo = looks[1][0] + (looks[2][0] - looks[1][0]) * 45 / 200
+    hi = looks[5][0] + (looks[6][0] - looks[5][0]) * 55 / 100
+    assert fig["timed_by"] == "sink rows" and fig["rate"] == pytest.approx(810 / (hi - lo), rel=0.01)
 
 
 def test_a_backlog_in_within_one_look_is_not_timed():
     with SinkWatch(_Sink([5, 1000]), "app", start=5, last=1000, interval=0.01) as watch:
         wait_until(lambda: watch.done is not None, 10, "the watch to see the whole backlog")
-    fig = watch.figures(watch.moving[0])
-    assert fig["readings"] == 0 and fig["rate"] is None
+    fig = watch.figures(watch.looks[0][0])
+    assert fig["readings"] == 995 and fig["rate"] is None and fig["seconds"] is None
