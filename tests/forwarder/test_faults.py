@@ -205,6 +205,9 @@ def test_egress_cut_is_recorded_for_the_drill_timeline(rig):
     wait_for(lambda: (c := fwd.state()["egress_cuts"]) and c[-1].get("open") and c[-1]["errors"] >= 2,
              what="an open cut with two failures")
     rig.append(500)
+    # The peak is sampled during the cut (each backoff second, and as a session starts): wait for it to see
+    # this append before the link comes back (cleared at once, a session begun before it could succeed first).
+    wait_for(lambda: fwd.state()["egress_cuts"][-1].get("backlog_peak", 0) >= 1000, what="the cut's peak backlog")
     assert fwd.state()["egress_cuts"][-1].get("open") is True
     rig.emu.set_faults({"down": False})
     rig.wait_delivered(more.last_seq + 500, timeout=60)
