@@ -31,7 +31,9 @@ def _mounts(service: dict) -> list[tuple[str, str, str]]:
     out = []
     for v in service.get("volumes", []):
         assert isinstance(v, str), f"long volume syntax is not checked here: {v!r}"
-        parts = v.split(":")
+        # A source may be a ${VAR:-default} (its own colon): split after it.
+        head, rest = (v[:v.index("}") + 1], v[v.index("}") + 2:]) if v.startswith("${") else v.split(":", 1)
+        parts = [head, *rest.split(":")]
         out.append((parts[0], parts[1], parts[2] if len(parts) > 2 else "rw"))
     return out
 
@@ -87,3 +89,15 @@ def test_the_page_is_published_on_the_loopback_unless_asked():
     assert published["admin"] == ["${ADMIN_BIND:-127.0.0.1}:${ADMIN_PORT:-8080}:8080"]
     for name, ports in published.items():
         assert all(p.startswith(("127.0.0.1:", "${ADMIN_BIND:-127.0.0.1}:")) for p in ports), name
+
+
+def test_the_pages_tls_directory_is_mounted_read_only_in_the_admin_service_alone():
+    """ADMIN_TLS_DIR holds the page's private key: only the admin service sees it, and cannot write it."""
+    services = _compose("docker-compose.yml")["services"]
+    tls = {name: [(dst, mode) for src, dst, mode in _mounts(s) if src.startswith("${ADMIN_TLS_DIR")]
+           for name, s in services.items()}
+    assert tls.pop("admin") == [("/etc/edge/admin-tls", "ro")]
+    assert not any(tls.values()), tls
+    for override in ("docker-compose.production.yml", "docker-compose.test.yml"):
+        for name, service in (_compose(override).get("services") or {}).items():
+            assert not any("ADMIN_TLS" in src for src, _, _ in _mounts(service)), (override, name)
