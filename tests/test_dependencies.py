@@ -198,3 +198,15 @@ def test_the_duplicate_job_check_sees_what_it_looks_for(tmp_path):
     (tmp_path / "edge" / "doctor.py").write_text("def f(t, s):\n    return t.replace(s, '***')\n")
     (tmp_path / "ops" / "bench.py").write_text("VARS = ('HTTPS_PROXY', 'https_proxy')\n")
     assert duplicated_jobs(tmp_path) == {"scrubber": ["edge/doctor.py:2"], "proxy list": ["ops/bench.py:1"]}
+
+
+def test_nothing_shipped_turns_tls_verification_off():
+    """TLS verification is never turned off: no unverified context, CERT_NONE, check_hostname off or verify=False
+    in the product, its tools, its simulators or what Compose runs (the healthchecks included)."""
+    shapes = ("_create_unverified_context", "CERT_NONE", "check_hostname = False", "check_hostname=False",
+              "verify=False", "--insecure", "curl -k ")
+    files = [p for d in ("edge", "ops", "simulators") for p in (ROOT / d).rglob("*")
+             if p.suffix in (".py", ".sh", ".yml", ".yaml") and ".cache" not in p.parts]
+    files += list(ROOT.glob("docker-compose*.yml")) + [ROOT / "Dockerfile"]
+    found = [f"{p.relative_to(ROOT)}: {shape}" for p in files for shape in shapes if shape in p.read_text(errors="replace")]
+    assert found == []

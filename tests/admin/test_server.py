@@ -16,12 +16,15 @@ import urllib.parse
 
 import pytest
 
+from edge.admin.probe import ready
 from edge.admin.server import serve
 from edge.admin.worker import READ_DEADLINE_S
 from edge.tlsgen import ensure_tls
 from simulators.kit.wait import wait_until
 from tests.admin.browser import login_cookie
-from tests.admin.conftest import ENV, PASSWORDS
+from edge.spool import Spool
+from edge.writer import SpoolWriter
+from tests.admin.conftest import ENV, PASSWORDS, forwarder_state
 from tests.admin.live import Gunicorn, get
 from tests.admin.test_live import write_config
 
@@ -198,5 +201,43 @@ def test_logins_under_real_workers_limit_survives_worker_restarts_and_sessions_d
         assert "locked out for" in log
         for pw in (*PASSWORDS.values(), "wrong-guess-"):
             assert pw not in log
+    finally:
+        gun.stop()
+
+
+def _ready_spool(tmp_path) -> None:
+    """A spool with a fresh forwarder state: the page's /readyz answers 200."""
+    w = SpoolWriter(Spool.open(str(tmp_path / "spool.db"), appliance_id="load-1", max_bytes=64 * 1024**2))
+    w.put_state("forwarder", "main", forwarder_state(state="idle", updated_ts=time.time(), egress_cuts=[])).result(10)
+    w.close()
+
+
+def test_the_containers_probe_verifies_the_tls_listener_against_its_own_certificate(tmp_path, tls_files):
+    """The healthcheck speaks HTTPS with verification on: pinned to the page's certificate (a CA-issued leaf
+    here, accepted as the anchor), checked for a name it carries; a listener with another key fails it."""
+    _ready_spool(tmp_path)
+    cfg = write_config(tmp_path, tls_cert=tls_files.server_cert, tls_key=tls_files.server_key)
+    ctx = ssl.create_default_context(cafile=tls_files.ca_cert)
+    gun = Gunicorn(cfg, ENV, workers=1, log=tmp_path / "gunicorn.log", tls=ctx,
+                   certfile=tls_files.server_cert, keyfile=tls_files.server_key)
+    try:
+        assert ready(gun.port, tls_files.server_cert) == (True, "/readyz answered 200")
+        other = ensure_tls(str(tmp_path / "other"), ["127.0.0.1", "localhost"])
+        ok, why = ready(gun.port, other.server_cert)  # not the certificate this listener holds
+        assert not ok and "CERTIFICATE_VERIFY_FAILED" in why
+        ok, why = ready(gun.port, None)  # plain HTTP to a TLS listener
+        assert not ok
+    finally:
+        gun.stop()
+    ok, why = ready(gun.port, tls_files.server_cert)  # nothing listening
+    assert not ok and "Connection" in why
+
+
+def test_the_containers_probe_speaks_plain_http_without_a_certificate(tmp_path):
+    gun = Gunicorn(write_config(tmp_path), ENV, workers=1, log=tmp_path / "gunicorn.log")
+    try:
+        assert ready(gun.port, None) == (False, "/readyz answered 503")  # the page's verdict: no spool yet
+        _ready_spool(tmp_path)
+        assert ready(gun.port, None) == (True, "/readyz answered 200")
     finally:
         gun.stop()
