@@ -6,7 +6,8 @@ window of batches in flight, and as the OLDEST batch is acked, ``writer.ack(its 
 seq)``. Because batches are awaited in global seq order, the watermark only ever moves
 over a contiguous prefix of acknowledged batches, with one or many streams.
 
-On a failure the streams are dropped, we back off (capped exponential, full jitter) and
+On a failure the streams are dropped, we back off (capped exponential, full jitter; cut
+short when an uplink that did not answer answers again, edge/forward/reach.py) and
 resend from the watermark on fresh streams: duplicates are bounded by one in-flight
 window per failure and carry the stable (appliance_id, seq) key for a downstream MERGE.
 SDK recovery is off (edge/forward/sink.py says why).
@@ -27,6 +28,7 @@ from edge.forward.framing import Framer
 from edge.forward.isolate import SDK_CALL_LIMIT, isolate
 from edge.forward.pace import Pace
 from edge.forward.pump import Paused, Pump
+from edge.forward.reach import TIMEOUT_S, Reach
 from edge.forward.scrub import Scrubber, proxy_summary
 from edge.forward.sink import AckSignal, Failure, Sink, ZerobusSink, close_all
 from edge.forward.spoolside import WAIT_SLICE, SpoolSide, Stopped
@@ -64,6 +66,7 @@ class Forwarder:
         self._scrub = Scrubber(cfg.client_id, str(cfg.client_secret))
         self.sink: Sink = sink or ZerobusSink(cfg, self._scrub, sdk_factory)
         self._backoff = backoff or Backoff(float(cfg.reconnect_initial), float(cfg.reconnect_max))
+        self.reach = Reach(str(cfg.endpoint))
         # batch_max_bytes counts spool bodies; the call also carries each record's framing
         # (prefix + seq varint) and the protobuf length prefix of every record.
         per_record = len(prefix) + 15
@@ -227,7 +230,7 @@ class Forwarder:
             delay = self._backoff.next_delay()
             log.warning("forwarding failed (%s): %s; retrying in %.2fs", f.phase, out.reason, delay)
             self.telemetry.set_state("backing_off", out.reason)
-            self._sleep(delay)
+            self._sleep(delay, probe=self.reach.probe)
 
     def _session_or_isolate(self) -> None:
         try:
@@ -247,9 +250,12 @@ class Forwarder:
             self.spool.record_acks()
             self.telemetry.persist()
 
-    def _sleep(self, seconds: float) -> None:
+    def _sleep(self, seconds: float, probe: Callable[[], bool | None] | None = None) -> None:
+        """Wait ``seconds`` (a stop, pause or retry request ends it). With ``probe`` (edge/forward/reach.py):
+        an uplink that does not answer as the wait begins ends it as soon as it answers again."""
         deadline = time.monotonic() + seconds
         self._retry.clear()
+        watch = probe is not None and seconds > 2 * TIMEOUT_S and probe() is False
         while not self._stop.is_set():
             left = deadline - time.monotonic()
             if left <= 0 or self._retry.is_set() or self._paused.is_set():
@@ -258,6 +264,9 @@ class Forwarder:
             self._wake.clear()
             self._update_cut_backlog()
             self.telemetry.persist()
+            if watch and deadline - time.monotonic() > TIMEOUT_S and probe():
+                log.info("the uplink answers again: retrying now, not in %.1fs", deadline - time.monotonic())
+                return
 
     def _record_error(self, phase: str, reason: str) -> None:
         reason = self._scrub(reason)
