@@ -217,6 +217,6 @@ class SinkWatch:
             share, timed_by = (self.HIGH - self.LOW) * backlog, "sink rows"
         if lo is not None and hi is not None and hi > lo:
             out["rate"] = round(share / (hi - lo), 1)
-            out["seconds"] = round(readings / out["rate"], 3)  # the whole drain at that rate
+            out["seconds"] = readings / out["rate"]  # the whole drain at that rate (unrounded: it divides)
             out["timed_by"] = timed_by
         return out
