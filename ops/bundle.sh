@@ -42,6 +42,9 @@ mkdir -p "$dir/ops/compose" "$dir/ops/config"
 
 cp docker-compose.yml docker-compose.production.yml .env.example "$dir/"
 cp ops/compose/*.yaml "$dir/ops/compose/"
+# Where the admin page's certificate goes (ADMIN_TLS_DIR's default): present, so Docker never creates it root-owned.
+mkdir -p "$dir/ops/compose/admin-tls"
+cp ops/compose/admin-tls/README.md "$dir/ops/compose/admin-tls/"
 cp ops/config/example.yaml "$dir/ops/config/"
 # The air-gap drill runs on the host itself (python3 + the docker CLI, nothing else).
 cp ops/drill.py ops/drillcheck.py ops/drillsink.py ops/drainlimit.py ops/wan.py ops/linkproxy.py ops/composectl.py ops/drill.md "$dir/ops/"
