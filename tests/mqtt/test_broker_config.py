@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import os
 import subprocess
 import threading
@@ -49,6 +52,34 @@ def test_passwords_come_from_secrets_env_or_are_generated_never_a_default(tmp_pa
     other.mkdir()
     assert run_init(other, MQTT_PUBLISHERS="line2").returncode == 0
     assert (other / "m" / "data" / "auth" / "generated" / "line2").read_text() != pw
+
+
+def test_the_access_rules_are_the_dynamic_security_plugins_built_from_the_same_users(tmp_path):
+    """init.sh turns mosquitto_passwd's entries into the plugin's clients as they are (PBKDF2-SHA512: the
+    same hash), one reading role for edge and one publishing role per device; the rendered config loads it."""
+    out = run_init(tmp_path, MQTT_PUBLISHERS="line-1", MQTT_PASSWORD_EDGE="edge-password-123",
+                   MQTT_PASSWORD_LINE_1="device-password-1")
+    assert out.returncode == 0, out.stderr
+    d = tmp_path / "m"
+    doc = json.loads((d / "data" / "auth" / "dynamic-security.json").read_text())
+    assert oct((d / "data" / "auth" / "dynamic-security.json").stat().st_mode & 0o777) == "0o600"
+    assert doc["defaultACLAccess"] == {"publishClientSend": False, "publishClientReceive": False,
+                                       "subscribe": False, "unsubscribe": True}
+    clients = {c["username"]: c for c in doc["clients"]}
+    for user, password in (("edge", "edge-password-123"), ("line-1", "device-password-1")):
+        c = clients[user]
+        digest = hashlib.pbkdf2_hmac("sha512", password.encode(), base64.b64decode(c["salt"]), c["iterations"], 64)
+        assert base64.b64encode(digest).decode() == c["password"]
+    roles = {r["rolename"]: {(a["acltype"], a["topic"]) for a in r["acls"] if a["allow"]} for r in doc["roles"]}
+    assert clients["edge"]["roles"] == [{"rolename": "edge-reader"}]
+    assert roles["edge-reader"] == {("subscribePattern", "plant/#"), ("subscribePattern", "spBv1.0/#"),
+                                    ("publishClientReceive", "plant/#"), ("publishClientReceive", "spBv1.0/#")}
+    assert roles["device-line-1"] == {("publishClientSend", "plant/line-1/#"), ("publishClientSend", "spBv1.0/+/+/line-1"),
+                                      ("publishClientSend", "spBv1.0/+/+/line-1/#")}
+    conf = (d / "data" / "run" / "mosquitto.conf").read_text()
+    assert "\nplugin " in conf and f"plugin_opt_config_file {d}/data/auth/dynamic-security.json" in conf
+    settings = [ln.split()[0] for ln in conf.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    assert "password_file" not in settings and "acl_file" not in settings and settings.count("plugin") == 1
 
 
 @pytest.mark.parametrize("env,message", [

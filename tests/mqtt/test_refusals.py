@@ -4,19 +4,14 @@ admin page's own reading and view model over the spool's state table."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
-import os
-import shutil
 import time
 
 import paho.mqtt.client as mqtt
 import pytest
 
 from edge.admin import model, reading
-from simulators.kit.broker import Broker
-from simulators.kit.mqtt import InProcessEdge, edge_config, wait_until
+from simulators.kit.mqtt import JSON_SUB, InProcessEdge, edge_config, wait_until
 
 
 def _page(edge: InProcessEdge) -> dict:
@@ -57,48 +52,16 @@ def test_a_refused_password_is_bad_on_the_admin_page_not_delivering(broker, tmp_
         edge.stop()
 
 
-DYNSEC = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
-
-
-def _client(broker: Broker, user: str, acls: list[tuple[str, str]]) -> dict:
-    salt = os.urandom(12)
-    digest = hashlib.pbkdf2_hmac("sha512", broker.password(user).encode(), salt, 101, 64)
-    return {"username": user, "password": base64.b64encode(digest).decode(), "salt": base64.b64encode(salt).decode(),
-            "iterations": 101, "roles": [{"rolename": user}],
-            "_acls": [{"acltype": t, "topic": topic, "allow": True} for t, topic in acls]}
-
-
-@pytest.fixture
-def acl_broker():
-    """Mosquitto with an ACL that lets user edge subscribe to plant/# only (our own, not the shipped one).
-
-    Mosquitto 2.0's acl_file grants every SUBSCRIBE and only filters what it delivers, so a
-    broker that refuses subscriptions uses the dynamic security plugin (its subscribe ACLs
-    answer a denied filter with reason code 0x80 / 0x87 in the SUBACK).
-    """
-    b = Broker()
-    clients = [_client(b, "edge", [("subscribePattern", "plant/#"), ("publishClientReceive", "plant/#")]),
-               _client(b, "sim1", [("publishClientSend", "plant/sim1/#")])]
-    roles = [{"rolename": c["username"], "acls": c.pop("_acls")} for c in clients]
-    dynsec = b.dir / "data" / "run" / "dynsec.json"
-    dynsec.write_text(json.dumps({"clients": clients, "roles": roles, "groups": [], "defaultACLAccess": {
-        "publishClientSend": False, "publishClientReceive": False, "subscribe": False, "unsubscribe": True}}))
-    shutil.chown(dynsec, "mosquitto", "mosquitto")
-    conf = [ln for ln in b.conf.read_text().splitlines() if not ln.startswith(("password_file ", "acl_file "))]
-    b.conf.write_text("\n".join(conf + [f"plugin {DYNSEC}", f"plugin_opt_config_file {dynsec}", ""]))
-    b.start()
-    try:
-        yield b
-    finally:
-        b.cleanup()
-
-
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])
-def test_a_subscription_the_acl_refuses_is_subscribe_failed_and_the_rest_flows(acl_broker, tmp_path, protocol):
-    edge = InProcessEdge(edge_config(tmp_path, acl_broker, protocol=protocol))  # plant/# and spBv1.0/#
+def test_a_subscription_the_acl_refuses_is_subscribe_failed_and_the_rest_flows(broker, tmp_path, protocol):
+    """The shipped broker (mosquitto/init.sh: the dynamic-security plugin) refuses a filter outside the edge
+    user's rules in the SUBACK (0x80 / reason 0x87); with the acl_file it had, every SUBSCRIBE was granted."""
+    subs = (JSON_SUB, {**JSON_SUB, "topic": "other/#"})
+    edge = InProcessEdge(edge_config(tmp_path, broker, subs=subs, protocol=protocol))
+    acl_broker = broker
     try:
         st = edge.wait_state("subscribe_failed")
-        assert "spBv1.0/#" in st["detail"] and "plant/#" not in st["detail"].split("(check")[0]
+        assert "other/#" in st["detail"] and "plant/#" not in st["detail"].split("(check")[0]
         assert "ACL" in st["detail"] and st["errors_total"] >= 1
         page = wait_until(lambda: (p := _page(edge)) and p["sources"] and p["sources"][0]["state"] == "subscribe_failed"
                           and p, 20, "subscribe_failed on the page")
