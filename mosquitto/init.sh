@@ -72,7 +72,9 @@ for user in edge ${MQTT_PUBLISHERS:-}; do
     exit 2
   fi
   # -b takes the password as an argument: visible only inside this container, for milliseconds.
-  mosquitto_passwd -b "$tmp" "$user" "$pw"
+  # -H sha512-pbkdf2: the "$7$" form the dynamic-security JSON takes over (2.0's default, named so a
+  # newer mosquitto_passwd with another default still writes it).
+  mosquitto_passwd -H sha512-pbkdf2 -b "$tmp" "$user" "$pw"
 done
 mv "$tmp" "$AUTH/passwd"
 
