@@ -62,11 +62,12 @@ def test_caught_up_is_not_stalled_and_a_silent_egress_shows_within_seconds_dated
     # start (the rates cover 10 s), every refresh over a few seconds says so, not once by luck.
     wait_until(lambda: (s := status())["uplink"]["state"] in ("streaming", "idle")
                and (s["backlog"]["delivered_seq"] or 0) > 12 * RATE, 60, "12 s of delivery")
-    for _ in range(8):
+    for _ in range(8):  # eight refreshes, each after more was delivered
         live = status()
         assert live["backlog"]["drain_state"] in ("caught_up", "drained"), live["backlog"]
         assert live["overall"]["headline"] == "Delivering"
-        time.sleep(0.4)
+        seen = live["backlog"]["delivered_seq"]
+        wait_until(lambda: status()["backlog"]["delivered_seq"] > seen, 10, "more delivered")
     _, page = get(gun.port, "/", headers={"Cookie": cookie})
     assert _text(page.decode(), "drain-eta") in ("caught up", "drained")
 

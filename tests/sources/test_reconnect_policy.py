@@ -21,6 +21,7 @@ from edge.sources.modbus.connection import Connection, ReadFailed
 from edge.sources.modbus.plan import Block
 from edge.sources.status import SourceStatus
 from edge.sources.supervisor import ReconnectPolicy, Supervisor, tcp_probe
+from simulators.kit.aio import wait_until
 from tests.modbus.conftest import source_config
 
 
@@ -142,10 +143,7 @@ def test_a_modbus_device_that_accepts_for_a_moment_between_refusals_keeps_backin
             for w in held:
                 w.close()
             await server.wait_closed()
-            deadline = time.monotonic() + 10
-            while conn.client.connected:  # the device closed it
-                assert time.monotonic() < deadline, "the close was never seen"
-                await asyncio.sleep(0.02)
+            await wait_until(lambda: not conn.client.connected, 10, what="the device's close")
             refused_at = time.monotonic()
             assert not await attempt()  # reopened at once, refused
             return conn.next_try - refused_at
